@@ -1,8 +1,39 @@
-//! tidegate: a TCP echo server and (later) HTTP/1.1 load balancer on mio.
+//! tidegate: a TCP echo server and (next) an HTTP/1.1 load balancer, built
+//! directly on mio (epoll).
 //!
 //! # Layout
+//! - `config`: validated settings per mode; the [`config::ConfigError`] enum.
+//! - `limits`: raising RLIMIT_NOFILE at start.
+//! - `server`: start the acceptor and workers, run, stop, summarise.
+//! - `acceptor`: the listener, accept-until-WouldBlock, fd exhaustion
+//!   (reserve descriptor, backoff), round-robin hand-off, signals.
+//! - `worker`: one thread's Poll + Slab event loop, generic over a session.
+//! - `session`: the [`session::Session`] trait, the token scheme, [`session::Step`].
+//! - `echo`: echo mode's session state machine.
+//! - `io`: non-blocking read/write/accept outcomes: the one place that looks
+//!   at `io::ErrorKind`.
+//! - `stats`: counters shared between threads; the run summary.
+//! - `connlog`: `--log-connections`, written by its own thread.
+//! - `ratelimit`: keeps repeated warnings from flooding the log.
 //! - `loadgen`: the event-driven echo load client behind `examples/echo_client.rs`.
+//!
+//! # Error policy
+//! Nothing read from the network can panic: socket errors become a
+//! [`session::CloseReason`] and are counted; resets are never logged.
+//! Start-up problems are typed ([`server::StartError`]) and reported as one
+//! line by the binary. `debug_assert!` guards invariants on the data path.
 #![forbid(unsafe_code)]
 #![warn(rust_2018_idioms, missing_debug_implementations)]
 
+pub mod acceptor;
+pub mod config;
+pub mod connlog;
+pub mod echo;
+pub mod io;
+pub mod limits;
 pub mod loadgen;
+pub mod ratelimit;
+pub mod server;
+pub mod session;
+pub mod stats;
+pub mod worker;

@@ -1,0 +1,335 @@
+//! The main thread's job: accept connections and deal them out round-robin
+//! to the workers; survive running out of file descriptors; stop on request.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use log::{debug, error, info, warn};
+use mio::net::{TcpListener, UnixStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::io::{AcceptFault, classify_accept, is_addr_in_use, is_interrupted};
+use crate::ratelimit::RateLimit;
+use crate::session::Accepted;
+use crate::stats::AcceptStats;
+use crate::worker::{Msg, WorkerHandle};
+
+pub const LISTENER: Token = Token(0);
+pub const WAKE: Token = Token(1);
+pub const SIGNAL: Token = Token(2);
+
+/// Accepts per poll wakeup before checking for shutdown again. The rest of
+/// the backlog is taken on the next turn, which polls without blocking.
+const ACCEPT_BATCH: usize = 256;
+
+/// How long accepting pauses when the reserve descriptor cannot be had
+/// (fds still exhausted) or the kernel is short of memory. 100 ms bounds
+/// the wasted CPU to a few syscalls per second, while a freed fd is used
+/// quickly.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Pause after an unexpected accept error, so a broken listener cannot spin.
+const FATAL_BACKOFF: Duration = Duration::from_secs(1);
+
+/// At most one fd-exhaustion warning per this interval.
+const WARN_EVERY: Duration = Duration::from_secs(5);
+
+/// Opens a non-blocking listener with SO_REUSEADDR and the given backlog.
+pub fn listen(addr: SocketAddr, backlog: u32) -> Result<TcpListener, ListenError> {
+    let fail = |source| ListenError::Io { addr, source };
+    let sock =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(fail)?;
+    sock.set_reuse_address(true).map_err(fail)?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true).map_err(fail)?;
+    }
+    sock.bind(&addr.into()).map_err(|e| {
+        if is_addr_in_use(&e) {
+            ListenError::InUse(addr)
+        } else {
+            fail(e)
+        }
+    })?;
+    let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
+    sock.listen(backlog).map_err(fail)?;
+    sock.set_nonblocking(true).map_err(fail)?;
+    Ok(TcpListener::from_std(sock.into()))
+}
+
+/// Why the listener could not be opened.
+#[derive(Debug)]
+pub enum ListenError {
+    InUse(SocketAddr),
+    Io { addr: SocketAddr, source: io::Error },
+}
+
+/// Asks a running acceptor (and through it the workers) to stop.
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle {
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+impl ShutdownHandle {
+    pub fn shutdown(&self) {
+        self.stop.store(true, Relaxed);
+        if let Err(e) = self.waker.wake() {
+            error!("cannot wake the acceptor to stop it: {e}");
+        }
+    }
+}
+
+/// The acceptor loop's state.
+#[derive(Debug)]
+pub struct Acceptor {
+    poll: Poll,
+    listener: TcpListener,
+    workers: Vec<WorkerHandle>,
+    /// Worker that gets the next connection.
+    next: usize,
+    /// Workers that were handed a connection in this batch and need a wake.
+    to_wake: Vec<bool>,
+    /// A descriptor kept open so that, when fds run out, closing it frees one
+    /// to accept-and-close a connection instead of leaving it in the backlog.
+    reserve: Option<File>,
+    stats: Arc<AcceptStats>,
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    signals: Option<UnixStream>,
+    fd_warning: RateLimit,
+}
+
+impl Acceptor {
+    pub fn new(
+        mut listener: TcpListener,
+        workers: Vec<WorkerHandle>,
+        stats: Arc<AcceptStats>,
+    ) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+        let n = workers.len();
+        Ok(Acceptor {
+            poll,
+            listener,
+            workers,
+            next: 0,
+            to_wake: vec![false; n],
+            reserve: open_reserve(),
+            stats,
+            stop: Arc::new(AtomicBool::new(false)),
+            waker,
+            signals: None,
+            fd_warning: RateLimit::new(WARN_EVERY),
+        })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            stop: Arc::clone(&self.stop),
+            waker: Arc::clone(&self.waker),
+        }
+    }
+
+    /// Stops the acceptor when a byte arrives on `pipe` (a signal self-pipe).
+    pub fn watch_signals(&mut self, mut pipe: UnixStream) -> io::Result<()> {
+        self.poll
+            .registry()
+            .register(&mut pipe, SIGNAL, Interest::READABLE)?;
+        self.signals = Some(pipe);
+        Ok(())
+    }
+
+    /// Accepts until shut down, then tells the workers to stop and returns
+    /// their handles for joining.
+    pub fn run(mut self) -> Vec<WorkerHandle> {
+        let mut events = Events::with_capacity(16);
+        // The listener is edge-triggered: remember that the backlog may hold
+        // more than one batch, or that accepting is paused until a deadline.
+        let mut more = false;
+        let mut paused_until: Option<Instant> = None;
+        while !self.stop.load(Relaxed) {
+            let now = Instant::now();
+            let timeout = match paused_until {
+                Some(t) => Some(t.saturating_duration_since(now)),
+                None if more => Some(Duration::ZERO),
+                None => None,
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if is_interrupted(&e) {
+                    continue;
+                }
+                error!("acceptor poll failed: {e}; shutting down");
+                break;
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER => more = true,
+                    SIGNAL => self.on_signal(),
+                    _ => {}
+                }
+            }
+            if self.stop.load(Relaxed) {
+                break;
+            }
+            if paused_until.is_some_and(|t| Instant::now() < t) {
+                continue;
+            }
+            paused_until = None;
+            if more {
+                match self.accept_batch() {
+                    Batch::Drained => more = false,
+                    Batch::More => {}
+                    Batch::Pause(d) => paused_until = Some(Instant::now() + d),
+                }
+            }
+        }
+        self.finish()
+    }
+
+    fn on_signal(&mut self) {
+        if let Some(pipe) = &mut self.signals {
+            let mut buf = [0u8; 16];
+            // Bounded: the pipe holds a few bytes per signal at most.
+            for _ in 0..16 {
+                match pipe.read(&mut buf) {
+                    Ok(n) if n > 0 => {}
+                    _ => break,
+                }
+            }
+        }
+        info!("signal received: stopping");
+        self.stop.store(true, Relaxed);
+    }
+
+    fn accept_batch(&mut self) -> Batch {
+        let mut result = Batch::More;
+        for _ in 0..ACCEPT_BATCH {
+            match self.listener.accept() {
+                Ok((stream, peer)) => self.hand_off(Accepted {
+                    stream,
+                    peer,
+                    at: Instant::now(),
+                }),
+                Err(e) => match classify_accept(&e) {
+                    AcceptFault::WouldBlock => {
+                        result = Batch::Drained;
+                        break;
+                    }
+                    AcceptFault::Skip => continue,
+                    AcceptFault::NoFds => {
+                        if !self.shed_one(&e) {
+                            result = Batch::Pause(ACCEPT_BACKOFF);
+                            break;
+                        }
+                    }
+                    AcceptFault::NoMemory => {
+                        self.warn_exhausted(&e);
+                        result = Batch::Pause(ACCEPT_BACKOFF);
+                        break;
+                    }
+                    AcceptFault::Fatal => {
+                        error!("accept failed: {e}; pausing accepts for {FATAL_BACKOFF:?}");
+                        result = Batch::Pause(FATAL_BACKOFF);
+                        break;
+                    }
+                },
+            }
+        }
+        self.wake_workers();
+        result
+    }
+
+    fn hand_off(&mut self, conn: Accepted) {
+        // Nagle would hold back small echoes and responses.
+        if let Err(e) = conn.stream.set_nodelay(true) {
+            debug!("TCP_NODELAY on {}: {e}", conn.peer);
+        }
+        let i = self.next;
+        self.next = (self.next + 1) % self.workers.len();
+        self.stats.opened();
+        if self.workers[i].queue(Msg::Conn(conn)) {
+            self.to_wake[i] = true;
+        } else {
+            // The worker is gone (it failed); the connection is dropped.
+            self.stats.closed();
+            error!("worker {i} is not running; dropped a connection");
+        }
+    }
+
+    fn wake_workers(&mut self) {
+        for (i, wake) in self.to_wake.iter_mut().enumerate() {
+            if std::mem::take(wake) && !self.workers[i].wake() {
+                error!("cannot wake worker {i}");
+            }
+        }
+    }
+
+    /// Out of fds: spend the reserve descriptor to accept one connection and
+    /// close it at once, so the client sees a prompt close rather than a
+    /// hang in the backlog. False when there is no reserve to spend.
+    fn shed_one(&mut self, cause: &io::Error) -> bool {
+        self.warn_exhausted(cause);
+        if self.reserve.take().is_none() {
+            self.reserve = open_reserve();
+            return false;
+        }
+        let shed = match self.listener.accept() {
+            Ok((stream, _)) => {
+                drop(stream);
+                self.stats.shed.fetch_add(1, Relaxed);
+                true
+            }
+            Err(_) => false,
+        };
+        self.reserve = open_reserve();
+        shed
+    }
+
+    fn warn_exhausted(&mut self, cause: &io::Error) {
+        if let Some(held_back) = self.fd_warning.allow(Instant::now()) {
+            warn!(
+                "accept: {cause} with {} connections open; shedding new connections \
+                 ({} shed so far, {held_back} warnings suppressed). Raise RLIMIT_NOFILE: see ulimit.md",
+                self.stats.open.load(Relaxed),
+                self.stats.shed.load(Relaxed),
+            );
+        }
+    }
+
+    fn finish(mut self) -> Vec<WorkerHandle> {
+        // Stop accepting first: new clients get refused instead of queued.
+        let _ = self.poll.registry().deregister(&mut self.listener);
+        drop(self.listener);
+        for (i, w) in self.workers.iter().enumerate() {
+            if !w.send(Msg::Shutdown) {
+                debug!("worker {i} already stopped");
+            }
+        }
+        self.workers
+    }
+}
+
+/// Outcome of one accept batch.
+enum Batch {
+    /// The backlog is empty; wait for the next event.
+    Drained,
+    /// The batch limit was hit; poll without blocking and continue.
+    More,
+    /// Stop accepting for a while.
+    Pause(Duration),
+}
+
+fn open_reserve() -> Option<File> {
+    File::open("/dev/null").ok()
+}

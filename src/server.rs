@@ -1,0 +1,246 @@
+//! Starting, running and stopping a server: the acceptor on the calling
+//! thread, N workers on their own threads, and an optional log writer.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+
+use log::{error, info};
+use mio::net::UnixStream;
+use signal_hook::consts::{SIGINT, SIGTERM};
+
+use crate::acceptor::{self, Acceptor, ListenError, ShutdownHandle};
+use crate::config::{ConfigError, EchoConfig, ServerConfig};
+use crate::connlog;
+use crate::echo::{EchoCtx, EchoSession};
+use crate::session::Session;
+use crate::stats::{AcceptStats, Summary, WorkerStats};
+use crate::worker;
+
+/// Why a server could not start.
+#[derive(Debug)]
+pub enum StartError {
+    Config(ConfigError),
+    /// The listen port is taken by another socket.
+    AddrInUse(SocketAddr),
+    /// Any other failure to set up a socket, poll or thread.
+    Io {
+        what: String,
+        source: io::Error,
+    },
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Config(e) => e.fmt(f),
+            StartError::AddrInUse(addr) => write!(
+                f,
+                "cannot listen on {addr}: port {} is already in use (choose another with --listen)",
+                addr.port()
+            ),
+            StartError::Io { what, source } => write!(f, "{what}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl From<ConfigError> for StartError {
+    fn from(e: ConfigError) -> Self {
+        StartError::Config(e)
+    }
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> StartError {
+    let what = what.into();
+    move |source| StartError::Io { what, source }
+}
+
+/// A bound, running server whose acceptor has not started yet.
+#[derive(Debug)]
+pub struct Server {
+    acceptor: Acceptor,
+    addr: SocketAddr,
+    accept_stats: Arc<AcceptStats>,
+    worker_stats: Vec<Arc<WorkerStats>>,
+    /// The log writer, joined after the workers so no line is lost.
+    connlog: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds and starts echo mode's workers.
+    pub fn echo(cfg: &EchoConfig) -> Result<Server, StartError> {
+        let (log, writer) = if cfg.log_connections {
+            let (log, writer) =
+                connlog::start(io::stdout()).map_err(io_err("starting the connection log"))?;
+            (Some(log), Some(writer))
+        } else {
+            (None, None)
+        };
+        let mut server = Self::start::<EchoSession>(&cfg.server, |_| EchoCtx::new(log.clone()))?;
+        server.connlog = writer;
+        Ok(server)
+    }
+
+    /// Binds the listener and starts `cfg.workers` workers running `S`.
+    pub fn start<S: Session>(
+        cfg: &ServerConfig,
+        mut make_ctx: impl FnMut(usize) -> S::Ctx,
+    ) -> Result<Server, StartError> {
+        if cfg.workers == 0 {
+            return Err(ConfigError::ZeroWorkers.into());
+        }
+        let listener = acceptor::listen(cfg.listen, cfg.backlog).map_err(|e| match e {
+            ListenError::InUse(addr) => StartError::AddrInUse(addr),
+            ListenError::Io { addr, source } => StartError::Io {
+                what: format!("cannot listen on {addr}"),
+                source,
+            },
+        })?;
+        let accept_stats = Arc::new(AcceptStats::default());
+        let mut workers = Vec::with_capacity(cfg.workers);
+        for id in 0..cfg.workers {
+            let handle = worker::spawn::<S>(id, make_ctx(id), Arc::clone(&accept_stats))
+                .map_err(io_err(format!("starting worker {id}")))?;
+            workers.push(handle);
+        }
+        let worker_stats = workers.iter().map(|w| Arc::clone(&w.stats)).collect();
+        let acceptor = Acceptor::new(listener, workers, Arc::clone(&accept_stats))
+            .map_err(io_err("starting the acceptor"))?;
+        let addr = acceptor
+            .local_addr()
+            .map_err(io_err("reading the listen address"))?;
+        Ok(Server {
+            acceptor,
+            addr,
+            accept_stats,
+            worker_stats,
+            connlog: None,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.acceptor.shutdown_handle()
+    }
+
+    /// Makes SIGINT and SIGTERM stop the server gracefully.
+    pub fn stop_on_signals(&mut self) -> Result<(), StartError> {
+        let (read, write) =
+            std::os::unix::net::UnixStream::pair().map_err(io_err("creating the signal pipe"))?;
+        read.set_nonblocking(true)
+            .map_err(io_err("creating the signal pipe"))?;
+        write
+            .set_nonblocking(true)
+            .map_err(io_err("creating the signal pipe"))?;
+        let write2 = write
+            .try_clone()
+            .map_err(io_err("creating the signal pipe"))?;
+        signal_hook::low_level::pipe::register(SIGINT, write)
+            .map_err(io_err("installing the SIGINT handler"))?;
+        signal_hook::low_level::pipe::register(SIGTERM, write2)
+            .map_err(io_err("installing the SIGTERM handler"))?;
+        self.acceptor
+            .watch_signals(UnixStream::from_std(read))
+            .map_err(io_err("watching the signal pipe"))
+    }
+
+    /// Current counters.
+    pub fn summary(&self) -> Summary {
+        Summary::collect(
+            &self.accept_stats,
+            self.worker_stats.iter().map(Arc::as_ref),
+        )
+    }
+
+    /// Accepts until shut down, then closes every connection, joins the
+    /// workers and the log writer, and returns the final counters.
+    pub fn run(self) -> Summary {
+        let Server {
+            acceptor,
+            addr,
+            accept_stats,
+            worker_stats,
+            connlog,
+        } = self;
+        info!("accepting on {addr}");
+        for (i, w) in acceptor.run().into_iter().enumerate() {
+            if w.thread.join().is_err() {
+                error!("worker {i} panicked");
+            }
+        }
+        if let Some(writer) = connlog {
+            // Workers (the only senders) are gone, so the writer drains and ends.
+            if writer.join().is_err() {
+                error!("the connection log writer panicked");
+            }
+        }
+        Summary::collect(&accept_stats, worker_stats.iter().map(Arc::as_ref))
+    }
+
+    /// Runs the server on a background thread (tests, embedding).
+    pub fn spawn(self) -> io::Result<RunningServer> {
+        let addr = self.addr;
+        let handle = self.shutdown_handle();
+        let accept_stats = Arc::clone(&self.accept_stats);
+        let worker_stats = self.worker_stats.clone();
+        let thread = thread::Builder::new()
+            .name("tidegate-acceptor".into())
+            .spawn(move || self.run())?;
+        Ok(RunningServer {
+            addr,
+            handle,
+            accept_stats,
+            worker_stats,
+            thread: Some(thread),
+        })
+    }
+}
+
+/// A server running on a background thread; stops when dropped.
+#[derive(Debug)]
+pub struct RunningServer {
+    addr: SocketAddr,
+    handle: ShutdownHandle,
+    accept_stats: Arc<AcceptStats>,
+    worker_stats: Vec<Arc<WorkerStats>>,
+    thread: Option<JoinHandle<Summary>>,
+}
+
+impl RunningServer {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Current counters, while running.
+    pub fn summary(&self) -> Summary {
+        Summary::collect(
+            &self.accept_stats,
+            self.worker_stats.iter().map(Arc::as_ref),
+        )
+    }
+
+    /// Stops the server and returns its final counters.
+    pub fn stop(mut self) -> Summary {
+        self.stop_inner().unwrap_or_default()
+    }
+
+    fn stop_inner(&mut self) -> Option<Summary> {
+        let thread = self.thread.take()?;
+        self.handle.shutdown();
+        thread.join().ok()
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        self.stop_inner();
+    }
+}

@@ -1,0 +1,255 @@
+//! One worker thread: a mio `Poll`, a `Slab` of sessions, and the event loop.
+//!
+//! The loop is independent of what a connection does: it turns readiness
+//! into [`Session::ready`] calls and acts on the returned [`Step`]. New
+//! connections arrive from the acceptor through a channel, announced by the
+//! worker's [`Waker`].
+
+use std::io;
+use std::mem;
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use log::{debug, error, trace};
+use mio::{Events, Poll, Token, Waker};
+use slab::Slab;
+
+use crate::session::{Accepted, CloseReason, Env, Ready, Session, Side, Step, split};
+use crate::stats::{AcceptStats, WorkerStats};
+
+/// The waker's token. Session tokens are `key << 1 | side` and keys stay far
+/// below `usize::MAX >> 2`, so this can never collide.
+const WAKER: Token = Token(usize::MAX);
+
+/// Readiness events taken per `poll` call. 1024 amortises the syscall over
+/// many connections without making one batch (and its latency) too long.
+const EVENTS_CAPACITY: usize = 1024;
+
+/// Messages taken from the inbox per loop iteration, so a burst of accepts
+/// cannot starve connections that are already open. The rest is taken on
+/// the next iteration, which then polls without blocking.
+const INBOX_BATCH: usize = 512;
+
+/// A message from the acceptor.
+#[derive(Debug)]
+pub enum Msg {
+    /// A new connection to serve.
+    Conn(Accepted),
+    /// Close every connection and exit.
+    Shutdown,
+}
+
+/// The acceptor's handle on a running worker.
+#[derive(Debug)]
+pub struct WorkerHandle {
+    pub tx: Sender<Msg>,
+    pub waker: Arc<Waker>,
+    pub stats: Arc<WorkerStats>,
+    pub thread: JoinHandle<()>,
+}
+
+impl WorkerHandle {
+    /// Queues a message and wakes the worker. Returns false if the worker is gone.
+    pub fn send(&self, msg: Msg) -> bool {
+        self.tx.send(msg).is_ok() && self.wake()
+    }
+
+    /// Queues a message without waking; pair with [`WorkerHandle::wake`] to
+    /// wake once per batch of accepted connections.
+    pub fn queue(&self, msg: Msg) -> bool {
+        self.tx.send(msg).is_ok()
+    }
+
+    pub fn wake(&self) -> bool {
+        self.waker.wake().is_ok()
+    }
+}
+
+/// Starts worker `id` on its own thread.
+pub fn spawn<S: Session>(
+    id: usize,
+    ctx: S::Ctx,
+    accept_stats: Arc<AcceptStats>,
+) -> io::Result<WorkerHandle> {
+    let poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let stats = Arc::new(WorkerStats::default());
+    let worker = Worker::<S> {
+        id,
+        poll,
+        rx,
+        sessions: Slab::new(),
+        ctx,
+        stats: Arc::clone(&stats),
+        accept_stats,
+        again: Vec::new(),
+        inbox_pending: false,
+    };
+    let thread = thread::Builder::new()
+        .name(format!("tidegate-w{id}"))
+        .spawn(move || worker.run())?;
+    Ok(WorkerHandle {
+        tx,
+        waker,
+        stats,
+        thread,
+    })
+}
+
+struct Worker<S: Session> {
+    id: usize,
+    poll: Poll,
+    rx: Receiver<Msg>,
+    sessions: Slab<S>,
+    ctx: S::Ctx,
+    stats: Arc<WorkerStats>,
+    accept_stats: Arc<AcceptStats>,
+    /// Sessions that returned [`Step::Again`] during this batch.
+    again: Vec<(usize, Side)>,
+    /// The inbox had more than [`INBOX_BATCH`] messages last time.
+    inbox_pending: bool,
+}
+
+impl<S: Session> Worker<S> {
+    fn run(mut self) {
+        debug!("worker {} started", self.id);
+        let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        let mut resumed = Vec::new();
+        loop {
+            let busy = !self.again.is_empty() || self.inbox_pending;
+            let timeout = busy.then_some(Duration::ZERO);
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if crate::io::is_interrupted(&e) {
+                    continue;
+                }
+                error!(
+                    "worker {}: poll failed: {e}; closing its connections",
+                    self.id
+                );
+                break;
+            }
+            let now = Instant::now();
+            let mut stop = false;
+            if self.inbox_pending {
+                stop |= self.drain_inbox(now);
+            }
+            for ev in events.iter() {
+                if ev.token() == WAKER {
+                    stop |= self.drain_inbox(now);
+                    continue;
+                }
+                let (key, side) = split(ev.token());
+                let ready = Ready {
+                    side,
+                    // Errors and hang-ups surface through the next read.
+                    readable: ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+                    writable: ev.is_writable() || ev.is_write_closed(),
+                };
+                self.dispatch(key, ready, now);
+            }
+            // Sessions that yielded run once more per iteration; whatever
+            // they still owe goes back on the list for the next one.
+            mem::swap(&mut self.again, &mut resumed);
+            for (key, side) in resumed.drain(..) {
+                self.dispatch(key, Ready::resume(side), now);
+            }
+            if stop {
+                break;
+            }
+        }
+        self.close_all();
+        debug!("worker {} stopped", self.id);
+    }
+
+    /// Takes up to [`INBOX_BATCH`] messages. Returns true on shutdown.
+    fn drain_inbox(&mut self, now: Instant) -> bool {
+        self.inbox_pending = false;
+        for _ in 0..INBOX_BATCH {
+            match self.rx.try_recv() {
+                Ok(Msg::Conn(conn)) => self.open(conn, now),
+                Ok(Msg::Shutdown) | Err(TryRecvError::Disconnected) => return true,
+                Err(TryRecvError::Empty) => return false,
+            }
+        }
+        self.inbox_pending = true;
+        false
+    }
+
+    fn open(&mut self, conn: Accepted, now: Instant) {
+        let entry = self.sessions.vacant_entry();
+        let key = entry.key();
+        let peer = conn.peer;
+        let mut env = Env {
+            registry: self.poll.registry(),
+            ctx: &mut self.ctx,
+            stats: &self.stats,
+            now,
+        };
+        match S::open(conn, key, &mut env) {
+            Ok(session) => {
+                entry.insert(session);
+                self.stats
+                    .open
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                trace!("worker {}: opened {peer} as {key}", self.id);
+            }
+            Err(e) => {
+                self.accept_stats.closed();
+                debug!("worker {}: could not register {peer}: {e}", self.id);
+            }
+        }
+    }
+
+    fn dispatch(&mut self, key: usize, ready: Ready, now: Instant) {
+        // A stale or spurious token (the session closed earlier in this
+        // batch) is expected and ignored.
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
+        let mut env = Env {
+            registry: self.poll.registry(),
+            ctx: &mut self.ctx,
+            stats: &self.stats,
+            now,
+        };
+        match session.ready(ready, &mut env) {
+            Step::Continue => {}
+            Step::Again => self.again.push((key, ready.side)),
+            Step::Close(reason) => self.close(key, reason, now),
+        }
+    }
+
+    fn close(&mut self, key: usize, reason: CloseReason, now: Instant) {
+        let Some(session) = self.sessions.try_remove(key) else {
+            return;
+        };
+        let mut env = Env {
+            registry: self.poll.registry(),
+            ctx: &mut self.ctx,
+            stats: &self.stats,
+            now,
+        };
+        session.close(reason, &mut env);
+        self.stats
+            .open
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.accept_stats.closed();
+    }
+
+    fn close_all(&mut self) {
+        let now = Instant::now();
+        let keys: Vec<usize> = self.sessions.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.close(key, CloseReason::Shutdown, now);
+        }
+        // Connections still queued in the inbox were counted as open.
+        while let Ok(msg) = self.rx.try_recv() {
+            if let Msg::Conn(_) = msg {
+                self.accept_stats.closed();
+            }
+        }
+    }
+}
