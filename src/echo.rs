@@ -80,6 +80,8 @@ pub struct EchoSession {
     sent: usize,
     /// The socket may still hold unread bytes (edge-triggered readiness).
     read_ready: bool,
+    /// The peer's FIN or an error is queued behind any data.
+    read_closed: bool,
     /// The interest currently registered.
     interest: Interest,
     /// Bytes echoed back (written) and reads that returned data.
@@ -147,8 +149,9 @@ impl EchoSession {
                     self.reads += 1;
                     // A short read drained the socket: with edge-triggered
                     // readiness the next byte brings a new event, so skip the
-                    // read that would only return EAGAIN.
-                    if n < scratch.len() {
+                    // read that would only return EAGAIN. Not so when a FIN
+                    // is already queued: no new event would announce it.
+                    if n < scratch.len() && !self.read_closed {
                         self.read_ready = false;
                     }
                     self.echo(&scratch[..n])?;
@@ -184,6 +187,7 @@ impl EchoSession {
 
     fn step(&mut self, ev: Ready, env: &mut Env<'_, EchoCtx>) -> Result<Step, CloseReason> {
         self.read_ready |= ev.readable;
+        self.read_closed |= ev.read_closed;
         if self.owed() > 0 {
             self.flush()?;
         }
@@ -223,6 +227,7 @@ impl Session for EchoSession {
             pending: Vec::new(),
             sent: 0,
             read_ready: false,
+            read_closed: false,
             interest,
             bytes: 0,
             reads: 0,

@@ -51,6 +51,9 @@ pub struct Ready {
     pub side: Side,
     pub readable: bool,
     pub writable: bool,
+    /// The peer's FIN (or an error) is queued: a short read no longer
+    /// proves the socket drained, so read until EOF.
+    pub read_closed: bool,
 }
 
 impl Ready {
@@ -60,6 +63,7 @@ impl Ready {
             side,
             readable: false,
             writable: false,
+            read_closed: false,
         }
     }
 }

@@ -147,6 +147,7 @@ impl<S: Session> Worker<S> {
                     // Errors and hang-ups surface through the next read.
                     readable: ev.is_readable() || ev.is_read_closed() || ev.is_error(),
                     writable: ev.is_writable() || ev.is_write_closed(),
+                    read_closed: ev.is_read_closed() || ev.is_error(),
                 };
                 self.dispatch(key, ready, now);
             }
