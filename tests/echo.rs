@@ -141,3 +141,56 @@ fn shutdown_closes_open_connections() -> TestResult {
     }
     Ok(())
 }
+
+#[test]
+fn a_peer_that_never_reads_is_throttled_not_buffered() -> TestResult {
+    // Far more than all kernel socket buffers on the path (~20 MiB with
+    // default tcp_rmem/tcp_wmem maxima): if the server kept reading into
+    // memory, the writer would finish without anyone reading.
+    const TOTAL: usize = 64 * 1024 * 1024;
+    const STALL_BELOW: usize = 40 * 1024 * 1024;
+    let server = echo_server(1);
+    let mut reader = connect(server.local_addr())?;
+    let mut writer = reader.try_clone()?;
+    let written = Arc::new(AtomicUsize::new(0));
+    let w = {
+        let written = Arc::clone(&written);
+        thread::spawn(move || -> std::io::Result<()> {
+            let chunk = pattern(9, 64 * 1024);
+            for _ in 0..TOTAL / chunk.len() {
+                writer.write_all(&chunk)?;
+                written.fetch_add(chunk.len(), Ordering::Relaxed);
+            }
+            writer.shutdown(Shutdown::Write)
+        })
+    };
+    let mut last = usize::MAX;
+    let stalled = wait_until(Duration::from_secs(15), || {
+        thread::sleep(Duration::from_millis(300));
+        let now = written.load(Ordering::Relaxed);
+        let same = now == last;
+        last = now;
+        same
+    });
+    let at_stall = written.load(Ordering::Relaxed);
+    assert!(
+        stalled && at_stall < STALL_BELOW,
+        "writer stalled at {at_stall} bytes"
+    );
+    let expected = pattern(9, 64 * 1024);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut got = 0;
+    while got < TOTAL {
+        reader.read_exact(&mut buf)?;
+        assert!(buf == expected, "chunk at {got} intact");
+        got += buf.len();
+    }
+    w.join().map_err(|_| "writer panicked")??;
+    assert_eq!(
+        reader.read(&mut buf)?,
+        0,
+        "server closes after the half-close"
+    );
+    assert_eq!(server.stop().bytes, TOTAL as u64);
+    Ok(())
+}
