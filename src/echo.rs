@@ -13,7 +13,7 @@
 //! ```
 
 use std::io;
-use std::net::{Shutdown, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
@@ -193,8 +193,8 @@ impl EchoSession {
         }
         let step = self.pump(&mut env.ctx.scratch)?;
         if self.phase == Phase::Draining && self.owed() == 0 {
-            // Everything owed is sent; our FIN completes the half-close.
-            let _ = self.stream.shutdown(Shutdown::Write);
+            // Everything owed is sent; closing sends our FIN, completing the
+            // half-close (no shutdown(2) needed: nothing is left unread).
             return Err(CloseReason::Done);
         }
         match self.wanted_interest() {
@@ -238,8 +238,10 @@ impl Session for EchoSession {
         self.step(ev, env).unwrap_or_else(Step::Close)
     }
 
-    fn close(mut self, reason: CloseReason, env: &mut Env<'_, EchoCtx>) {
-        let _ = env.registry.deregister(&mut self.stream);
+    fn close(self, reason: CloseReason, env: &mut Env<'_, EchoCtx>) {
+        // No deregister: the fd is never duplicated, so close(2) (when the
+        // stream drops) removes it from the epoll set; one syscall saved per
+        // connection.
         env.stats.record_close(reason, self.bytes);
         if let Some(log) = &env.ctx.log {
             log.send(ConnRecord {
@@ -251,5 +253,21 @@ impl Session for EchoSession {
                 reason,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Idle memory per connection is the slab entry; keep it small (the
+    /// target is 1 KiB per idle connection, all costs included).
+    #[test]
+    fn an_idle_session_is_small() {
+        assert!(
+            std::mem::size_of::<EchoSession>() <= 128,
+            "{}",
+            std::mem::size_of::<EchoSession>()
+        );
     }
 }
