@@ -8,6 +8,7 @@
 use std::io;
 use std::mem;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -179,22 +180,26 @@ impl<S: Session> Worker<S> {
         false
     }
 
-    fn open(&mut self, conn: Accepted, now: Instant) {
-        let entry = self.sessions.vacant_entry();
-        let key = entry.key();
-        let peer = conn.peer;
-        let mut env = Env {
+    /// The slab and an [`Env`] over the other fields, borrowed apart.
+    fn parts(&mut self, now: Instant) -> (&mut Slab<S>, Env<'_, S::Ctx>) {
+        let env = Env {
             registry: self.poll.registry(),
             ctx: &mut self.ctx,
             stats: &self.stats,
             now,
         };
+        (&mut self.sessions, env)
+    }
+
+    fn open(&mut self, conn: Accepted, now: Instant) {
+        let peer = conn.peer;
+        let (sessions, mut env) = self.parts(now);
+        let entry = sessions.vacant_entry();
+        let key = entry.key();
         match S::open(conn, key, &mut env) {
             Ok(session) => {
                 entry.insert(session);
-                self.stats
-                    .open
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.stats.open.fetch_add(1, Relaxed);
                 trace!("worker {}: opened {peer} as {key}", self.id);
             }
             Err(e) => {
@@ -205,16 +210,11 @@ impl<S: Session> Worker<S> {
     }
 
     fn dispatch(&mut self, key: usize, ready: Ready, now: Instant) {
+        let (sessions, mut env) = self.parts(now);
         // A stale or spurious token (the session closed earlier in this
         // batch) is expected and ignored.
-        let Some(session) = self.sessions.get_mut(key) else {
+        let Some(session) = sessions.get_mut(key) else {
             return;
-        };
-        let mut env = Env {
-            registry: self.poll.registry(),
-            ctx: &mut self.ctx,
-            stats: &self.stats,
-            now,
         };
         match session.ready(ready, &mut env) {
             Step::Continue => {}
@@ -224,19 +224,12 @@ impl<S: Session> Worker<S> {
     }
 
     fn close(&mut self, key: usize, reason: CloseReason, now: Instant) {
-        let Some(session) = self.sessions.try_remove(key) else {
+        let (sessions, mut env) = self.parts(now);
+        let Some(session) = sessions.try_remove(key) else {
             return;
         };
-        let mut env = Env {
-            registry: self.poll.registry(),
-            ctx: &mut self.ctx,
-            stats: &self.stats,
-            now,
-        };
         session.close(reason, &mut env);
-        self.stats
-            .open
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.stats.open.fetch_sub(1, Relaxed);
         self.accept_stats.closed();
     }
 
