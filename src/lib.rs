@@ -15,6 +15,9 @@
 //! - `stats`: counters shared between threads; the run summary.
 //! - `connlog`: `--log-connections`, written by its own thread.
 //! - `ratelimit`: keeps repeated warnings from flooding the log.
+//! - `http`: pure HTTP/1.1 framing for the proxy (heads, bodies, hop-by-hop rules).
+//! - `balance`: the `Selector` trait and one file per routing policy.
+//! - `backend`: the simulated backend server (`tidegate backend`).
 //! - `loadgen`: the event-driven echo load client behind `examples/echo_client.rs`
 //!   (config + `run`, `conn` state machine, `worker` event loop, `payload`, `report`).
 //!
@@ -27,9 +30,12 @@
 #![warn(rust_2018_idioms, missing_debug_implementations)]
 
 pub mod acceptor;
+pub mod backend;
+pub mod balance;
 pub mod config;
 pub mod connlog;
 pub mod echo;
+pub mod http;
 pub mod io;
 pub mod limits;
 pub mod loadgen;
