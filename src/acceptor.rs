@@ -102,6 +102,8 @@ pub struct Acceptor {
     waker: Arc<Waker>,
     signals: Option<UnixStream>,
     fd_warning: RateLimit,
+    /// How long workers may let sessions finish when stopping.
+    drain: Duration,
 }
 
 impl Acceptor {
@@ -127,6 +129,7 @@ impl Acceptor {
             waker,
             signals: None,
             fd_warning: RateLimit::new(WARN_EVERY),
+            drain: Duration::ZERO,
         })
     }
 
@@ -139,6 +142,11 @@ impl Acceptor {
             stop: Arc::clone(&self.stop),
             waker: Arc::clone(&self.waker),
         }
+    }
+
+    /// Lets sessions finish for up to `drain` on shutdown (proxy mode).
+    pub fn set_drain(&mut self, drain: Duration) {
+        self.drain = drain;
     }
 
     /// Stops the acceptor when a byte arrives on `pipe` (a signal self-pipe).
@@ -312,7 +320,7 @@ impl Acceptor {
         let _ = self.poll.registry().deregister(&mut self.listener);
         drop(self.listener);
         for (i, w) in self.workers.iter().enumerate() {
-            if !w.send(Msg::Shutdown) {
+            if !w.send(Msg::Shutdown { drain: self.drain }) {
                 debug!("worker {i} already stopped");
             }
         }

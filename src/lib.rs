@@ -10,6 +10,7 @@
 //! - `worker`: one thread's Poll + Slab event loop, generic over a session.
 //! - `session`: the [`session::Session`] trait, the token scheme, [`session::Step`].
 //! - `echo`: echo mode's session state machine.
+//! - `timers`: the per-worker deadline heap sessions use for timeouts.
 //! - `io`: non-blocking read/write/accept outcomes: the one place that looks
 //!   at `io::ErrorKind`.
 //! - `stats`: counters shared between threads; the run summary.
@@ -43,4 +44,5 @@ pub mod ratelimit;
 pub mod server;
 pub mod session;
 pub mod stats;
+pub mod timers;
 pub mod worker;

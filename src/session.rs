@@ -13,6 +13,7 @@ use mio::net::TcpStream;
 use mio::{Registry, Token};
 
 use crate::stats::WorkerStats;
+use crate::timers::Timers;
 
 /// Which socket of a session an event is for. A session owns at most two
 /// sockets (the client's and, in proxy mode, a backend's), so the side is
@@ -102,13 +103,24 @@ pub struct Accepted {
 }
 
 /// What a session may touch during a call: the worker's registry, its
-/// per-worker context, its counters, and the time of this event batch.
+/// per-worker context, its counters, its timers, and the time of this event
+/// batch (one clock read per batch, passed down).
 #[derive(Debug)]
 pub struct Env<'a, C> {
     pub registry: &'a Registry,
     pub ctx: &'a mut C,
     pub stats: &'a WorkerStats,
+    pub timers: &'a mut Timers,
     pub now: Instant,
+}
+
+/// Who handles readiness on a token, as decided by [`Session::route`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// The session in this slab entry, as this side.
+    To(usize, Side),
+    /// The per-worker context dealt with it (e.g. an idle pooled socket).
+    Handled,
 }
 
 /// A connection state machine driven by a worker.
@@ -124,6 +136,26 @@ pub trait Session: Sized + Send + 'static {
 
     /// Handles readiness (possibly spurious) for one of the session's sockets.
     fn ready(&mut self, ev: Ready, env: &mut Env<'_, Self::Ctx>) -> Step;
+
+    /// Called at (or after) a deadline the session scheduled through
+    /// `env.timers`; may be spurious, so the session checks its own clock.
+    fn timeout(&mut self, _env: &mut Env<'_, Self::Ctx>) -> Step {
+        Step::Continue
+    }
+
+    /// The server is stopping: finish the work in hand (or close now). The
+    /// worker closes whatever is left when its drain deadline passes.
+    fn drain(&mut self, _env: &mut Env<'_, Self::Ctx>) -> Step {
+        Step::Close(CloseReason::Shutdown)
+    }
+
+    /// Maps readiness on `token(key, side)` to the session that handles it.
+    /// By default a token belongs to the session in the same slab entry;
+    /// proxy mode keeps backend sockets in a per-worker table instead, so
+    /// pooled sockets never need re-registering.
+    fn route(key: usize, side: Side, _ready: Ready, _env: &mut Env<'_, Self::Ctx>) -> Route {
+        Route::To(key, side)
+    }
 
     /// Deregisters and releases the session's sockets. Counting is the
     /// session's job, since only it knows its bytes.

@@ -17,8 +17,9 @@ use log::{debug, error, trace};
 use mio::{Events, Poll, Token, Waker};
 use slab::Slab;
 
-use crate::session::{Accepted, CloseReason, Env, Ready, Session, Side, Step, split};
+use crate::session::{Accepted, CloseReason, Env, Ready, Route, Session, Side, Step, split};
 use crate::stats::{AcceptStats, WorkerStats};
+use crate::timers::{FIRE_BATCH, Timers};
 
 /// The waker's token. Session tokens are `key << 1 | side` and keys stay far
 /// below `usize::MAX >> 2`, so this can never collide.
@@ -38,8 +39,9 @@ const INBOX_BATCH: usize = 512;
 pub enum Msg {
     /// A new connection to serve.
     Conn(Accepted),
-    /// Close every connection and exit.
-    Shutdown,
+    /// Stop taking connections; let sessions finish for at most `drain`,
+    /// then close the rest and exit.
+    Shutdown { drain: Duration },
 }
 
 /// The acceptor's handle on a running worker.
@@ -88,6 +90,8 @@ pub fn spawn<S: Session>(
         accept_stats,
         again: Vec::new(),
         inbox_pending: false,
+        timers: Timers::default(),
+        draining_until: None,
     };
     let thread = thread::Builder::new()
         .name(format!("tidegate-w{id}"))
@@ -112,6 +116,9 @@ struct Worker<S: Session> {
     again: Vec<(usize, Side)>,
     /// The inbox had more than [`INBOX_BATCH`] messages last time.
     inbox_pending: bool,
+    timers: Timers,
+    /// Set once asked to stop: the time by which remaining sessions are cut.
+    draining_until: Option<Instant>,
 }
 
 impl<S: Session> Worker<S> {
@@ -120,8 +127,13 @@ impl<S: Session> Worker<S> {
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         let mut resumed = Vec::new();
         loop {
+            let now = Instant::now();
             let busy = !self.again.is_empty() || self.inbox_pending;
-            let timeout = busy.then_some(Duration::ZERO);
+            let timeout = if busy {
+                Some(Duration::ZERO)
+            } else {
+                self.timeout(now)
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if crate::io::is_interrupted(&e) {
                     continue;
@@ -133,13 +145,12 @@ impl<S: Session> Worker<S> {
                 break;
             }
             let now = Instant::now();
-            let mut stop = false;
             if self.inbox_pending {
-                stop |= self.drain_inbox(now);
+                self.drain_inbox(now);
             }
             for ev in events.iter() {
                 if ev.token() == WAKER {
-                    stop |= self.drain_inbox(now);
+                    self.drain_inbox(now);
                     continue;
                 }
                 let (key, side) = split(ev.token());
@@ -158,26 +169,73 @@ impl<S: Session> Worker<S> {
             for (key, side) in resumed.drain(..) {
                 self.dispatch(key, Ready::resume(side), now);
             }
-            if stop {
-                break;
+            self.fire_timers(now);
+            if let Some(until) = self.draining_until {
+                if self.sessions.is_empty() || now >= until {
+                    break;
+                }
             }
         }
         self.close_all();
         debug!("worker {} stopped", self.id);
     }
 
-    /// Takes up to [`INBOX_BATCH`] messages. Returns true on shutdown.
-    fn drain_inbox(&mut self, now: Instant) -> bool {
+    /// Sleep until the next timer, or the drain deadline, whichever is first.
+    fn timeout(&self, now: Instant) -> Option<Duration> {
+        let drain = self
+            .draining_until
+            .map(|t| t.saturating_duration_since(now));
+        match (self.timers.next_timeout(now), drain) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        for _ in 0..FIRE_BATCH {
+            let Some(key) = self.timers.pop_due(now) else {
+                return;
+            };
+            let (sessions, mut env) = self.parts(now);
+            let Some(session) = sessions.get_mut(key) else {
+                continue;
+            };
+            let step = session.timeout(&mut env);
+            self.apply(key, Side::Client, step, now);
+        }
+    }
+
+    /// Asked to stop: sessions finish what they are doing (or close now),
+    /// for at most `drain`.
+    fn begin_drain(&mut self, drain: Duration, now: Instant) {
+        if self.draining_until.is_some() {
+            return;
+        }
+        self.draining_until = Some(now + drain);
+        let keys: Vec<usize> = self.sessions.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            let (sessions, mut env) = self.parts(now);
+            let Some(session) = sessions.get_mut(key) else {
+                continue;
+            };
+            let step = session.drain(&mut env);
+            self.apply(key, Side::Client, step, now);
+        }
+    }
+
+    /// Takes up to [`INBOX_BATCH`] messages.
+    fn drain_inbox(&mut self, now: Instant) {
         self.inbox_pending = false;
         for _ in 0..INBOX_BATCH {
             match self.rx.try_recv() {
-                Ok(Msg::Conn(conn)) => self.open(conn, now),
-                Ok(Msg::Shutdown) | Err(TryRecvError::Disconnected) => return true,
-                Err(TryRecvError::Empty) => return false,
+                Ok(Msg::Conn(conn)) if self.draining_until.is_none() => self.open(conn, now),
+                Ok(Msg::Conn(_)) => self.accept_stats.closed(),
+                Ok(Msg::Shutdown { drain }) => self.begin_drain(drain, now),
+                Err(TryRecvError::Disconnected) => self.begin_drain(Duration::ZERO, now),
+                Err(TryRecvError::Empty) => return,
             }
         }
         self.inbox_pending = true;
-        false
     }
 
     /// The slab and an [`Env`] over the other fields, borrowed apart.
@@ -186,6 +244,7 @@ impl<S: Session> Worker<S> {
             registry: self.poll.registry(),
             ctx: &mut self.ctx,
             stats: &self.stats,
+            timers: &mut self.timers,
             now,
         };
         (&mut self.sessions, env)
@@ -211,14 +270,23 @@ impl<S: Session> Worker<S> {
 
     fn dispatch(&mut self, key: usize, ready: Ready, now: Instant) {
         let (sessions, mut env) = self.parts(now);
+        let (key, side) = match S::route(key, ready.side, ready, &mut env) {
+            Route::To(key, side) => (key, side),
+            Route::Handled => return,
+        };
         // A stale or spurious token (the session closed earlier in this
         // batch) is expected and ignored.
         let Some(session) = sessions.get_mut(key) else {
             return;
         };
-        match session.ready(ready, &mut env) {
+        let step = session.ready(Ready { side, ..ready }, &mut env);
+        self.apply(key, side, step, now);
+    }
+
+    fn apply(&mut self, key: usize, side: Side, step: Step, now: Instant) {
+        match step {
             Step::Continue => {}
-            Step::Again => self.again.push((key, ready.side)),
+            Step::Again => self.again.push((key, side)),
             Step::Close(reason) => self.close(key, reason, now),
         }
     }
