@@ -15,7 +15,8 @@
 //! - `stats`: counters shared between threads; the run summary.
 //! - `connlog`: `--log-connections`, written by its own thread.
 //! - `ratelimit`: keeps repeated warnings from flooding the log.
-//! - `loadgen`: the event-driven echo load client behind `examples/echo_client.rs`.
+//! - `loadgen`: the event-driven echo load client behind `examples/echo_client.rs`
+//!   (config + `run`, `conn` state machine, `worker` event loop, `payload`, `report`).
 //!
 //! # Error policy
 //! Nothing read from the network can panic: socket errors become a
