@@ -6,7 +6,7 @@
 #   threads=1: tidegate --workers 1  vs  tokio_echo --flavor current_thread
 #   threads=2: tidegate --workers 2  vs  tokio_echo --flavor multi_thread --threads 2
 # both servers are run one after the other (which goes first alternates from
-# one pair to the next), each started fresh, loaded by one client run, and
+# one pair to the next and from one repetition to the next), each started fresh, loaded by one client run, and
 # stopped. Every run moves about MSGS messages of SIZE bytes. The client uses
 # CLIENT_THREADS event-loop threads (2) and 8 source addresses; it shares the
 # 2 CPUs with the server, as in every other bench here.
@@ -104,12 +104,15 @@ one_run() {
     sleep "$PAUSE"
 }
 
-pair=0
+# Which server goes first flips from one pair to the next within a
+# repetition, and from one repetition to the next for the same pair, so every
+# (N, threads) pairing has each server first in about half its repetitions.
 started=$(date +%s)
 for ((rep = 1; rep <= REPS; rep++)); do
+    pair=0
     for n in $NS; do
         for threads in $PAIRINGS; do
-            if ((pair % 2 == 0)); then order=(tidegate tokio); else order=(tokio tidegate); fi
+            if (((rep + pair) % 2 == 1)); then order=(tidegate tokio); else order=(tokio tidegate); fi
             pair=$((pair + 1))
             one_run "$rep" "$n" "$threads" "${order[0]}" 1
             one_run "$rep" "$n" "$threads" "${order[1]}" 2
@@ -149,7 +152,7 @@ count_runs() {
     echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(describe_machine); $REPS repetitions, ${elapsed}s in all."
     echo "Client: \`echo_client --threads $CLIENT_THREADS --sources 127.0.0.1..127.0.0.$SOURCES\`, $SIZE B messages," \
         "about $MSGS messages per run ($(for n in $NS; do printf '%s conns x %s requests; ' "$n" "$(requests_for "$n")"; done | sed 's/; $//'))."
-    echo "Each server is started fresh for each run; the order within a pair alternates. Client and server share the machine's $(nproc) CPUs."
+    echo "Each server is started fresh for each run; which one goes first alternates between pairs and between repetitions. Client and server share the machine's $(nproc) CPUs."
     echo "Medians are over the runs in which every connection succeeded (ok/runs)."
     echo
     echo "| Connections | Threads | Server | ok/runs | median msgs/s | median p99 (ms) | median p50 (ms) | tidegate/tokio msgs/s |"

@@ -19,6 +19,8 @@
 #   CLIENT_THREADS   client --threads [2]
 #   SOURCES          number of source addresses 127.0.0.1..K [8]
 #   TARGET_BYTES     tidegate's budget per idle connection [1024]
+#   MAX_CONNECTING   client --max-connecting (connects in flight per thread)
+#                    [the client's default]
 #   TIDEGATE_PORT, TOKIO_PORT   listen ports [18000, 18001]
 #
 # Writes bench-out/idle_memory.md and bench-out/idle_memory/ (raw logs).
@@ -67,14 +69,17 @@ for server in $SERVERS; do
     esac
     start_server "$RAW/$server.server.log" "${cmd[@]}"
     pid="$SERVER_REAL_PID"
+    backlog="$(listen_backlog "$port")"
     sleep 1
+    ovf0="$(tcpext ListenOverflows)"
     fds0="$(fd_count "$pid")"
     rss0="$(rss_kb "$pid" VmRSS)"
     anon0="$(rss_kb "$pid" RssAnon)"
     log "$label: before: $fds0 fds, VmRSS $rss0 kB, RssAnon $anon0 kB"
 
     run_client_bg $((HOLD + 120)) "$RAW/$server.client.log" --target "127.0.0.1:$port" \
-        --connections "$CONNS" --requests 1 --hold "$HOLD" --threads "$CLIENT_THREADS" --sources "$SRC"
+        --connections "$CONNS" --requests 1 --hold "$HOLD" --threads "$CLIENT_THREADS" --sources "$SRC" \
+        ${MAX_CONNECTING:+--max-connecting "$MAX_CONNECTING"}
 
     # Wait until the server holds all the connections, at most until shortly
     # before the client ends its hold, so the reading sees idle connections.
@@ -96,12 +101,13 @@ for server in $SERVERS; do
     held=$(($(fd_count "$pid") - fds0))
     rss1="$(rss_kb "$pid" VmRSS)"
     anon1="$(rss_kb "$pid" RssAnon)"
+    ovf1="$(tcpext ListenOverflows)"
+    ovf="$(awk -v a="$ovf0" -v b="$ovf1" 'BEGIN {if (a ~ /^[0-9]+$/ && b ~ /^[0-9]+$/) print b - a; else print "-"}')"
     log "$label: idle: $held connections, VmRSS $rss1 kB, RssAnon $anon1 kB"
 
     wait_client
     sleep 0.5
     rss2="$(rss_kb "$pid" VmRSS)"
-    anon2="$(rss_kb "$pid" RssAnon)"
     stop_server INT
     if [[ -n "$RESULT_LINE" && "$CLIENT_RC" == 0 ]]; then
         cstatus="OK ($R_ok/$R_connections)"
@@ -112,7 +118,7 @@ for server in $SERVERS; do
     b_anon="$(per_conn "$anon0" "$anon1" "$held")"
     held_cell="$held"
     if [[ "$waited" == only ]]; then held_cell="$held (of $CONNS)"; fi
-    rows+=("| $label | $held_cell | $rss0 | $rss1 | $anon0 | $anon1 | **$b_rss** | $b_anon | $rss2 | $cstatus |")
+    rows+=("| $label | $backlog | $ovf | $held_cell | $rss0 | $rss1 | $anon0 | $anon1 | **$b_rss** | $b_anon | $rss2 | $cstatus |")
     if [[ "$server" == tidegate && "$b_rss" != - ]]; then
         if ((b_rss <= TARGET_BYTES)); then
             verdict="tidegate: $b_rss B per idle connection (VmRSS) <= target $TARGET_BYTES B: PASS"
@@ -133,12 +139,16 @@ done
     echo "Memory from /proc/PID/status of the server process, in kB: before the client, and ${SETTLE}s after the server held"
     echo "all connections (idle: connected, nothing sent yet). Per connection = (idle - before) x 1024 / connections held, in bytes."
     echo "Connections held = the server's open fds at the reading minus those before; if the server had not accepted all"
-    echo "$CONNS by the time the client's hold ended (e.g. accept-queue overflow: the handshake then completes only on a"
-    echo "SYN-ACK retransmit), the row says so and divides by the number it held."
+    echo "$CONNS shortly before the client's hold ended (see the note on ListenOverflows), the row says so and divides by"
+    echo "the number it held."
     echo "User-space memory only; kernel socket memory is not included."
+    echo "Listen backlog: the listener's backlog as the kernel reports it (ss). ListenOverflows: the kernel's TcpExt counter"
+    echo "over the connect phase, for the whole network namespace (other programs' traffic counts too). A connection the"
+    echo "server dropped on accept-queue overflow after a SYN cookie looks established to the client but exists on the server"
+    echo "only once the client sends data, so it is not held (nor counted) while idle."
     echo
-    echo "| Server | Connections held | VmRSS before | VmRSS idle | RssAnon before | RssAnon idle | B/conn (VmRSS) | B/conn (RssAnon) | VmRSS after close | Client |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    echo "| Server | Listen backlog | ListenOverflows | Connections held | VmRSS before | VmRSS idle | RssAnon before | RssAnon idle | B/conn (VmRSS) | B/conn (RssAnon) | VmRSS after close | Client |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     printf '%s\n' "${rows[@]}"
     if [[ -n "$verdict" ]]; then
         echo

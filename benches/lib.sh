@@ -292,9 +292,17 @@ wait_client() {
     parse_result "$CLIENT_LOG"
 }
 
-# All RESULT keys the client prints (spec); parse_result resets these to "".
+# All RESULT keys the client prints; parse_result resets these to "".
 RESULT_KEYS=(connections ok failed requests bytes elapsed_s msgs_per_s avg_duration_s
     avg_response_ms p50_ms p99_ms p999_ms max_ms refused timeout reset mismatch other)
+# (Spelled out so that readers and shellcheck see where R_* come from.)
+# shellcheck disable=SC2034
+{
+    R_connections="" R_ok="" R_failed="" R_requests="" R_bytes="" R_elapsed_s=""
+    R_msgs_per_s="" R_avg_duration_s="" R_avg_response_ms="" R_p50_ms="" R_p99_ms=""
+    R_p999_ms="" R_max_ms="" R_refused="" R_timeout="" R_reset="" R_mismatch="" R_other=""
+    RESULT_LINE="" CLIENT_RC="" SERVER_RC=""
+}
 
 # parse_result FILE: reads the last line beginning with "RESULT " and sets
 # R_<key>=<value> for each key=value pair on it (keys not on the line stay "").
@@ -379,6 +387,24 @@ threads_of() {
     awk '$1 == "Threads:" {print $2}' "/proc/$1/status" 2>/dev/null || echo "-"
 }
 
+# tcpext NAME: a TcpExt counter from /proc/net/netstat (e.g. ListenOverflows,
+# SyncookiesSent). These count for the whole network namespace, so other
+# programs' traffic shows up in them too.
+tcpext() {
+    awk -v f="$1" '$1 == "TcpExt:" {
+        if (!n) { for (i = 2; i <= NF; i++) h[i] = $i; n = 1; next }
+        for (i = 2; i <= NF; i++) if (h[i] == f) { print $i; exit }
+    }' /proc/net/netstat 2>/dev/null || echo "-"
+}
+
+# listen_backlog PORT: the backlog of the socket listening on PORT, as the
+# kernel has it (ss "Send-Q" of a listener), or "-".
+listen_backlog() {
+    local b
+    b="$(ss -Hltn "sport = :$1" 2>/dev/null | awk 'NR == 1 {print $3}')" || true
+    echo "${b:--}"
+}
+
 # sources_list K: "127.0.0.1,127.0.0.2,...,127.0.0.K".
 sources_list() {
     local k="$1" i out=""
@@ -388,5 +414,5 @@ sources_list() {
 
 # describe_machine: one line for report headers.
 describe_machine() {
-    echo "$(nproc) CPUs, $(uname -sr), $(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO_ROOT" diff --quiet 2>/dev/null || echo '+dirty')"
+    echo "$(nproc) CPUs, load average $(cut -d" " -f1-3 /proc/loadavg), $(uname -sr), $(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO_ROOT" diff --quiet 2>/dev/null || echo '+dirty')"
 }
