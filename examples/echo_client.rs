@@ -188,16 +188,16 @@ fn print_config(cfg: &LoadConfig, nofile: u64) {
     };
     println!(
         "echo_client: target={} connections={} requests={} size={} threads={} sources={} \
-         connect_timeout={:?} timeout={:?} hold={:?} max_connecting={} nofile={}",
+         connect_timeout={}s timeout={}s hold={}s max_connecting={} nofile={}",
         cfg.target,
         cfg.connections,
         cfg.requests,
         cfg.size,
         cfg.threads,
         sources,
-        cfg.connect_timeout,
-        cfg.timeout,
-        cfg.hold,
+        cfg.connect_timeout.as_secs_f64(),
+        cfg.timeout.as_secs_f64(),
+        cfg.hold.as_secs_f64(),
         cfg.max_connecting,
         nofile,
     );

@@ -15,13 +15,16 @@
 //!
 //! ```no_run
 //! use tidegate::loadgen::{self, LoadConfig};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let cfg = LoadConfig {
-//!     target: "127.0.0.1:8000".parse().unwrap(),
+//!     target: "127.0.0.1:8000".parse()?,
 //!     connections: 1000,
 //!     ..LoadConfig::default()
 //! };
-//! let report = loadgen::run(&cfg).unwrap();
+//! let report = loadgen::run(&cfg)?;
 //! println!("{report}");
+//! # Ok(())
+//! # }
 //! ```
 //!
 //! Modules: `conn` is one connection's state machine, `worker` one
