@@ -170,10 +170,11 @@ impl<S: Session> Worker<S> {
                 self.dispatch(key, Ready::resume(side), now);
             }
             self.fire_timers(now);
-            if let Some(until) = self.draining_until {
-                if self.sessions.is_empty() || now >= until {
-                    break;
-                }
+            if self
+                .draining_until
+                .is_some_and(|until| self.sessions.is_empty() || now >= until)
+            {
+                break;
             }
         }
         self.close_all();
