@@ -20,6 +20,7 @@ use std::time::Instant;
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 
+use crate::buffer::{Outbuf, WriteError};
 use crate::connlog::{ConnLog, ConnRecord};
 use crate::io::{self as sio, Fault, Io};
 use crate::session::{Accepted, CloseReason, Env, Ready, Session, Side, Step, token};
@@ -37,10 +38,6 @@ pub const PENDING_LIMIT: usize = 2 * SCRATCH_SIZE;
 /// Reads per call before yielding to other connections. 16 x 64 KiB = 1 MiB
 /// per turn keeps one bulk sender from starving thousands of small ones.
 const READS_PER_TURN: usize = 16;
-
-/// A drained pending buffer larger than this is freed rather than kept, so a
-/// burst leaves no lasting memory behind on an idle connection.
-const KEEP_PENDING_CAPACITY: usize = 4 * 1024;
 
 /// Per-worker state for echo sessions.
 #[derive(Debug)]
@@ -75,9 +72,8 @@ pub struct EchoSession {
     peer: SocketAddr,
     opened: Instant,
     phase: Phase,
-    /// Echo bytes the socket has not taken yet; `pending[sent..]` is owed.
-    pending: Vec<u8>,
-    sent: usize,
+    /// Echo bytes the socket has not taken yet.
+    pending: Outbuf,
     /// The socket may still hold unread bytes (edge-triggered readiness).
     read_ready: bool,
     /// The peer's FIN or an error is queued behind any data.
@@ -91,49 +87,21 @@ pub struct EchoSession {
 
 impl EchoSession {
     fn owed(&self) -> usize {
-        self.pending.len() - self.sent
+        self.pending.owed()
     }
 
     /// Writes as much of `pending` as the socket takes.
     fn flush(&mut self) -> Result<(), CloseReason> {
-        while self.owed() > 0 {
-            match sio::write(&mut self.stream, &self.pending[self.sent..]) {
-                Io::Done(n) => {
-                    self.sent += n;
-                    self.bytes += n as u64;
-                }
-                Io::WouldBlock => return Ok(()),
-                Io::Closed | Io::Failed(Fault::Reset) => return Err(CloseReason::Reset),
-                Io::Failed(Fault::Other(_)) => return Err(CloseReason::Error),
-            }
-        }
-        self.sent = 0;
-        if self.pending.capacity() > KEEP_PENDING_CAPACITY {
-            self.pending = Vec::new();
-        } else {
-            self.pending.clear();
-        }
+        let sent = self.pending.flush(&mut self.stream).map_err(closed)?;
+        self.bytes += sent.bytes as u64;
         Ok(())
     }
 
     /// Echoes `data` (just read): straight to the socket when nothing is
     /// queued ahead of it, otherwise behind the queue.
     fn echo(&mut self, data: &[u8]) -> Result<(), CloseReason> {
-        let mut from = 0;
-        if self.owed() == 0 {
-            while from < data.len() {
-                match sio::write(&mut self.stream, &data[from..]) {
-                    Io::Done(n) => {
-                        from += n;
-                        self.bytes += n as u64;
-                    }
-                    Io::WouldBlock => break,
-                    Io::Closed | Io::Failed(Fault::Reset) => return Err(CloseReason::Reset),
-                    Io::Failed(Fault::Other(_)) => return Err(CloseReason::Error),
-                }
-            }
-        }
-        self.pending.extend_from_slice(&data[from..]);
+        let sent = self.pending.send(&mut self.stream, data).map_err(closed)?;
+        self.bytes += sent.bytes as u64;
         Ok(())
     }
 
@@ -210,6 +178,13 @@ impl EchoSession {
     }
 }
 
+fn closed(e: WriteError) -> CloseReason {
+    match e {
+        WriteError::Reset => CloseReason::Reset,
+        WriteError::Other => CloseReason::Error,
+    }
+}
+
 impl Session for EchoSession {
     type Ctx = EchoCtx;
 
@@ -224,8 +199,7 @@ impl Session for EchoSession {
             peer: conn.peer,
             opened: conn.at,
             phase: Phase::Open,
-            pending: Vec::new(),
-            sent: 0,
+            pending: Outbuf::default(),
             read_ready: false,
             read_closed: false,
             interest,

@@ -9,6 +9,7 @@
 //!   (reserve descriptor, backoff), round-robin hand-off, signals.
 //! - `worker`: one thread's Poll + Slab event loop, generic over a session.
 //! - `session`: the [`session::Session`] trait, the token scheme, [`session::Step`].
+//! - `buffer`: [`buffer::Outbuf`], write-through output with a queue for what the socket refuses.
 //! - `echo`: echo mode's session state machine.
 //! - `timers`: the per-worker deadline heap sessions use for timeouts.
 //! - `io`: non-blocking read/write/accept outcomes: the one place that looks
@@ -33,6 +34,7 @@
 pub mod acceptor;
 pub mod backend;
 pub mod balance;
+pub mod buffer;
 pub mod config;
 pub mod connlog;
 pub mod echo;
