@@ -3,6 +3,9 @@
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
 
 /// Default listen backlog. Matches the default `net.core.somaxconn` (4096)
 /// on current kernels; a larger value is silently capped by the kernel.
@@ -37,6 +40,12 @@ pub enum ConfigError {
     ZeroWorkers,
     /// `--backlog 0` or larger than the kernel can take.
     BadBacklog(u32),
+    /// A duration flag that is not like `30s`, `250ms` or `2m`.
+    BadDuration { flag: &'static str, value: String },
+    /// `proxy` without any `--backend`.
+    NoBackends,
+    /// A value outside its allowed set or range (policy, alpha, window...).
+    BadValue { flag: &'static str, value: String, why: String },
 }
 
 impl fmt::Display for ConfigError {
@@ -52,6 +61,11 @@ impl fmt::Display for ConfigError {
             ConfigError::BadBacklog(n) => {
                 write!(f, "--backlog {n} is out of range (1..={})", i32::MAX)
             }
+            ConfigError::BadDuration { flag, value } => {
+                write!(f, "invalid {flag} '{value}': expected a duration like 30s, 250ms or 2m")
+            }
+            ConfigError::NoBackends => write!(f, "no backends: give at least one --backend ip:port"),
+            ConfigError::BadValue { flag, value, why } => write!(f, "invalid {flag} '{value}': {why}"),
         }
     }
 }
@@ -75,6 +89,115 @@ impl ServerConfig {
             backlog,
         })
     }
+}
+
+/// How the proxy talks to backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendConn {
+    /// Each worker keeps idle keep-alive connections per backend and reuses
+    /// them (the seed's persistent proxy).
+    Persistent,
+    /// A fresh connection per request, sent with `Connection: close` (the
+    /// seed's non-persistent proxy).
+    Close,
+}
+
+impl FromStr for BackendConn {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        match s {
+            "persistent" => Ok(BackendConn::Persistent),
+            "close" => Ok(BackendConn::Close),
+            _ => Err(ConfigError::BadValue {
+                flag: "--backend-conn",
+                value: s.to_string(),
+                why: "expected persistent or close".into(),
+            }),
+        }
+    }
+}
+
+/// One backend as configured: its name as given and its resolved address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendAddr {
+    pub name: String,
+    pub addr: SocketAddr,
+}
+
+/// Timeouts of proxy mode, each named after its flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// `--connect-timeout`: a backend connect that takes longer fails over.
+    pub connect: Duration,
+    /// `--backend-timeout`: no response head (or no progress) from a
+    /// backend for this long gives 504.
+    pub backend: Duration,
+    /// `--header-timeout`: a request head not complete this long after its
+    /// first byte gives 408.
+    pub header: Duration,
+    /// `--idle-timeout`: an idle keep-alive client connection is closed.
+    pub idle: Duration,
+    /// `--drain-timeout`: on shutdown, in-flight requests get this long.
+    pub drain: Duration,
+}
+
+impl Default for Timeouts {
+    /// The proxy's defaults, as in the issue (nginx uses 60 s for most of
+    /// these; 2 s connect suits a LAN where a slow connect means a dead host).
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(2),
+            backend: Duration::from_secs(30),
+            header: Duration::from_secs(10),
+            idle: Duration::from_secs(60),
+            drain: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Settings for `tidegate proxy`.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub server: ServerConfig,
+    pub backends: Vec<BackendAddr>,
+    pub policy: crate::balance::Policy,
+    pub backend_conn: BackendConn,
+    pub timeouts: Timeouts,
+    pub log_csv: Option<PathBuf>,
+}
+
+/// Resolves every `--backend`; at least one is required.
+pub fn resolve_backends(values: &[String]) -> Result<Vec<BackendAddr>, ConfigError> {
+    if values.is_empty() {
+        return Err(ConfigError::NoBackends);
+    }
+    values
+        .iter()
+        .map(|v| {
+            let addr = resolve("--backend", v)?;
+            Ok(BackendAddr { name: v.clone(), addr })
+        })
+        .collect()
+}
+
+/// Parses `30s`, `250ms`, `2m`, `1h`, or a bare number of seconds
+/// (fractions allowed: `0.5s`).
+pub fn parse_duration(flag: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    let bad = || ConfigError::BadDuration { flag, value: value.to_string() };
+    let v = value.trim();
+    let split = v.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let scale = match unit {
+        "" | "s" => 1.0,
+        "ms" => 0.001,
+        "us" => 0.000_001,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(bad()),
+    };
+    Duration::try_from_secs_f64(n * scale).map_err(|_| bad())
 }
 
 /// One worker per CPU: workers never block, so more would only add
@@ -129,6 +252,26 @@ mod tests {
             )
         );
         assert!(resolve("--listen", "127.0.0.1:99999").is_err());
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        let d = |v| parse_duration("--x", v);
+        assert_eq!(d("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(d("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(d("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(d("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(d("soon").is_err());
+        assert!(d("10 parsecs").is_err());
+        assert!(d("-1s").is_err());
+    }
+
+    #[test]
+    fn backends_are_required_and_resolved() {
+        assert_eq!(resolve_backends(&[]), Err(ConfigError::NoBackends));
+        let ok = resolve_backends(&["127.0.0.1:8081".into(), "localhost:8082".into()]);
+        assert!(ok.is_ok_and(|b| b.len() == 2 && b[1].addr.port() == 8082 && b[1].name == "localhost:8082"));
+        assert!(resolve_backends(&["nope".into()]).is_err());
     }
 
     #[test]

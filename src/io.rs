@@ -108,6 +108,29 @@ pub fn classify_accept(e: &io::Error) -> AcceptFault {
     }
 }
 
+/// State of a non-blocking connect after a readiness event.
+#[derive(Debug)]
+pub enum Connect {
+    Connected,
+    /// Spurious wake-up: still in progress.
+    Pending,
+    Failed(io::Error),
+}
+
+/// Checks a non-blocking connect the way mio documents: a pending socket
+/// error means failure; otherwise `peer_addr` tells connected from pending.
+pub fn connect_result(stream: &mio::net::TcpStream) -> Connect {
+    match stream.take_error() {
+        Ok(Some(e)) | Err(e) => return Connect::Failed(e),
+        Ok(None) => {}
+    }
+    match stream.peer_addr() {
+        Ok(_) => Connect::Connected,
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => Connect::Pending,
+        Err(e) => Connect::Failed(e),
+    }
+}
+
 /// True when a blocking call such as `poll` was interrupted by a signal.
 pub fn is_interrupted(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::Interrupted

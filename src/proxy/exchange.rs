@@ -1,0 +1,469 @@
+//! The backend side of one proxied request: acquire a connection (pool or
+//! fresh connect), forward the head and body, relay the response, and fail
+//! over once when the backend fails before answering.
+//!
+//! Latency is measured as in the seed: from the first request byte written
+//! to the backend until the last response byte is read.
+
+use std::time::Instant;
+
+use super::csvlog::Outcome as LogOutcome;
+use super::session::{Env2, ProxySession};
+use super::{PENDING_LIMIT, ProxyStats};
+use crate::balance::Outcome;
+use crate::config::{BackendConn, Timeouts};
+use crate::http::{self, BodyFramer, BodyKind, RequestHead};
+use crate::io::{self as sio, Connect, Io};
+use crate::session::{CloseReason, Ready};
+
+/// Interim (1xx) responses relayed per call before yielding; a backend
+/// sending endless 100 Continues cannot pin the worker.
+const INTERIM_PER_TURN: usize = 8;
+
+/// Where the response is.
+#[derive(Debug)]
+enum Resp {
+    /// No final response head yet.
+    AwaitHead,
+    /// Relaying the body.
+    Body(BodyFramer),
+}
+
+/// One request in flight.
+#[derive(Debug)]
+pub(super) struct Exchange {
+    req: RequestHead,
+    backend: usize,
+    upstream: Option<usize>,
+    req_body: BodyFramer,
+    req_done: bool,
+    /// Request body bytes handed to the backend side (not retryable after).
+    body_sent: u64,
+    resp: Resp,
+    /// Response bytes relayed to the client (none: failing over is safe).
+    relayed: bool,
+    status: u16,
+    resp_keep_alive: bool,
+    close_after: bool,
+    backend_eof: bool,
+    retried: bool,
+    /// When the current connection attempt started.
+    conn_started: Instant,
+    first_write: Option<Instant>,
+    /// Last progress on the backend side, for --backend-timeout.
+    last_progress: Instant,
+}
+
+impl Exchange {
+    /// Starts proxying `req`, whose rewritten head is in `s.bufs.head`.
+    pub(super) fn start(req: RequestHead, s: &mut ProxySession, env: &mut Env2<'_, '_>) -> Exchange {
+        let mut ex = Exchange {
+            req_body: BodyFramer::new(req.body),
+            req_done: req.body == BodyKind::None,
+            req,
+            backend: 0,
+            upstream: None,
+            body_sent: 0,
+            resp: Resp::AwaitHead,
+            relayed: false,
+            status: 0,
+            resp_keep_alive: false,
+            close_after: false,
+            backend_eof: false,
+            retried: false,
+            conn_started: env.now,
+            first_write: None,
+            last_progress: env.now,
+        };
+        ProxyStats::bump(&env.ctx.shared.stats.requests);
+        s.bufs.bout.clear();
+        s.bufs.bin.clear();
+        s.bufs.bout.push(&s.bufs.head);
+        let picked = env.ctx.shared.selector.pick(env.now, None);
+        ex.attach(picked, s.key, env);
+        ex
+    }
+
+    /// Connects to `backend` (pooled if allowed); on failure leaves
+    /// `upstream` empty, which the next pump turns into a fail-over.
+    fn attach(&mut self, backend: Option<usize>, owner: usize, env: &mut Env2<'_, '_>) {
+        self.upstream = None;
+        self.conn_started = env.now;
+        self.last_progress = env.now;
+        let Some(b) = backend else { return };
+        self.backend = b;
+        let ctx = &mut *env.ctx;
+        if ctx.shared.backend_conn == BackendConn::Persistent {
+            if let Some(key) = ctx.upstreams.checkout(b, owner, env.now) {
+                self.upstream = Some(key);
+                if let Some(up) = ctx.upstreams.get_mut(key) {
+                    // A pooled socket is connected and had room when parked.
+                    up.write_ready = true;
+                }
+                return;
+            }
+        }
+        let Some(addr) = ctx.shared.backends.get(b).map(|b| b.addr) else { return };
+        match ctx.upstreams.connect(b, addr, owner, env.registry, env.now) {
+            Ok(key) => self.upstream = Some(key),
+            Err(e) => warn_backend(env, b, &format!("connect failed: {e}")),
+        }
+    }
+
+    /// The request body still has bytes to come from the client.
+    pub(super) fn wants_body(&self) -> bool {
+        !self.req_done
+    }
+
+    pub(super) fn deadline(&self, t: &Timeouts) -> Instant {
+        if self.first_write.is_none() && self.upstream.is_some() {
+            self.conn_started + t.connect
+        } else {
+            self.last_progress + t.backend
+        }
+    }
+
+    /// Readiness on our backend socket.
+    pub(super) fn on_backend_ready(s: &mut ProxySession, ev: Ready, env: &mut Env2<'_, '_>) {
+        let Some(key) = s.exchange.as_ref().and_then(|ex| ex.upstream) else { return };
+        if let Some(up) = env.ctx.upstreams.get_mut(key) {
+            up.read_ready |= ev.readable;
+            up.read_closed |= ev.read_closed;
+            up.write_ready |= ev.writable;
+        }
+    }
+
+    /// Moves request body bytes from the client buffer to the backend.
+    pub(super) fn advance_request(s: &mut ProxySession, env: &mut Env2<'_, '_>) -> Result<bool, CloseReason> {
+        let Some(ex) = s.exchange.as_mut() else { return Ok(false) };
+        if ex.req_done {
+            // The client's FIN after a complete request: answer, then close.
+            ex.close_after |= s.c_eof;
+            return Ok(false);
+        }
+        if s.c_eof && s.cin.is_empty() {
+            return Err(Self::client_gone(s, env));
+        }
+        let connected = ex.upstream.and_then(|k| env.ctx.upstreams.get(k)).is_some_and(|u| !u.connecting);
+        if !connected || s.cin.is_empty() || s.bufs.bout.owed() >= PENDING_LIMIT {
+            return Ok(false);
+        }
+        match ex.req_body.advance(&s.cin) {
+            Ok(a) => {
+                s.bufs.bout.push(s.cin.get(..a.consumed).unwrap_or_default());
+                s.cin.drain(..a.consumed);
+                ex.body_sent += a.consumed as u64;
+                ex.req_done = a.done;
+                Ok(a.consumed > 0 || a.done)
+            }
+            Err(e) => {
+                // A malformed body: the backend has half a request, so both go.
+                log::debug!("{}: bad request body: {e}", s.peer);
+                Self::release(s, env, false);
+                Err(CloseReason::Error)
+            }
+        }
+    }
+
+    /// Backend I/O and response relaying; returns whether anything moved.
+    pub(super) fn pump(s: &mut ProxySession, env: &mut Env2<'_, '_>) -> Result<bool, CloseReason> {
+        let Some(ex) = s.exchange.as_mut() else { return Ok(false) };
+        let Some(key) = ex.upstream else {
+            Self::fail_over(s, env, LogOutcome::ConnectFailed);
+            return Ok(true);
+        };
+        let ctx = &mut *env.ctx;
+        let Some(up) = ctx.upstreams.get_mut(key) else {
+            ex.upstream = None;
+            return Ok(true);
+        };
+        let mut progress = false;
+        if up.connecting {
+            if !(up.write_ready || up.read_ready || up.read_closed) {
+                return Ok(false);
+            }
+            match sio::connect_result(&up.stream) {
+                Connect::Pending => {
+                    up.write_ready = false;
+                    return Ok(false);
+                }
+                Connect::Failed(e) => {
+                    warn_backend(env, ex.backend, &format!("connect failed: {e}"));
+                    Self::fail_over(s, env, LogOutcome::ConnectFailed);
+                    return Ok(true);
+                }
+                Connect::Connected => {
+                    up.connecting = false;
+                    up.write_ready = true;
+                    progress = true;
+                }
+            }
+        }
+        if !s.bufs.bout.is_empty() && up.write_ready {
+            match s.bufs.bout.flush(&mut up.stream) {
+                Ok(sent) => {
+                    if sent.bytes > 0 {
+                        ex.first_write.get_or_insert(env.now);
+                        ex.last_progress = env.now;
+                        progress = true;
+                    }
+                    up.write_ready = !sent.blocked;
+                }
+                Err(_) => {
+                    Self::fail_over(s, env, LogOutcome::BackendReset);
+                    return Ok(true);
+                }
+            }
+        }
+        if up.read_ready && !ex.backend_eof && s.cout.owed() < PENDING_LIMIT {
+            let scratch = &mut ctx.scratch;
+            match sio::read(&mut up.stream, scratch) {
+                Io::Done(n) => {
+                    if n < scratch.len() && !up.read_closed {
+                        up.read_ready = false;
+                    }
+                    s.bufs.bin.extend_from_slice(scratch.get(..n).unwrap_or_default());
+                    ex.last_progress = env.now;
+                    progress = true;
+                }
+                Io::WouldBlock => up.read_ready = false,
+                Io::Closed => {
+                    ex.backend_eof = true;
+                    progress = true;
+                }
+                Io::Failed(_) => {
+                    if ex.relayed || !s.bufs.bin.is_empty() {
+                        return Err(Self::truncated(s, env));
+                    }
+                    Self::fail_over(s, env, LogOutcome::BackendReset);
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(Self::relay(s, env)? || progress)
+    }
+
+    /// Parses and relays what the backend sent.
+    fn relay(s: &mut ProxySession, env: &mut Env2<'_, '_>) -> Result<bool, CloseReason> {
+        let mut progress = false;
+        for _ in 0..INTERIM_PER_TURN {
+            let Some(ex) = s.exchange.as_mut() else { return Ok(progress) };
+            match &mut ex.resp {
+                Resp::AwaitHead => {
+                    if s.bufs.bin.is_empty() {
+                        if ex.backend_eof {
+                            Self::fail_over(s, env, LogOutcome::BackendReset);
+                            return Ok(true);
+                        }
+                        return Ok(progress);
+                    }
+                    let client_close = !ex.req.keep_alive || s.draining || !ex.req_done || ex.close_after;
+                    let parsed = http::parse_response(
+                        &s.bufs.bin,
+                        ex.req.is_head(),
+                        client_close,
+                        ex.req.version_minor == 0,
+                        s.cout.tail(),
+                    );
+                    match parsed {
+                        Ok(None) if ex.backend_eof => {
+                            Self::bad_response(s, env, "response head cut short");
+                            return Ok(true);
+                        }
+                        Ok(None) => return Ok(progress),
+                        Err(e) => {
+                            Self::bad_response(s, env, &e.to_string());
+                            return Ok(true);
+                        }
+                        Ok(Some(head)) => {
+                            s.bufs.bin.drain(..head.head_len);
+                            ex.relayed = true;
+                            progress = true;
+                            if head.is_interim {
+                                continue;
+                            }
+                            ex.status = head.status;
+                            ex.resp_keep_alive = head.keep_alive;
+                            ex.close_after = client_close || head.body == BodyKind::CloseDelimited;
+                            ex.resp = Resp::Body(BodyFramer::new(head.body));
+                        }
+                    }
+                }
+                Resp::Body(framer) => {
+                    let a = match framer.advance(&s.bufs.bin) {
+                        Ok(a) => a,
+                        Err(_) => return Err(Self::truncated(s, env)),
+                    };
+                    s.cout.push(s.bufs.bin.get(..a.consumed).unwrap_or_default());
+                    s.bufs.bin.drain(..a.consumed);
+                    progress |= a.consumed > 0;
+                    if a.done || (ex.backend_eof && framer.is_close_delimited()) {
+                        Self::complete(s, env);
+                        return Ok(true);
+                    }
+                    if ex.backend_eof {
+                        return Err(Self::truncated(s, env));
+                    }
+                    return Ok(progress);
+                }
+            }
+        }
+        Ok(progress)
+    }
+
+    /// The response was relayed in full.
+    fn complete(s: &mut ProxySession, env: &mut Env2<'_, '_>) {
+        let Some(ex) = s.exchange.as_ref() else { return };
+        let now = env.now;
+        let latency = now.saturating_duration_since(ex.first_write.unwrap_or(ex.conn_started));
+        let shared = &env.ctx.shared;
+        shared.selector.observe(ex.backend, Outcome::Success { latency }, now);
+        let stats = &shared.stats;
+        ProxyStats::bump(match ex.status {
+            500.. => &stats.status_5xx,
+            400..=499 => &stats.status_4xx,
+            _ => &stats.ok,
+        });
+        s.log_row(env, Some(ex.backend), latency, ex.status, LogOutcome::Ok);
+        let reuse = shared.backend_conn == BackendConn::Persistent
+            && ex.resp_keep_alive
+            && ex.req_done
+            && !ex.backend_eof
+            && s.bufs.bin.is_empty();
+        let keep_client = !ex.close_after && ex.req_done;
+        Self::release(s, env, reuse);
+        s.bufs.bin.clear();
+        s.exchange_done(keep_client, now);
+    }
+
+    /// Gives the backend connection back to the pool or closes it.
+    fn release(s: &mut ProxySession, env: &mut Env2<'_, '_>, reuse: bool) {
+        let Some(key) = s.exchange.as_mut().and_then(|ex| ex.upstream.take()) else { return };
+        if reuse {
+            env.ctx.upstreams.checkin(key, env.now);
+        } else {
+            env.ctx.upstreams.close(key);
+        }
+    }
+
+    /// The backend failed before any response byte was relayed: retry once
+    /// on another backend if nothing of the body is lost, else 502.
+    fn fail_over(s: &mut ProxySession, env: &mut Env2<'_, '_>, why: LogOutcome) {
+        let Some(ex) = s.exchange.as_mut() else { return };
+        let now = env.now;
+        let reused = ex.upstream.and_then(|k| env.ctx.upstreams.get(k)).is_some_and(|u| u.uses > 1);
+        let elapsed = now.saturating_duration_since(ex.conn_started);
+        Self::release(s, env, false);
+        let Some(ex) = s.exchange.as_mut() else { return };
+        let shared = &env.ctx.shared;
+        // A stale pooled connection is not the backend's fault.
+        if !reused {
+            shared.selector.observe(ex.backend, Outcome::Failure { elapsed }, now);
+        }
+        ProxyStats::bump(match why {
+            LogOutcome::ConnectFailed => &shared.stats.connect_failures,
+            _ => &shared.stats.backend_resets,
+        });
+        let can_retry = !ex.retried && !ex.relayed && ex.body_sent == 0;
+        if can_retry {
+            let exclude = if reused { None } else { Some(ex.backend) };
+            if let Some(next) = shared.selector.pick(now, exclude) {
+                ProxyStats::bump(&shared.stats.retries);
+                ex.retried = true;
+                ex.first_write = None;
+                ex.backend_eof = false;
+                s.bufs.bout.clear();
+                s.bufs.bout.push(&s.bufs.head);
+                s.bufs.bin.clear();
+                ex.attach(Some(next), s.key, env);
+                return;
+            }
+        }
+        Self::answer_error(s, env, 502, why);
+    }
+
+    /// The backend answered with something that is not HTTP.
+    fn bad_response(s: &mut ProxySession, env: &mut Env2<'_, '_>, why: &str) {
+        let Some(ex) = s.exchange.as_ref() else { return };
+        let (backend, elapsed) = (ex.backend, env.now.saturating_duration_since(ex.conn_started));
+        warn_backend(env, backend, &format!("bad response: {why}"));
+        env.ctx.shared.selector.observe(backend, Outcome::Failure { elapsed }, env.now);
+        ProxyStats::bump(&env.ctx.shared.stats.bad_responses);
+        Self::release(s, env, false);
+        Self::answer_error(s, env, 502, LogOutcome::BadResponse);
+    }
+
+    /// The deadline passed: connect timeout fails over, a silent backend 504s.
+    pub(super) fn timed_out(s: &mut ProxySession, env: &mut Env2<'_, '_>) -> Result<(), CloseReason> {
+        let Some(ex) = s.exchange.as_ref() else { return Ok(()) };
+        let connecting = ex.upstream.and_then(|k| env.ctx.upstreams.get(k)).is_some_and(|u| u.connecting);
+        if connecting {
+            warn_backend(env, ex.backend, "connect timed out");
+            Self::fail_over(s, env, LogOutcome::ConnectFailed);
+            return Ok(());
+        }
+        if ex.relayed {
+            return Err(Self::truncated(s, env));
+        }
+        let (backend, elapsed) = (ex.backend, env.now.saturating_duration_since(ex.conn_started));
+        warn_backend(env, backend, "no response within --backend-timeout");
+        env.ctx.shared.selector.observe(backend, Outcome::Failure { elapsed }, env.now);
+        ProxyStats::bump(&env.ctx.shared.stats.timeouts);
+        Self::release(s, env, false);
+        Self::answer_error(s, env, 504, LogOutcome::Timeout);
+        Ok(())
+    }
+
+    /// Sends the proxy's own error response and closes afterwards.
+    fn answer_error(s: &mut ProxySession, env: &mut Env2<'_, '_>, status: u16, why: LogOutcome) {
+        let Some(ex) = s.exchange.take() else { return };
+        let latency = env.now.saturating_duration_since(ex.first_write.unwrap_or(ex.conn_started));
+        ProxyStats::bump(&env.ctx.shared.stats.status_5xx);
+        s.log_row(env, Some(ex.backend), latency, status, why);
+        s.cout.push(http::error_response(status));
+        s.begin_closing();
+    }
+
+    /// The response broke after its head was relayed: the client can only
+    /// be told by closing its connection.
+    fn truncated(s: &mut ProxySession, env: &mut Env2<'_, '_>) -> CloseReason {
+        if let Some(ex) = s.exchange.as_ref() {
+            let (backend, status) = (ex.backend, ex.status);
+            let elapsed = env.now.saturating_duration_since(ex.conn_started);
+            warn_backend(env, backend, "response cut short");
+            env.ctx.shared.selector.observe(backend, Outcome::Failure { elapsed }, env.now);
+            ProxyStats::bump(&env.ctx.shared.stats.backend_resets);
+            s.log_row(env, Some(backend), elapsed, status, LogOutcome::Truncated);
+        }
+        Self::release(s, env, false);
+        s.exchange = None;
+        CloseReason::Error
+    }
+
+    /// The client left before its response was complete.
+    fn client_gone(s: &mut ProxySession, env: &mut Env2<'_, '_>) -> CloseReason {
+        Self::abort(s, env);
+        CloseReason::Done
+    }
+
+    /// Ends an unfinished exchange because its client connection closes.
+    pub(super) fn abort(s: &mut ProxySession, env: &mut Env2<'_, '_>) {
+        let Some(ex) = s.exchange.as_ref() else { return };
+        let elapsed = env.now.saturating_duration_since(ex.first_write.unwrap_or(ex.conn_started));
+        // Release a probe slot without blaming the backend.
+        env.ctx.shared.selector.observe(ex.backend, Outcome::Success { latency: elapsed }, env.now);
+        ProxyStats::bump(&env.ctx.shared.stats.client_aborts);
+        // 499: nginx's code for "client closed request".
+        s.log_row(env, Some(ex.backend), elapsed, 499, LogOutcome::ClientAborted);
+        Self::release(s, env, false);
+        s.exchange = None;
+    }
+}
+
+/// Logs backend trouble at warn, at most once per interval per worker.
+fn warn_backend(env: &mut Env2<'_, '_>, backend: usize, what: &str) {
+    if let Some(held) = env.ctx.warn.allow(env.now) {
+        let name = env.ctx.shared.backends.get(backend).map_or("?", |b| b.name.as_str());
+        log::warn!("backend {name}: {what} ({held} similar warnings suppressed)");
+    }
+}
