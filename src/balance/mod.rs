@@ -1,1 +1,364 @@
-//! Placeholder: being written.
+//! Backend selection: the [`Selector`] trait and one file per routing policy.
+//!
+//! One selector is built per run ([`build`]) and shared by every worker as an
+//! `Arc<dyn Selector>`, so all workers' latencies feed the same estimates and
+//! `--workers 2` routes like `--workers 1`. `pick` and `observe` run once per
+//! request: they are lock-free (atomics only) and never allocate. Time is
+//! passed in (`now`), never read here, so tests are deterministic.
+//!
+//! # Protocol
+//! `pick(now, None)` → send the request → `observe(backend, outcome, now)`,
+//! exactly once per pick that led to a request, failures included. A retry
+//! after a failure calls `pick(now, Some(failed))`.
+//!
+//! # Policies
+//! - `round_robin`: `round-robin`, ignores outcomes.
+//! - `sma`: `adaptive_sma`, mean of each backend's last N latencies.
+//! - `ewma`: `adaptive_ewma`, `ewma = a*latency + (1-a)*ewma`.
+//!
+//! SMA and EWMA share `adaptive::Lowest` (cold-start probes, lowest estimate
+//! wins, ties rotate, logging) and differ only in their per-backend
+//! `adaptive::Estimator`.
+//!
+//! # Adding a policy
+//! Add a file with a type implementing [`Selector`] (or, for another
+//! "lowest estimate wins" rule, just an `adaptive::Estimator`), a [`Policy`]
+//! variant, its names in [`Policy::name`] and `FromStr`, and an arm in
+//! [`build`].
+
+mod adaptive;
+mod ewma;
+mod round_robin;
+mod sma;
+
+#[cfg(test)]
+mod sim_tests;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The latency sample SMA and EWMA record for a failed request, if it took
+/// less. One second is far above any healthy latency in the seed scenario
+/// (slowest 400 ms), so a failing backend loses to every working one, yet
+/// it is a finite number: the backend can win again once its samples age
+/// out (SMA) or decay (EWMA) below the others'.
+pub const FAILURE_PENALTY: Duration = Duration::from_secs(1);
+
+/// SMA window used by `"sma"`: the seed report averages the last 3.
+pub const DEFAULT_SMA_WINDOW: usize = 3;
+
+/// Largest SMA window accepted. `pick` averages the whole window of every
+/// backend on each request; 64 keeps that to a few hundred loads, and
+/// longer memories are what EWMA is for.
+pub const MAX_SMA_WINDOW: usize = 64;
+
+/// EWMA smoothing factor used by `"ewma"`: the seed report's a = 0.2.
+pub const DEFAULT_EWMA_ALPHA: f64 = 0.2;
+
+/// How long a cold-start probe may stay unanswered before another request
+/// may probe the same backend. Well above any healthy response (the seed's
+/// slowest is 400 ms), so it only matters when a probe was lost: a pick
+/// that never led to a request, hence no `observe` to release it.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One backend the proxy can send requests to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    pub addr: SocketAddr,
+    /// As given on the command line, e.g. `127.0.0.1:8081`; used in logs.
+    pub name: String,
+}
+
+impl Backend {
+    /// A backend named by its address.
+    pub fn new(addr: SocketAddr) -> Self {
+        Backend {
+            addr,
+            name: addr.to_string(),
+        }
+    }
+}
+
+/// How a request sent to a backend went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Response read in full; `latency` runs from the request's first byte
+    /// written to the backend to the response's last byte read.
+    Success { latency: Duration },
+    /// Connect refused, reset or timed out after `elapsed`.
+    Failure { elapsed: Duration },
+}
+
+impl Outcome {
+    /// The latency sample to record: the latency itself, or for a failure
+    /// `max(elapsed, FAILURE_PENALTY)`.
+    pub fn sample(&self) -> Duration {
+        match *self {
+            Outcome::Success { latency } => latency,
+            Outcome::Failure { elapsed } => elapsed.max(FAILURE_PENALTY),
+        }
+    }
+}
+
+/// A routing policy shared by all workers; see the module doc for the
+/// calling protocol.
+pub trait Selector: Send + Sync + fmt::Debug {
+    /// The CSV `routing_mode` name (`round-robin`, `adaptive_sma`, ...).
+    fn name(&self) -> &'static str;
+
+    /// Chooses a backend index for a new request. `exclude` is a backend
+    /// that just failed this request (retry elsewhere). Returns `None` only
+    /// if there is no (other) backend.
+    fn pick(&self, now: Instant, exclude: Option<usize>) -> Option<usize>;
+
+    /// Reports how a request sent to `backend` went. Called once per pick
+    /// that led to a request, failures included.
+    fn observe(&self, backend: usize, outcome: Outcome, now: Instant);
+
+    /// The current per-backend estimate in ms (`None` = unmeasured), for
+    /// logs and metrics. May allocate; not for the per-request path.
+    fn estimates(&self) -> Vec<Option<f64>>;
+}
+
+/// Which selector to build, with its parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Policy {
+    RoundRobin,
+    /// Mean of the last `window` samples (1..=[`MAX_SMA_WINDOW`]).
+    Sma {
+        window: usize,
+    },
+    /// `ewma = alpha*sample + (1-alpha)*ewma`, `alpha` in (0, 1].
+    Ewma {
+        alpha: f64,
+    },
+}
+
+impl Policy {
+    /// The CSV `routing_mode` name; the built selector's [`Selector::name`].
+    pub fn name(&self) -> &'static str {
+        match self {
+            Policy::RoundRobin => round_robin::NAME,
+            Policy::Sma { .. } => sma::NAME,
+            Policy::Ewma { .. } => ewma::NAME,
+        }
+    }
+
+    /// Checks the parameters.
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        match *self {
+            Policy::RoundRobin => Ok(()),
+            Policy::Sma { window } if !(1..=MAX_SMA_WINDOW).contains(&window) => {
+                Err(PolicyError::BadWindow(window))
+            }
+            Policy::Sma { .. } => Ok(()),
+            Policy::Ewma { alpha } if !(alpha > 0.0 && alpha <= 1.0) => {
+                Err(PolicyError::BadAlpha(alpha))
+            }
+            Policy::Ewma { .. } => Ok(()),
+        }
+    }
+}
+
+/// Parses `round-robin`, `sma` or `ewma` (the seed's defaults: window 3,
+/// alpha 0.2). The CSV names `adaptive_sma` and `adaptive_ewma` are
+/// accepted too, so a `routing_mode` column parses back.
+impl FromStr for Policy {
+    type Err = PolicyError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "round-robin" => Ok(Policy::RoundRobin),
+            "sma" | "adaptive_sma" => Ok(Policy::Sma {
+                window: DEFAULT_SMA_WINDOW,
+            }),
+            "ewma" | "adaptive_ewma" => Ok(Policy::Ewma {
+                alpha: DEFAULT_EWMA_ALPHA,
+            }),
+            _ => Err(PolicyError::Unknown(s.to_string())),
+        }
+    }
+}
+
+/// A policy that cannot be built.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PolicyError {
+    /// A name `FromStr` does not know.
+    Unknown(String),
+    /// SMA window outside 1..=[`MAX_SMA_WINDOW`].
+    BadWindow(usize),
+    /// EWMA alpha outside (0, 1].
+    BadAlpha(f64),
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PolicyError::Unknown(name) => write!(
+                f,
+                "unknown routing policy '{name}' (expected round-robin, sma or ewma)"
+            ),
+            PolicyError::BadWindow(w) => {
+                write!(f, "SMA window {w} is out of range (1..={MAX_SMA_WINDOW})")
+            }
+            PolicyError::BadAlpha(a) => write!(f, "EWMA alpha {a} is out of range (0, 1]"),
+        }
+    }
+}
+
+impl std::error::Error for PolicyError {}
+
+/// Builds the one selector all workers share. `now` is the start of the
+/// run (probe timestamps count from it).
+pub fn build(
+    policy: &Policy,
+    backends: &[Backend],
+    now: Instant,
+) -> Result<Arc<dyn Selector>, PolicyError> {
+    policy.validate()?;
+    Ok(match *policy {
+        Policy::RoundRobin => Arc::new(round_robin::RoundRobin::new(backends)),
+        Policy::Sma { window } => Arc::new(sma::new(backends, window, now)),
+        Policy::Ewma { alpha } => Arc::new(ewma::new(backends, alpha, now)),
+    })
+}
+
+/// Short labels for the estimates log line: the port when every backend's
+/// port differs (`8081`), else the full name.
+fn labels(backends: &[Backend]) -> Vec<String> {
+    let ports_unique = backends
+        .iter()
+        .enumerate()
+        .all(|(i, b)| backends[..i].iter().all(|o| o.addr.port() != b.addr.port()));
+    backends
+        .iter()
+        .map(|b| {
+            if ports_unique {
+                b.addr.port().to_string()
+            } else {
+                b.name.clone()
+            }
+        })
+        .collect()
+}
+
+/// `[EWMA] 8081=405.1ms 8082=211.8ms 8083=-`: the seed's estimates line.
+fn estimates_line(tag: &str, labels: &[String], estimates: &[Option<f64>]) -> String {
+    use fmt::Write;
+    let mut line = format!("[{tag}]");
+    for (label, est) in labels.iter().zip(estimates) {
+        // Writing to a String cannot fail.
+        let _ = match est {
+            Some(ms) => write!(line, " {label}={ms:.1}ms"),
+            None => write!(line, " {label}=-"),
+        };
+    }
+    line
+}
+
+/// Milliseconds as f64, the unit of every estimate.
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    use super::*;
+
+    /// Backends `127.0.0.1:8081`, `:8082`, ... as the seed names them.
+    pub(crate) fn backends(n: usize) -> Vec<Backend> {
+        (0..n)
+            .map(|i| Backend::new(SocketAddr::from(([127, 0, 0, 1], 8081 + i as u16))))
+            .collect()
+    }
+
+    pub(crate) fn ok(ms: u64) -> Outcome {
+        Outcome::Success {
+            latency: Duration::from_millis(ms),
+        }
+    }
+
+    pub(crate) fn at(t0: Instant, ms: u64) -> Instant {
+        t0 + Duration::from_millis(ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_util::*;
+    use super::*;
+
+    #[test]
+    fn policy_names_parse_and_unknown_names_fail() {
+        assert_eq!("round-robin".parse(), Ok(Policy::RoundRobin));
+        assert_eq!("sma".parse(), Ok(Policy::Sma { window: 3 }));
+        assert_eq!("adaptive_ewma".parse(), Ok(Policy::Ewma { alpha: 0.2 }));
+        let err = "fastest".parse::<Policy>().unwrap_err();
+        assert_eq!(err, PolicyError::Unknown("fastest".into()));
+        assert_eq!(
+            err.to_string(),
+            "unknown routing policy 'fastest' (expected round-robin, sma or ewma)"
+        );
+        assert!("".parse::<Policy>().is_err());
+        assert!("SMA".parse::<Policy>().is_err());
+    }
+
+    #[test]
+    fn build_names_match_the_csv_and_bad_parameters_fail() {
+        let t0 = Instant::now();
+        let b = backends(3);
+        for name in ["round-robin", "adaptive_sma", "adaptive_ewma"] {
+            let policy: Policy = name.parse().unwrap();
+            assert_eq!(policy.name(), name);
+            assert_eq!(build(&policy, &b, t0).unwrap().name(), name);
+        }
+        for bad in [
+            Policy::Sma { window: 0 },
+            Policy::Sma {
+                window: MAX_SMA_WINDOW + 1,
+            },
+            Policy::Ewma { alpha: 0.0 },
+            Policy::Ewma { alpha: 1.5 },
+            Policy::Ewma { alpha: f64::NAN },
+        ] {
+            assert!(build(&bad, &b, t0).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn no_backends_means_no_pick() {
+        let t0 = Instant::now();
+        for name in ["round-robin", "sma", "ewma"] {
+            let s = build(&name.parse().unwrap(), &[], t0).unwrap();
+            assert_eq!(s.pick(t0, None), None);
+            assert!(s.estimates().is_empty());
+        }
+    }
+
+    #[test]
+    fn failure_sample_is_at_least_the_penalty() {
+        let short = Outcome::Failure {
+            elapsed: Duration::from_millis(3),
+        };
+        let long = Outcome::Failure {
+            elapsed: Duration::from_secs(5),
+        };
+        assert_eq!(short.sample(), FAILURE_PENALTY);
+        assert_eq!(long.sample(), Duration::from_secs(5));
+        assert_eq!(ok(7).sample(), Duration::from_millis(7));
+    }
+
+    #[test]
+    fn labels_are_ports_unless_ports_collide() {
+        let b = backends(3);
+        assert_eq!(labels(&b), ["8081", "8082", "8083"]);
+        let line = estimates_line("EWMA", &labels(&b), &[Some(405.06), Some(211.8), None]);
+        assert_eq!(line, "[EWMA] 8081=405.1ms 8082=211.8ms 8083=-");
+        let mut collide = backends(2);
+        collide[1] = Backend::new(SocketAddr::from(([127, 0, 0, 2], 8081)));
+        assert_eq!(labels(&collide), ["127.0.0.1:8081", "127.0.0.2:8081"]);
+    }
+}

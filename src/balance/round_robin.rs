@@ -1,0 +1,103 @@
+//! `round-robin`: backends in turn, one shared counter; outcomes are ignored.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use log::{Level, debug, log_enabled};
+
+use super::{Backend, Outcome, Selector};
+
+/// CSV `routing_mode` name.
+pub(super) const NAME: &str = "round-robin";
+
+/// Log tag: `[RR] chosen: 127.0.0.1:8081`.
+const TAG: &str = "RR";
+
+/// Cycles over the backends with one atomic counter shared by all workers.
+#[derive(Debug)]
+pub(super) struct RoundRobin {
+    names: Vec<String>,
+    /// Picks so far; `next % n` is the next backend. Wrapping at
+    /// `usize::MAX` only skews one turn when `n` is not a power of two.
+    next: AtomicUsize,
+}
+
+impl RoundRobin {
+    pub(super) fn new(backends: &[Backend]) -> Self {
+        RoundRobin {
+            names: backends.iter().map(|b| b.name.clone()).collect(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    fn turn(&self) -> usize {
+        // Relaxed: the counter publishes nothing but its own value.
+        self.next.fetch_add(1, Ordering::Relaxed) % self.names.len()
+    }
+}
+
+impl Selector for RoundRobin {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn pick(&self, _now: Instant, exclude: Option<usize>) -> Option<usize> {
+        let n = self.names.len();
+        if n == 0 || (n == 1 && exclude == Some(0)) {
+            return None;
+        }
+        let mut i = self.turn();
+        if Some(i) == exclude {
+            // A retry takes the next turn, so the rotation stays fair; if
+            // another worker took that one meanwhile, the neighbour will do.
+            i = self.turn();
+            if Some(i) == exclude {
+                i = (i + 1) % n;
+            }
+        }
+        if log_enabled!(Level::Debug) {
+            debug!("[{TAG}] chosen: {}", self.names[i]);
+        }
+        Some(i)
+    }
+
+    fn observe(&self, _backend: usize, _outcome: Outcome, _now: Instant) {}
+
+    fn estimates(&self) -> Vec<Option<f64>> {
+        vec![None; self.names.len()]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::*;
+    use super::*;
+
+    #[test]
+    fn cycles_over_all_backends() {
+        let t0 = Instant::now();
+        let rr = RoundRobin::new(&backends(3));
+        let picks: Vec<_> = (0..7).map(|_| rr.pick(t0, None).unwrap()).collect();
+        assert_eq!(picks, [0, 1, 2, 0, 1, 2, 0]);
+        // Outcomes change nothing.
+        rr.observe(1, ok(1), t0);
+        assert_eq!(rr.pick(t0, None), Some(1));
+        assert_eq!(rr.estimates(), [None, None, None]);
+    }
+
+    #[test]
+    fn exclude_skips_the_failed_backend() {
+        let t0 = Instant::now();
+        let rr = RoundRobin::new(&backends(3));
+        assert_eq!(rr.pick(t0, Some(0)), Some(1));
+        assert_eq!(rr.pick(t0, None), Some(2));
+        for _ in 0..10 {
+            assert_ne!(rr.pick(t0, Some(1)), Some(1));
+        }
+        let one = RoundRobin::new(&backends(1));
+        assert_eq!(one.pick(t0, Some(0)), None);
+        assert_eq!(one.pick(t0, None), Some(0));
+        // An index that is not a backend excludes nothing.
+        assert_eq!(one.pick(t0, Some(5)), Some(0));
+    }
+}
