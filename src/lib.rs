@@ -17,6 +17,7 @@
 //! - `stats`: counters shared between threads; the run summary.
 //! - `connlog`: `--log-connections`, written by its own thread.
 //! - `ratelimit`: keeps repeated warnings from flooding the log.
+//! - `proxy`: proxy mode: the session state machine, backend pool, CSV log.
 //! - `http`: pure HTTP/1.1 framing for the proxy (heads, bodies, hop-by-hop rules).
 //! - `balance`: the `Selector` trait and one file per routing policy.
 //! - `backend`: the simulated backend server (`tidegate backend`).
@@ -41,6 +42,7 @@ pub mod echo;
 pub mod http;
 pub mod io;
 pub mod limits;
+pub mod proxy;
 pub mod loadgen;
 pub mod ratelimit;
 pub mod server;

@@ -1,12 +1,16 @@
 //! The `tidegate` binary: parses the command line, sets up logging, and
 //! hands over to the library. Errors end as one line on stderr.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
 use log::{info, warn};
 
-use tidegate::config::{DEFAULT_BACKLOG, EchoConfig, ServerConfig};
+use tidegate::balance::{self, Policy};
+use tidegate::config::{self, ConfigError, DEFAULT_BACKLOG, EchoConfig, ProxyConfig, ServerConfig, Timeouts};
 use tidegate::limits;
 use tidegate::server::{Server, StartError};
 
@@ -25,6 +29,87 @@ struct Cli {
 enum Command {
     /// Echo every byte back: the connection-scaling server.
     Echo(EchoArgs),
+    /// HTTP/1.1 reverse proxy balancing over --backend servers.
+    Proxy(ProxyArgs),
+}
+
+#[derive(Debug, Args)]
+struct ProxyArgs {
+    /// Address to listen on (ip:port or host:port).
+    #[arg(long, default_value = "127.0.0.1:9090", value_name = "ADDR")]
+    listen: String,
+    /// A backend (ip:port or host:port, resolved at start); repeat for more.
+    #[arg(long = "backend", value_name = "ADDR")]
+    backends: Vec<String>,
+    /// Routing policy: round-robin, sma or ewma.
+    #[arg(long, default_value = "ewma")]
+    policy: String,
+    /// SMA: how many recent latencies to average.
+    #[arg(long, default_value_t = balance::DEFAULT_SMA_WINDOW)]
+    sma_window: usize,
+    /// EWMA: weight of the newest latency, in (0, 1].
+    #[arg(long, default_value_t = balance::DEFAULT_EWMA_ALPHA)]
+    ewma_alpha: f64,
+    /// persistent (pooled keep-alive backend connections) or close (one per request).
+    #[arg(long, default_value = "persistent")]
+    backend_conn: String,
+    /// Worker threads [default: number of CPUs].
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+    /// Listen backlog (capped by net.core.somaxconn).
+    #[arg(long, default_value_t = DEFAULT_BACKLOG, value_name = "N")]
+    backlog: u32,
+    /// Write one CSV row per request (timestamp,backend_url,latency_ms,status_code,routing_mode,...).
+    #[arg(long, value_name = "FILE")]
+    log_csv: Option<PathBuf>,
+    /// No response (or no progress) from a backend for this long: 504.
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    backend_timeout: String,
+    /// A backend connect taking longer fails over to another backend.
+    #[arg(long, default_value = "2s", value_name = "DURATION")]
+    connect_timeout: String,
+    /// A request head not complete within this long: 408.
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    header_timeout: String,
+    /// Idle keep-alive client connections are closed after this long.
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    idle_timeout: String,
+    /// On SIGINT/SIGTERM, in-flight requests get this long to finish.
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    drain_timeout: String,
+}
+
+impl ProxyArgs {
+    fn config(&self) -> Result<ProxyConfig, ConfigError> {
+        let policy = match self.policy.as_str() {
+            "sma" | "adaptive_sma" => Policy::Sma { window: self.sma_window },
+            "ewma" | "adaptive_ewma" => Policy::Ewma { alpha: self.ewma_alpha },
+            other => other.parse::<Policy>().map_err(|e| ConfigError::BadValue {
+                flag: "--policy",
+                value: other.to_string(),
+                why: e.to_string(),
+            })?,
+        };
+        policy.validate().map_err(|e| ConfigError::BadValue {
+            flag: "--policy",
+            value: self.policy.clone(),
+            why: e.to_string(),
+        })?;
+        Ok(ProxyConfig {
+            server: ServerConfig::new(&self.listen, self.workers, self.backlog)?,
+            backends: config::resolve_backends(&self.backends)?,
+            policy,
+            backend_conn: self.backend_conn.parse()?,
+            timeouts: Timeouts {
+                connect: config::parse_duration("--connect-timeout", &self.connect_timeout)?,
+                backend: config::parse_duration("--backend-timeout", &self.backend_timeout)?,
+                header: config::parse_duration("--header-timeout", &self.header_timeout)?,
+                idle: config::parse_duration("--idle-timeout", &self.idle_timeout)?,
+                drain: config::parse_duration("--drain-timeout", &self.drain_timeout)?,
+            },
+            log_csv: self.log_csv.clone(),
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -48,6 +133,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let result = match cli.command {
         Command::Echo(args) => echo(args),
+        Command::Proxy(args) => args.config().map_err(StartError::from).and_then(|cfg| proxy(&cfg)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -74,6 +160,35 @@ fn echo(args: EchoArgs) -> Result<(), StartError> {
     );
     let summary = server.run();
     println!("tidegate echo: {summary}");
+    Ok(())
+}
+
+fn proxy(cfg: &ProxyConfig) -> Result<(), StartError> {
+    let (mut server, shared, rows) = Server::proxy(cfg)?;
+    server.stop_on_signals()?;
+    raise_fd_limit(2);
+    let names: Vec<&str> = cfg.backends.iter().map(|b| b.name.as_str()).collect();
+    info!(
+        "tidegate proxy on {} with {} workers: policy {}, backends {}, backend connections {:?}",
+        server.local_addr(),
+        cfg.server.workers,
+        shared.selector.name(),
+        names.join(" "),
+        cfg.backend_conn
+    );
+    let started = Instant::now();
+    let summary = server.run();
+    let secs = started.elapsed().as_secs_f64();
+    let requests = shared.stats.requests.load(Relaxed);
+    println!("tidegate proxy: {summary}");
+    println!(
+        "tidegate proxy: {} in {secs:.1} s ({:.1} req/s)",
+        shared.stats.summary(),
+        requests as f64 / secs.max(1e-9)
+    );
+    if let Some(rows) = rows {
+        println!("tidegate proxy: {} CSV rows written", rows.load(Relaxed));
+    }
     Ok(())
 }
 

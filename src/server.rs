@@ -5,6 +5,8 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
 use std::thread::{self, JoinHandle};
 
 use log::{error, info};
@@ -12,7 +14,9 @@ use mio::net::UnixStream;
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 use crate::acceptor::{self, Acceptor, ListenError, ShutdownHandle};
-use crate::config::{ConfigError, EchoConfig, ServerConfig};
+use crate::balance;
+use crate::config::{ConfigError, EchoConfig, ProxyConfig, ServerConfig};
+use crate::proxy::{ProxyCtx, ProxySession, ProxyStats, Shared, csvlog};
 use crate::connlog;
 use crate::echo::{EchoCtx, EchoSession};
 use crate::session::Session;
@@ -66,8 +70,34 @@ pub struct Server {
     addr: SocketAddr,
     accept_stats: Arc<AcceptStats>,
     worker_stats: Vec<Arc<WorkerStats>>,
-    /// The log writer, joined after the workers so no line is lost.
-    connlog: Option<JoinHandle<()>>,
+    /// Log writers, joined after the workers so no line is lost.
+    writers: Vec<Writer>,
+}
+
+/// A log-writer thread to join once the workers (its only senders) are gone.
+#[derive(Debug)]
+enum Writer {
+    ConnLog(JoinHandle<()>),
+    Csv(JoinHandle<io::Result<()>>),
+}
+
+impl Writer {
+    fn join(self) {
+        let (name, ok) = match self {
+            Writer::ConnLog(t) => ("connection log", t.join().is_ok()),
+            Writer::Csv(t) => match t.join() {
+                Ok(Ok(())) => ("CSV log", true),
+                Ok(Err(e)) => {
+                    error!("writing the CSV log failed: {e}");
+                    ("CSV log", true)
+                }
+                Err(_) => ("CSV log", false),
+            },
+        };
+        if !ok {
+            error!("the {name} writer panicked");
+        }
+    }
 }
 
 impl Server {
@@ -81,8 +111,43 @@ impl Server {
             (None, None)
         };
         let mut server = Self::start::<EchoSession>(&cfg.server, |_| EchoCtx::new(log.clone()))?;
-        server.connlog = writer;
+        server.writers.extend(writer.map(Writer::ConnLog));
         Ok(server)
+    }
+
+    /// Binds and starts proxy mode's workers. The returned [`Shared`] holds
+    /// the selector and the request counters.
+    pub fn proxy(cfg: &ProxyConfig) -> Result<(Server, Arc<Shared>, Option<Arc<AtomicU64>>), StartError> {
+        let backends: Vec<balance::Backend> = cfg
+            .backends
+            .iter()
+            .map(|b| balance::Backend { addr: b.addr, name: b.name.clone() })
+            .collect();
+        let selector = balance::build(&cfg.policy, &backends, Instant::now())
+            .map_err(|e| StartError::Config(ConfigError::BadValue { flag: "--policy", value: cfg.policy.name().into(), why: e.to_string() }))?;
+        let mode = selector.name();
+        let shared = Arc::new(Shared {
+            backends: cfg.backends.clone(),
+            backend_conn: cfg.backend_conn,
+            timeouts: cfg.timeouts,
+            selector,
+            stats: ProxyStats::default(),
+        });
+        let (csv, writer) = match &cfg.log_csv {
+            Some(path) => {
+                let urls = cfg.backends.iter().map(|b| format!("http://{}", b.addr)).collect();
+                let (log, writer) = csvlog::start(path, urls, mode)
+                    .map_err(io_err(format!("cannot write --log-csv {}", path.display())))?;
+                (Some(log), Some(writer))
+            }
+            None => (None, None),
+        };
+        let mut server =
+            Self::start::<ProxySession>(&cfg.server, |id| ProxyCtx::new(id, Arc::clone(&shared), csv.clone()))?;
+        server.acceptor.set_drain(cfg.timeouts.drain);
+        let rows = writer.as_ref().map(|w| Arc::clone(&w.rows));
+        server.writers.extend(writer.map(|w| Writer::Csv(w.thread)));
+        Ok((server, shared, rows))
     }
 
     /// Binds the listener and starts `cfg.workers` workers running `S`.
@@ -176,11 +241,9 @@ impl Server {
                 error!("worker {i} panicked");
             }
         }
-        if let Some(writer) = connlog {
-            // Workers (the only senders) are gone, so the writer drains and ends.
-            if writer.join().is_err() {
-                error!("the connection log writer panicked");
-            }
+        // Workers (the only senders) are gone, so each writer drains and ends.
+        for w in writers {
+            w.join();
         }
         Summary::collect(&accept_stats, worker_stats.iter().map(Arc::as_ref))
     }

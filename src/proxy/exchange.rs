@@ -12,7 +12,7 @@ use super::session::{Env2, ProxySession};
 use super::{PENDING_LIMIT, ProxyStats};
 use crate::balance::Outcome;
 use crate::config::{BackendConn, Timeouts};
-use crate::http::{self, BodyFramer, BodyKind, RequestHead};
+use crate::http::{self, BodyFramer, BodyKind, Peer, RequestHead};
 use crate::io::{self as sio, Connect, Io};
 use crate::session::{CloseReason, Ready};
 
@@ -58,7 +58,7 @@ impl Exchange {
     /// Starts proxying `req`, whose rewritten head is in `s.bufs.head`.
     pub(super) fn start(req: RequestHead, s: &mut ProxySession, env: &mut Env2<'_, '_>) -> Exchange {
         let mut ex = Exchange {
-            req_body: BodyFramer::new(req.body),
+            req_body: BodyFramer::new(req.body, Peer::Client),
             req_done: req.body == BodyKind::None,
             req,
             backend: 0,
@@ -150,11 +150,11 @@ impl Exchange {
         }
         match ex.req_body.advance(&s.cin) {
             Ok(a) => {
-                s.bufs.bout.push(s.cin.get(..a.consumed).unwrap_or_default());
-                s.cin.drain(..a.consumed);
-                ex.body_sent += a.consumed as u64;
+                s.bufs.bout.push(s.cin.get(..a.used).unwrap_or_default());
+                s.cin.drain(..a.used);
+                ex.body_sent += a.used as u64;
                 ex.req_done = a.done;
-                Ok(a.consumed > 0 || a.done)
+                Ok(a.used > 0 || a.done)
             }
             Err(e) => {
                 // A malformed body: the backend has half a request, so both go.
@@ -258,13 +258,16 @@ impl Exchange {
                         return Ok(progress);
                     }
                     let client_close = !ex.req.keep_alive || s.draining || !ex.req_done || ex.close_after;
-                    let parsed = http::parse_response(
-                        &s.bufs.bin,
-                        ex.req.is_head(),
-                        client_close,
-                        ex.req.version_minor == 0,
-                        s.cout.tail(),
-                    );
+                    let mut fields = [httparse::EMPTY_HEADER; http::MAX_HEADERS];
+                    let parsed = match http::parse_response(&s.bufs.bin, ex.req.method, &mut fields) {
+                        Ok(Some(p)) => {
+                            let close = client_close || p.head.body == BodyKind::CloseDelimited;
+                            p.write_head(close, ex.req.minor, s.cout.tail());
+                            Ok(Some(p.head))
+                        }
+                        Ok(None) => Ok(None),
+                        Err(e) => Err(e),
+                    };
                     match parsed {
                         Ok(None) if ex.backend_eof => {
                             Self::bad_response(s, env, "response head cut short");
@@ -285,7 +288,7 @@ impl Exchange {
                             ex.status = head.status;
                             ex.resp_keep_alive = head.keep_alive;
                             ex.close_after = client_close || head.body == BodyKind::CloseDelimited;
-                            ex.resp = Resp::Body(BodyFramer::new(head.body));
+                            ex.resp = Resp::Body(BodyFramer::new(head.body, Peer::Backend));
                         }
                     }
                 }
@@ -294,14 +297,14 @@ impl Exchange {
                         Ok(a) => a,
                         Err(_) => return Err(Self::truncated(s, env)),
                     };
-                    s.cout.push(s.bufs.bin.get(..a.consumed).unwrap_or_default());
-                    s.bufs.bin.drain(..a.consumed);
-                    progress |= a.consumed > 0;
-                    if a.done || (ex.backend_eof && framer.is_close_delimited()) {
+                    s.cout.push(s.bufs.bin.get(..a.used).unwrap_or_default());
+                    s.bufs.bin.drain(..a.used);
+                    progress |= a.used > 0;
+                    if a.done || (ex.backend_eof && s.bufs.bin.is_empty() && framer.at_eof().is_ok()) {
                         Self::complete(s, env);
                         return Ok(true);
                     }
-                    if ex.backend_eof {
+                    if ex.backend_eof && s.bufs.bin.is_empty() {
                         return Err(Self::truncated(s, env));
                     }
                     return Ok(progress);
@@ -450,8 +453,8 @@ impl Exchange {
     pub(super) fn abort(s: &mut ProxySession, env: &mut Env2<'_, '_>) {
         let Some(ex) = s.exchange.as_ref() else { return };
         let elapsed = env.now.saturating_duration_since(ex.first_write.unwrap_or(ex.conn_started));
-        // Release a probe slot without blaming the backend.
-        env.ctx.shared.selector.observe(ex.backend, Outcome::Success { latency: elapsed }, env.now);
+        // Not the backend's doing: no sample (an unanswered probe slot is
+        // re-claimable after balance::PROBE_TIMEOUT).
         ProxyStats::bump(&env.ctx.shared.stats.client_aborts);
         // 499: nginx's code for "client closed request".
         s.log_row(env, Some(ex.backend), elapsed, 499, LogOutcome::ClientAborted);

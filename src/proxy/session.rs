@@ -159,8 +159,17 @@ impl ProxySession {
         }
         self.head_started.get_or_insert(env.now);
         let close_backend = env.ctx.shared.backend_conn == crate::config::BackendConn::Close;
-        self.bufs.head.clear();
-        match http::parse_request(&self.cin, self.peer.ip(), close_backend, &mut self.bufs.head) {
+        let mut fields = [httparse::EMPTY_HEADER; http::MAX_HEADERS];
+        let parsed = match http::parse_request(&self.cin, &mut fields) {
+            Ok(Some(p)) => {
+                self.bufs.head.clear();
+                p.write_head(self.peer.ip(), close_backend, &mut self.bufs.head);
+                Ok(Some(p.head))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        };
+        match parsed {
             Ok(None) if self.c_eof => {
                 // The client gave up mid-head.
                 self.reject(HttpError::BadRequest("incomplete request head"), env);
