@@ -71,11 +71,8 @@ fn parse_length(digits: &[u8]) -> Option<u64> {
         return None;
     }
     digits.iter().try_fold(0u64, |n, &b| {
-        let d = if b.is_ascii_digit() {
-            b - b'0'
-        } else {
-            return None;
-        };
+        // `to_digit(10)` accepts ASCII digits only.
+        let d = char::from(b).to_digit(10)?;
         n.checked_mul(10)?.checked_add(u64::from(d))
     })
 }
@@ -111,6 +108,7 @@ pub(crate) struct TransferEncoding {
     pub other: bool,
 }
 
+/// Read all Transfer-Encoding fields as one list of codings, in order.
 pub(crate) fn transfer_encoding(headers: &[Header<'_>]) -> TransferEncoding {
     let mut te = TransferEncoding::default();
     let mut chunked = 0u32;

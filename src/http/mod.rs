@@ -17,6 +17,20 @@
 //! [`HttpError::BadResponse`] (502). Limits are checked on partial input too,
 //! and only against bytes inside the limit, so the outcome never depends on
 //! how the input was split into reads.
+//!
+//! # Choices where the RFCs leave room
+//! - Heads may use bare LF line endings (RFC 9112 §2.2 MAY): we re-serialise
+//!   them with CRLF. Chunked bodies are forwarded verbatim, so there a bare LF
+//!   is an error (the next hop might read it differently).
+//! - Requests: a transfer coding other than `chunked` is 501; `chunked` not
+//!   last or twice is 400; Transfer-Encoding in HTTP/1.0 is 400; CONNECT is 501.
+//! - Responses: 101 is an error (we strip Upgrade, so no switch was asked
+//!   for); Content-Length with Transfer-Encoding, or Transfer-Encoding in
+//!   HTTP/1.0, is an error; Content-Length must be valid even where it does not
+//!   frame the body (HEAD, 204, 304).
+//! - Content-Length fields (and a request's Transfer-Encoding) are forwarded
+//!   as one normalised field; a `Connection` option cannot remove
+//!   Content-Length, Transfer-Encoding or Host.
 
 mod body;
 mod chunked;
