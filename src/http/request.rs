@@ -1,0 +1,270 @@
+//! Request heads: parse, validate the framing fields (RFC 9112 §6), and
+//! rewrite for the backend.
+
+use std::io::Write as _;
+use std::net::IpAddr;
+
+use httparse::Header;
+
+use super::fields::{self, is, write_field};
+use super::head::{self, Overflow};
+use super::{BodyKind, HttpError, MAX_HEADERS};
+
+/// The request method. Methods are case-sensitive (RFC 9110 §9.1): `get` is `Other`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Post,
+    Put,
+    Delete,
+    Options,
+    Trace,
+    Patch,
+    /// Any other token (the text is in [`ParsedRequest::method_str`]).
+    Other,
+}
+
+impl Method {
+    /// Classify a method token.
+    pub fn from_bytes(method: &[u8]) -> Method {
+        match method {
+            b"GET" => Method::Get,
+            b"HEAD" => Method::Head,
+            b"POST" => Method::Post,
+            b"PUT" => Method::Put,
+            b"DELETE" => Method::Delete,
+            b"OPTIONS" => Method::Options,
+            b"TRACE" => Method::Trace,
+            b"PATCH" => Method::Patch,
+            _ => Method::Other,
+        }
+    }
+
+    /// HEAD: the response has no body whatever its framing fields say.
+    pub fn is_head(self) -> bool {
+        self == Method::Head
+    }
+
+    /// RFC 9110 §9.2.2: safe to retry on another backend if the first failed
+    /// before answering.
+    pub fn is_idempotent(self) -> bool {
+        matches!(
+            self,
+            Method::Get
+                | Method::Head
+                | Method::Options
+                | Method::Trace
+                | Method::Put
+                | Method::Delete
+        )
+    }
+}
+
+/// What the proxy needs to know about a request head; `Copy`, borrows nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestHead {
+    /// Bytes of the buffer taken by the head (including empty lines before
+    /// it); the body, or the next pipelined request, starts here.
+    pub head_len: usize,
+    pub method: Method,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor: u8,
+    /// `None`, `Length` or `Chunked`; never `CloseDelimited`.
+    pub body: BodyKind,
+    /// The client wants the connection kept open after this exchange (RFC 9112 §9.3).
+    pub keep_alive: bool,
+    /// `Expect: 100-continue` on an HTTP/1.1 request (ignored on 1.0, RFC 9110 §10.1.1).
+    pub expect_continue: bool,
+}
+
+/// A valid request head, borrowing the caller's buffer and header slots.
+#[derive(Debug)]
+pub struct ParsedRequest<'h, 'b> {
+    pub head: RequestHead,
+    method: &'b str,
+    target: &'b str,
+    headers: &'h [Header<'b>],
+}
+
+impl<'h, 'b> ParsedRequest<'h, 'b> {
+    /// The method as received.
+    pub fn method_str(&self) -> &'b str {
+        self.method
+    }
+
+    /// The request target as received.
+    pub fn target(&self) -> &'b str {
+        self.target
+    }
+
+    /// All fields as received (hop-by-hop ones included).
+    pub fn headers(&self) -> &'h [Header<'b>] {
+        self.headers
+    }
+
+    /// Append the head to send to the backend: the request line as received
+    /// but as HTTP/1.1, end-to-end fields in order (hop-by-hop ones removed,
+    /// framing fields normalised), `X-Forwarded-For` extended with
+    /// `client_ip`, and `Connection: close` if `backend_close`.
+    ///
+    /// An HTTP/1.0 request without Host is forwarded without one.
+    pub fn write_head(&self, client_ip: IpAddr, backend_close: bool, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.method.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(self.target.as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+
+        let headers = self.headers;
+        // Mapped IPv4 addresses print as plain IPv4, as backends expect.
+        let ip = client_ip.to_canonical();
+        // Append to the last forwarded X-Forwarded-For: fields of the same
+        // name form one list, in order (RFC 9110 §5.3).
+        let last_xff = headers
+            .iter()
+            .rposition(|h| is(h, "x-forwarded-for") && !fields::is_hop_by_hop(h.name, headers));
+        let length = match self.head.body {
+            BodyKind::Length(n) => Some(n),
+            _ => None,
+        };
+        let mut chunked_written = false;
+        fields::write_end_to_end(out, headers, length, |i, h, out| {
+            if is(h, "transfer-encoding") {
+                // Validated to be exactly `chunked`; one field says it all.
+                if !chunked_written {
+                    write_field(out, h.name, b"chunked");
+                    chunked_written = true;
+                }
+                true
+            } else if Some(i) == last_xff {
+                out.extend_from_slice(h.name.as_bytes());
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(h.value);
+                let sep: &str = if h.value.is_empty() { "" } else { ", " };
+                // Writing to a Vec cannot fail.
+                let _ = write!(out, "{sep}{ip}\r\n");
+                true
+            } else {
+                false
+            }
+        });
+        if last_xff.is_none() {
+            let _ = write!(out, "X-Forwarded-For: {ip}\r\n");
+        }
+        if backend_close {
+            out.extend_from_slice(b"Connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Parse and validate the request head at the start of `buf`.
+///
+/// `Ok(None)`: the head is incomplete (and within limits); call again with
+/// more bytes. Pass `[EMPTY_HEADER; MAX_HEADERS]` as `headers`; at most
+/// [`MAX_HEADERS`] slots are used and more fields mean 431.
+pub fn parse_request<'h, 'b>(
+    buf: &'b [u8],
+    headers: &'h mut [Header<'b>],
+) -> Result<Option<ParsedRequest<'h, 'b>>, HttpError> {
+    let window = head::window(buf);
+    let visible = buf.get(..window.len).unwrap_or_default();
+    let slots = headers.len().min(MAX_HEADERS);
+    // In bounds: slots <= headers.len().
+    let mut req = httparse::Request::new(&mut headers[..slots]);
+    let head_len = match req.parse(visible) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            return match window.overflow {
+                None => Ok(None),
+                Some(Overflow::Line) => Err(HttpError::UriTooLong),
+                Some(Overflow::Head) => Err(HttpError::HeadersTooLarge),
+            };
+        }
+        Err(e) => return Err(map_error(e, visible)),
+    };
+    let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
+        return Err(HttpError::BadRequest("incomplete request line"));
+    };
+    let headers: &'h [Header<'b>] = req.headers;
+
+    if method == "CONNECT" {
+        // Tunnels are not supported (RFC 9110 §9.3.6 makes it optional).
+        return Err(HttpError::NotImplemented("CONNECT"));
+    }
+    let hosts = fields::count(headers, "host");
+    if hosts > 1 {
+        return Err(HttpError::BadRequest("more than one Host field"));
+    }
+    if hosts == 0 && minor == 1 {
+        return Err(HttpError::BadRequest("HTTP/1.1 request without Host"));
+    }
+    let head = RequestHead {
+        head_len,
+        method: Method::from_bytes(method.as_bytes()),
+        minor,
+        body: body_kind(headers, minor)?,
+        keep_alive: fields::persistent(headers, minor),
+        expect_continue: minor == 1 && fields::has_token(headers, "expect", "100-continue"),
+    };
+    Ok(Some(ParsedRequest {
+        head,
+        method,
+        target,
+        headers,
+    }))
+}
+
+/// RFC 9112 §6.1-6.3 for requests: chunked, a valid Content-Length, or no body.
+fn body_kind(headers: &[Header<'_>], minor: u8) -> Result<BodyKind, HttpError> {
+    let length = fields::content_length(headers).map_err(HttpError::BadRequest)?;
+    let te = fields::transfer_encoding(headers);
+    if !te.present {
+        return Ok(length.map_or(BodyKind::None, BodyKind::Length));
+    }
+    if minor == 0 {
+        // §6.1: HTTP/1.0 has no Transfer-Encoding; the framing is faulty.
+        return Err(HttpError::BadRequest("Transfer-Encoding in HTTP/1.0"));
+    }
+    if length.is_some() {
+        return Err(HttpError::BadRequest(
+            "both Content-Length and Transfer-Encoding",
+        ));
+    }
+    if te.chunked_twice {
+        return Err(HttpError::BadRequest("chunked applied more than once"));
+    }
+    if !te.chunked_final {
+        return Err(HttpError::BadRequest(
+            "chunked is not the final transfer coding",
+        ));
+    }
+    if te.other {
+        // §6.1: a coding we don't understand is 501, not 400.
+        return Err(HttpError::NotImplemented(
+            "transfer coding other than chunked",
+        ));
+    }
+    Ok(BodyKind::Chunked)
+}
+
+fn map_error(e: httparse::Error, visible: &[u8]) -> HttpError {
+    match e {
+        httparse::Error::TooManyHeaders => HttpError::HeadersTooLarge,
+        httparse::Error::Version if head::is_unsupported_version(head::start_line(visible)) => {
+            HttpError::VersionNotSupported
+        }
+        httparse::Error::Version => HttpError::BadRequest("malformed HTTP version"),
+        // Also obs-fold and whitespace before the colon: httparse's name rules.
+        httparse::Error::HeaderName => HttpError::BadRequest("invalid header name"),
+        httparse::Error::HeaderValue => HttpError::BadRequest("invalid header value"),
+        httparse::Error::NewLine => HttpError::BadRequest("invalid line ending"),
+        httparse::Error::Token | httparse::Error::Status => {
+            HttpError::BadRequest("malformed request line")
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "request_tests.rs"]
+mod tests;
