@@ -45,7 +45,11 @@ pub enum ConfigError {
     /// `proxy` without any `--backend`.
     NoBackends,
     /// A value outside its allowed set or range (policy, alpha, window...).
-    BadValue { flag: &'static str, value: String, why: String },
+    BadValue {
+        flag: &'static str,
+        value: String,
+        why: String,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -62,10 +66,17 @@ impl fmt::Display for ConfigError {
                 write!(f, "--backlog {n} is out of range (1..={})", i32::MAX)
             }
             ConfigError::BadDuration { flag, value } => {
-                write!(f, "invalid {flag} '{value}': expected a duration like 30s, 250ms or 2m")
+                write!(
+                    f,
+                    "invalid {flag} '{value}': expected a duration like 30s, 250ms or 2m"
+                )
             }
-            ConfigError::NoBackends => write!(f, "no backends: give at least one --backend ip:port"),
-            ConfigError::BadValue { flag, value, why } => write!(f, "invalid {flag} '{value}': {why}"),
+            ConfigError::NoBackends => {
+                write!(f, "no backends: give at least one --backend ip:port")
+            }
+            ConfigError::BadValue { flag, value, why } => {
+                write!(f, "invalid {flag} '{value}': {why}")
+            }
         }
     }
 }
@@ -176,7 +187,10 @@ pub fn resolve_backends(values: &[String]) -> Result<Vec<BackendAddr>, ConfigErr
         .iter()
         .map(|v| {
             let addr = resolve("--backend", v)?;
-            Ok(BackendAddr { name: v.clone(), addr })
+            Ok(BackendAddr {
+                name: v.clone(),
+                addr,
+            })
         })
         .collect()
 }
@@ -184,9 +198,14 @@ pub fn resolve_backends(values: &[String]) -> Result<Vec<BackendAddr>, ConfigErr
 /// Parses `30s`, `250ms`, `2m`, `1h`, or a bare number of seconds
 /// (fractions allowed: `0.5s`).
 pub fn parse_duration(flag: &'static str, value: &str) -> Result<Duration, ConfigError> {
-    let bad = || ConfigError::BadDuration { flag, value: value.to_string() };
+    let bad = || ConfigError::BadDuration {
+        flag,
+        value: value.to_string(),
+    };
     let v = value.trim();
-    let split = v.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(v.len());
+    let split = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(v.len());
     let (num, unit) = v.split_at(split);
     let n: f64 = num.parse().map_err(|_| bad())?;
     let scale = match unit {
@@ -270,7 +289,9 @@ mod tests {
     fn backends_are_required_and_resolved() {
         assert_eq!(resolve_backends(&[]), Err(ConfigError::NoBackends));
         let ok = resolve_backends(&["127.0.0.1:8081".into(), "localhost:8082".into()]);
-        assert!(ok.is_ok_and(|b| b.len() == 2 && b[1].addr.port() == 8082 && b[1].name == "localhost:8082"));
+        assert!(ok.is_ok_and(|b| b.len() == 2
+            && b[1].addr.port() == 8082
+            && b[1].name == "localhost:8082"));
         assert!(resolve_backends(&["nope".into()]).is_err());
     }
 

@@ -10,7 +10,9 @@ use clap::{Args, Parser, Subcommand};
 use log::{info, warn};
 
 use tidegate::balance::{self, Policy};
-use tidegate::config::{self, ConfigError, DEFAULT_BACKLOG, EchoConfig, ProxyConfig, ServerConfig, Timeouts};
+use tidegate::config::{
+    self, ConfigError, DEFAULT_BACKLOG, EchoConfig, ProxyConfig, ServerConfig, Timeouts,
+};
 use tidegate::limits;
 use tidegate::server::{Server, StartError};
 
@@ -30,7 +32,7 @@ enum Command {
     /// Echo every byte back: the connection-scaling server.
     Echo(EchoArgs),
     /// HTTP/1.1 reverse proxy balancing over --backend servers.
-    Proxy(ProxyArgs),
+    Proxy(Box<ProxyArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -82,8 +84,12 @@ struct ProxyArgs {
 impl ProxyArgs {
     fn config(&self) -> Result<ProxyConfig, ConfigError> {
         let policy = match self.policy.as_str() {
-            "sma" | "adaptive_sma" => Policy::Sma { window: self.sma_window },
-            "ewma" | "adaptive_ewma" => Policy::Ewma { alpha: self.ewma_alpha },
+            "sma" | "adaptive_sma" => Policy::Sma {
+                window: self.sma_window,
+            },
+            "ewma" | "adaptive_ewma" => Policy::Ewma {
+                alpha: self.ewma_alpha,
+            },
             other => other.parse::<Policy>().map_err(|e| ConfigError::BadValue {
                 flag: "--policy",
                 value: other.to_string(),
@@ -133,7 +139,10 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let result = match cli.command {
         Command::Echo(args) => echo(args),
-        Command::Proxy(args) => args.config().map_err(StartError::from).and_then(|cfg| proxy(&cfg)),
+        Command::Proxy(args) => args
+            .config()
+            .map_err(StartError::from)
+            .and_then(|cfg| proxy(&cfg)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -164,7 +173,8 @@ fn echo(args: EchoArgs) -> Result<(), StartError> {
 }
 
 fn proxy(cfg: &ProxyConfig) -> Result<(), StartError> {
-    let (mut server, shared, rows) = Server::proxy(cfg)?;
+    let (mut server, handles) = Server::proxy(cfg)?;
+    let (shared, rows) = (handles.shared, handles.csv_rows);
     server.stop_on_signals()?;
     raise_fd_limit(2);
     let names: Vec<&str> = cfg.backends.iter().map(|b| b.name.as_str()).collect();

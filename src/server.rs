@@ -6,8 +6,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::Instant;
 use std::thread::{self, JoinHandle};
+use std::time::Instant;
 
 use log::{error, info};
 use mio::net::UnixStream;
@@ -16,9 +16,9 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use crate::acceptor::{self, Acceptor, ListenError, ShutdownHandle};
 use crate::balance;
 use crate::config::{ConfigError, EchoConfig, ProxyConfig, ServerConfig};
-use crate::proxy::{ProxyCtx, ProxySession, ProxyStats, Shared, csvlog};
 use crate::connlog;
 use crate::echo::{EchoCtx, EchoSession};
+use crate::proxy::{ProxyCtx, ProxySession, ProxyStats, Shared, csvlog};
 use crate::session::Session;
 use crate::stats::{AcceptStats, Summary, WorkerStats};
 use crate::worker;
@@ -74,6 +74,15 @@ pub struct Server {
     writers: Vec<Writer>,
 }
 
+/// What a caller of [`Server::proxy`] can watch while it runs.
+#[derive(Debug, Clone)]
+pub struct ProxyHandles {
+    /// Selector, settings and request counters of all workers.
+    pub shared: Arc<Shared>,
+    /// CSV rows written so far, with `--log-csv`.
+    pub csv_rows: Option<Arc<AtomicU64>>,
+}
+
 /// A log-writer thread to join once the workers (its only senders) are gone.
 #[derive(Debug)]
 enum Writer {
@@ -117,14 +126,22 @@ impl Server {
 
     /// Binds and starts proxy mode's workers. The returned [`Shared`] holds
     /// the selector and the request counters.
-    pub fn proxy(cfg: &ProxyConfig) -> Result<(Server, Arc<Shared>, Option<Arc<AtomicU64>>), StartError> {
+    pub fn proxy(cfg: &ProxyConfig) -> Result<(Server, ProxyHandles), StartError> {
         let backends: Vec<balance::Backend> = cfg
             .backends
             .iter()
-            .map(|b| balance::Backend { addr: b.addr, name: b.name.clone() })
+            .map(|b| balance::Backend {
+                addr: b.addr,
+                name: b.name.clone(),
+            })
             .collect();
-        let selector = balance::build(&cfg.policy, &backends, Instant::now())
-            .map_err(|e| StartError::Config(ConfigError::BadValue { flag: "--policy", value: cfg.policy.name().into(), why: e.to_string() }))?;
+        let selector = balance::build(&cfg.policy, &backends, Instant::now()).map_err(|e| {
+            StartError::Config(ConfigError::BadValue {
+                flag: "--policy",
+                value: cfg.policy.name().into(),
+                why: e.to_string(),
+            })
+        })?;
         let mode = selector.name();
         let shared = Arc::new(Shared {
             backends: cfg.backends.clone(),
@@ -135,19 +152,30 @@ impl Server {
         });
         let (csv, writer) = match &cfg.log_csv {
             Some(path) => {
-                let urls = cfg.backends.iter().map(|b| format!("http://{}", b.addr)).collect();
+                let urls = cfg
+                    .backends
+                    .iter()
+                    .map(|b| format!("http://{}", b.addr))
+                    .collect();
                 let (log, writer) = csvlog::start(path, urls, mode)
                     .map_err(io_err(format!("cannot write --log-csv {}", path.display())))?;
                 (Some(log), Some(writer))
             }
             None => (None, None),
         };
-        let mut server =
-            Self::start::<ProxySession>(&cfg.server, |id| ProxyCtx::new(id, Arc::clone(&shared), csv.clone()))?;
+        let mut server = Self::start::<ProxySession>(&cfg.server, |id| {
+            ProxyCtx::new(id, Arc::clone(&shared), csv.clone())
+        })?;
         server.acceptor.set_drain(cfg.timeouts.drain);
         let rows = writer.as_ref().map(|w| Arc::clone(&w.rows));
         server.writers.extend(writer.map(|w| Writer::Csv(w.thread)));
-        Ok((server, shared, rows))
+        Ok((
+            server,
+            ProxyHandles {
+                shared,
+                csv_rows: rows,
+            },
+        ))
     }
 
     /// Binds the listener and starts `cfg.workers` workers running `S`.
@@ -183,7 +211,7 @@ impl Server {
             addr,
             accept_stats,
             worker_stats,
-            connlog: None,
+            writers: Vec::new(),
         })
     }
 
@@ -233,7 +261,7 @@ impl Server {
             addr,
             accept_stats,
             worker_stats,
-            connlog,
+            writers,
         } = self;
         info!("accepting on {addr}");
         for (i, w) in acceptor.run().into_iter().enumerate() {

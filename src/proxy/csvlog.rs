@@ -95,7 +95,11 @@ pub struct CsvWriter {
 
 /// Creates `path` (truncating it), writes the header, and starts the writer.
 /// `backend_urls[i]` names backend `i`; `mode` fills `routing_mode`.
-pub fn start(path: &Path, backend_urls: Vec<String>, mode: &'static str) -> io::Result<(CsvLog, CsvWriter)> {
+pub fn start(
+    path: &Path,
+    backend_urls: Vec<String>,
+    mode: &'static str,
+) -> io::Result<(CsvLog, CsvWriter)> {
     let mut out = BufWriter::new(File::create(path)?);
     writeln!(out, "{HEADER}")?;
     out.flush()?;
@@ -131,7 +135,10 @@ fn write_rows(
 /// Formats one CSV line (with its newline) into `line`.
 pub fn format_row(line: &mut String, row: &Row, urls: &[String], mode: &str) {
     iso8601_utc(line, row.at);
-    let url = row.backend.and_then(|i| urls.get(i)).map_or("-", String::as_str);
+    let url = row
+        .backend
+        .and_then(|i| urls.get(i))
+        .map_or("-", String::as_str);
     let _ = writeln!(
         line,
         ",{url},{:.3},{},{mode},{},{}",
@@ -184,7 +191,10 @@ mod tests {
         assert_eq!(s, "1970-01-01T00:00:00.000000Z");
         s.clear();
         // 2025-05-09T20:04:04.679379Z, the first row of the seed's log.
-        iso8601_utc(&mut s, UNIX_EPOCH + Duration::from_micros(1_746_821_044_679_379));
+        iso8601_utc(
+            &mut s,
+            UNIX_EPOCH + Duration::from_micros(1_746_821_044_679_379),
+        );
         assert_eq!(s, "2025-05-09T20:04:04.679379Z");
         s.clear();
         iso8601_utc(&mut s, UNIX_EPOCH + Duration::from_secs(951_782_400)); // leap day
@@ -204,9 +214,22 @@ mod tests {
             worker: 1,
         };
         format_row(&mut line, &row, &urls, "adaptive_ewma");
-        assert_eq!(line, "1970-01-01T00:00:00.000000Z,http://127.0.0.1:8081,12.345,200,adaptive_ewma,ok,1\n");
+        assert_eq!(
+            line,
+            "1970-01-01T00:00:00.000000Z,http://127.0.0.1:8081,12.345,200,adaptive_ewma,ok,1\n"
+        );
         line.clear();
-        format_row(&mut line, &Row { backend: None, status: 400, outcome: Outcome::BadRequest, ..row }, &urls, "x");
+        format_row(
+            &mut line,
+            &Row {
+                backend: None,
+                status: 400,
+                outcome: Outcome::BadRequest,
+                ..row
+            },
+            &urls,
+            "x",
+        );
         assert!(line.contains(",-,12.345,400,x,bad_request,1"));
     }
 
@@ -228,7 +251,10 @@ mod tests {
             log.send(row);
         }
         drop(log);
-        writer.thread.join().map_err(|_| io::Error::other("writer panicked"))??;
+        writer
+            .thread
+            .join()
+            .map_err(|_| io::Error::other("writer panicked"))??;
         let text = std::fs::read_to_string(&path)?;
         assert_eq!(text.lines().next(), Some(HEADER));
         assert_eq!(text.lines().count(), 10_001);

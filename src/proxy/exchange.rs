@@ -56,7 +56,11 @@ pub(super) struct Exchange {
 
 impl Exchange {
     /// Starts proxying `req`, whose rewritten head is in `s.bufs.head`.
-    pub(super) fn start(req: RequestHead, s: &mut ProxySession, env: &mut Env2<'_, '_>) -> Exchange {
+    pub(super) fn start(
+        req: RequestHead,
+        s: &mut ProxySession,
+        env: &mut Env2<'_, '_>,
+    ) -> Exchange {
         let mut ex = Exchange {
             req_body: BodyFramer::new(req.body, Peer::Client),
             req_done: req.body == BodyKind::None,
@@ -93,17 +97,21 @@ impl Exchange {
         let Some(b) = backend else { return };
         self.backend = b;
         let ctx = &mut *env.ctx;
-        if ctx.shared.backend_conn == BackendConn::Persistent {
-            if let Some(key) = ctx.upstreams.checkout(b, owner, env.now) {
-                self.upstream = Some(key);
-                if let Some(up) = ctx.upstreams.get_mut(key) {
-                    // A pooled socket is connected and had room when parked.
-                    up.write_ready = true;
-                }
-                return;
+        let pooled = match ctx.shared.backend_conn {
+            BackendConn::Persistent => ctx.upstreams.checkout(b, owner, env.now),
+            BackendConn::Close => None,
+        };
+        if let Some(key) = pooled {
+            self.upstream = Some(key);
+            if let Some(up) = ctx.upstreams.get_mut(key) {
+                // A pooled socket is connected and had room when parked.
+                up.write_ready = true;
             }
+            return;
         }
-        let Some(addr) = ctx.shared.backends.get(b).map(|b| b.addr) else { return };
+        let Some(addr) = ctx.shared.backends.get(b).map(|b| b.addr) else {
+            return;
+        };
         match ctx.upstreams.connect(b, addr, owner, env.registry, env.now) {
             Ok(key) => self.upstream = Some(key),
             Err(e) => warn_backend(env, b, &format!("connect failed: {e}")),
@@ -125,7 +133,9 @@ impl Exchange {
 
     /// Readiness on our backend socket.
     pub(super) fn on_backend_ready(s: &mut ProxySession, ev: Ready, env: &mut Env2<'_, '_>) {
-        let Some(key) = s.exchange.as_ref().and_then(|ex| ex.upstream) else { return };
+        let Some(key) = s.exchange.as_ref().and_then(|ex| ex.upstream) else {
+            return;
+        };
         if let Some(up) = env.ctx.upstreams.get_mut(key) {
             up.read_ready |= ev.readable;
             up.read_closed |= ev.read_closed;
@@ -134,8 +144,13 @@ impl Exchange {
     }
 
     /// Moves request body bytes from the client buffer to the backend.
-    pub(super) fn advance_request(s: &mut ProxySession, env: &mut Env2<'_, '_>) -> Result<bool, CloseReason> {
-        let Some(ex) = s.exchange.as_mut() else { return Ok(false) };
+    pub(super) fn advance_request(
+        s: &mut ProxySession,
+        env: &mut Env2<'_, '_>,
+    ) -> Result<bool, CloseReason> {
+        let Some(ex) = s.exchange.as_mut() else {
+            return Ok(false);
+        };
         if ex.req_done {
             // The client's FIN after a complete request: answer, then close.
             ex.close_after |= s.c_eof;
@@ -144,7 +159,10 @@ impl Exchange {
         if s.c_eof && s.cin.is_empty() {
             return Err(Self::client_gone(s, env));
         }
-        let connected = ex.upstream.and_then(|k| env.ctx.upstreams.get(k)).is_some_and(|u| !u.connecting);
+        let connected = ex
+            .upstream
+            .and_then(|k| env.ctx.upstreams.get(k))
+            .is_some_and(|u| !u.connecting);
         if !connected || s.cin.is_empty() || s.bufs.bout.owed() >= PENDING_LIMIT {
             return Ok(false);
         }
@@ -167,7 +185,9 @@ impl Exchange {
 
     /// Backend I/O and response relaying; returns whether anything moved.
     pub(super) fn pump(s: &mut ProxySession, env: &mut Env2<'_, '_>) -> Result<bool, CloseReason> {
-        let Some(ex) = s.exchange.as_mut() else { return Ok(false) };
+        let Some(ex) = s.exchange.as_mut() else {
+            return Ok(false);
+        };
         let Some(key) = ex.upstream else {
             Self::fail_over(s, env, LogOutcome::ConnectFailed);
             return Ok(true);
@@ -222,7 +242,9 @@ impl Exchange {
                     if n < scratch.len() && !up.read_closed {
                         up.read_ready = false;
                     }
-                    s.bufs.bin.extend_from_slice(scratch.get(..n).unwrap_or_default());
+                    s.bufs
+                        .bin
+                        .extend_from_slice(scratch.get(..n).unwrap_or_default());
                     ex.last_progress = env.now;
                     progress = true;
                 }
@@ -247,7 +269,9 @@ impl Exchange {
     fn relay(s: &mut ProxySession, env: &mut Env2<'_, '_>) -> Result<bool, CloseReason> {
         let mut progress = false;
         for _ in 0..INTERIM_PER_TURN {
-            let Some(ex) = s.exchange.as_mut() else { return Ok(progress) };
+            let Some(ex) = s.exchange.as_mut() else {
+                return Ok(progress);
+            };
             match &mut ex.resp {
                 Resp::AwaitHead => {
                     if s.bufs.bin.is_empty() {
@@ -257,9 +281,11 @@ impl Exchange {
                         }
                         return Ok(progress);
                     }
-                    let client_close = !ex.req.keep_alive || s.draining || !ex.req_done || ex.close_after;
+                    let client_close =
+                        !ex.req.keep_alive || s.draining || !ex.req_done || ex.close_after;
                     let mut fields = [httparse::EMPTY_HEADER; http::MAX_HEADERS];
-                    let parsed = match http::parse_response(&s.bufs.bin, ex.req.method, &mut fields) {
+                    let parsed = match http::parse_response(&s.bufs.bin, ex.req.method, &mut fields)
+                    {
                         Ok(Some(p)) => {
                             let close = client_close || p.head.body == BodyKind::CloseDelimited;
                             p.write_head(close, ex.req.minor, s.cout.tail());
@@ -300,7 +326,9 @@ impl Exchange {
                     s.cout.push(s.bufs.bin.get(..a.used).unwrap_or_default());
                     s.bufs.bin.drain(..a.used);
                     progress |= a.used > 0;
-                    if a.done || (ex.backend_eof && s.bufs.bin.is_empty() && framer.at_eof().is_ok()) {
+                    if a.done
+                        || (ex.backend_eof && s.bufs.bin.is_empty() && framer.at_eof().is_ok())
+                    {
                         Self::complete(s, env);
                         return Ok(true);
                     }
@@ -316,11 +344,15 @@ impl Exchange {
 
     /// The response was relayed in full.
     fn complete(s: &mut ProxySession, env: &mut Env2<'_, '_>) {
-        let Some(ex) = s.exchange.as_ref() else { return };
+        let Some(ex) = s.exchange.as_ref() else {
+            return;
+        };
         let now = env.now;
         let latency = now.saturating_duration_since(ex.first_write.unwrap_or(ex.conn_started));
         let shared = &env.ctx.shared;
-        shared.selector.observe(ex.backend, Outcome::Success { latency }, now);
+        shared
+            .selector
+            .observe(ex.backend, Outcome::Success { latency }, now);
         let stats = &shared.stats;
         ProxyStats::bump(match ex.status {
             500.. => &stats.status_5xx,
@@ -341,7 +373,9 @@ impl Exchange {
 
     /// Gives the backend connection back to the pool or closes it.
     fn release(s: &mut ProxySession, env: &mut Env2<'_, '_>, reuse: bool) {
-        let Some(key) = s.exchange.as_mut().and_then(|ex| ex.upstream.take()) else { return };
+        let Some(key) = s.exchange.as_mut().and_then(|ex| ex.upstream.take()) else {
+            return;
+        };
         if reuse {
             env.ctx.upstreams.checkin(key, env.now);
         } else {
@@ -352,16 +386,25 @@ impl Exchange {
     /// The backend failed before any response byte was relayed: retry once
     /// on another backend if nothing of the body is lost, else 502.
     fn fail_over(s: &mut ProxySession, env: &mut Env2<'_, '_>, why: LogOutcome) {
-        let Some(ex) = s.exchange.as_mut() else { return };
+        let Some(ex) = s.exchange.as_mut() else {
+            return;
+        };
         let now = env.now;
-        let reused = ex.upstream.and_then(|k| env.ctx.upstreams.get(k)).is_some_and(|u| u.uses > 1);
+        let reused = ex
+            .upstream
+            .and_then(|k| env.ctx.upstreams.get(k))
+            .is_some_and(|u| u.uses > 1);
         let elapsed = now.saturating_duration_since(ex.conn_started);
         Self::release(s, env, false);
-        let Some(ex) = s.exchange.as_mut() else { return };
+        let Some(ex) = s.exchange.as_mut() else {
+            return;
+        };
         let shared = &env.ctx.shared;
         // A stale pooled connection is not the backend's fault.
         if !reused {
-            shared.selector.observe(ex.backend, Outcome::Failure { elapsed }, now);
+            shared
+                .selector
+                .observe(ex.backend, Outcome::Failure { elapsed }, now);
         }
         ProxyStats::bump(match why {
             LogOutcome::ConnectFailed => &shared.stats.connect_failures,
@@ -387,19 +430,35 @@ impl Exchange {
 
     /// The backend answered with something that is not HTTP.
     fn bad_response(s: &mut ProxySession, env: &mut Env2<'_, '_>, why: &str) {
-        let Some(ex) = s.exchange.as_ref() else { return };
-        let (backend, elapsed) = (ex.backend, env.now.saturating_duration_since(ex.conn_started));
+        let Some(ex) = s.exchange.as_ref() else {
+            return;
+        };
+        let (backend, elapsed) = (
+            ex.backend,
+            env.now.saturating_duration_since(ex.conn_started),
+        );
         warn_backend(env, backend, &format!("bad response: {why}"));
-        env.ctx.shared.selector.observe(backend, Outcome::Failure { elapsed }, env.now);
+        env.ctx
+            .shared
+            .selector
+            .observe(backend, Outcome::Failure { elapsed }, env.now);
         ProxyStats::bump(&env.ctx.shared.stats.bad_responses);
         Self::release(s, env, false);
         Self::answer_error(s, env, 502, LogOutcome::BadResponse);
     }
 
     /// The deadline passed: connect timeout fails over, a silent backend 504s.
-    pub(super) fn timed_out(s: &mut ProxySession, env: &mut Env2<'_, '_>) -> Result<(), CloseReason> {
-        let Some(ex) = s.exchange.as_ref() else { return Ok(()) };
-        let connecting = ex.upstream.and_then(|k| env.ctx.upstreams.get(k)).is_some_and(|u| u.connecting);
+    pub(super) fn timed_out(
+        s: &mut ProxySession,
+        env: &mut Env2<'_, '_>,
+    ) -> Result<(), CloseReason> {
+        let Some(ex) = s.exchange.as_ref() else {
+            return Ok(());
+        };
+        let connecting = ex
+            .upstream
+            .and_then(|k| env.ctx.upstreams.get(k))
+            .is_some_and(|u| u.connecting);
         if connecting {
             warn_backend(env, ex.backend, "connect timed out");
             Self::fail_over(s, env, LogOutcome::ConnectFailed);
@@ -408,9 +467,15 @@ impl Exchange {
         if ex.relayed {
             return Err(Self::truncated(s, env));
         }
-        let (backend, elapsed) = (ex.backend, env.now.saturating_duration_since(ex.conn_started));
+        let (backend, elapsed) = (
+            ex.backend,
+            env.now.saturating_duration_since(ex.conn_started),
+        );
         warn_backend(env, backend, "no response within --backend-timeout");
-        env.ctx.shared.selector.observe(backend, Outcome::Failure { elapsed }, env.now);
+        env.ctx
+            .shared
+            .selector
+            .observe(backend, Outcome::Failure { elapsed }, env.now);
         ProxyStats::bump(&env.ctx.shared.stats.timeouts);
         Self::release(s, env, false);
         Self::answer_error(s, env, 504, LogOutcome::Timeout);
@@ -420,7 +485,9 @@ impl Exchange {
     /// Sends the proxy's own error response and closes afterwards.
     fn answer_error(s: &mut ProxySession, env: &mut Env2<'_, '_>, status: u16, why: LogOutcome) {
         let Some(ex) = s.exchange.take() else { return };
-        let latency = env.now.saturating_duration_since(ex.first_write.unwrap_or(ex.conn_started));
+        let latency = env
+            .now
+            .saturating_duration_since(ex.first_write.unwrap_or(ex.conn_started));
         ProxyStats::bump(&env.ctx.shared.stats.status_5xx);
         s.log_row(env, Some(ex.backend), latency, status, why);
         s.cout.push(http::error_response(status));
@@ -434,7 +501,10 @@ impl Exchange {
             let (backend, status) = (ex.backend, ex.status);
             let elapsed = env.now.saturating_duration_since(ex.conn_started);
             warn_backend(env, backend, "response cut short");
-            env.ctx.shared.selector.observe(backend, Outcome::Failure { elapsed }, env.now);
+            env.ctx
+                .shared
+                .selector
+                .observe(backend, Outcome::Failure { elapsed }, env.now);
             ProxyStats::bump(&env.ctx.shared.stats.backend_resets);
             s.log_row(env, Some(backend), elapsed, status, LogOutcome::Truncated);
         }
@@ -451,13 +521,23 @@ impl Exchange {
 
     /// Ends an unfinished exchange because its client connection closes.
     pub(super) fn abort(s: &mut ProxySession, env: &mut Env2<'_, '_>) {
-        let Some(ex) = s.exchange.as_ref() else { return };
-        let elapsed = env.now.saturating_duration_since(ex.first_write.unwrap_or(ex.conn_started));
+        let Some(ex) = s.exchange.as_ref() else {
+            return;
+        };
+        let elapsed = env
+            .now
+            .saturating_duration_since(ex.first_write.unwrap_or(ex.conn_started));
         // Not the backend's doing: no sample (an unanswered probe slot is
         // re-claimable after balance::PROBE_TIMEOUT).
         ProxyStats::bump(&env.ctx.shared.stats.client_aborts);
         // 499: nginx's code for "client closed request".
-        s.log_row(env, Some(ex.backend), elapsed, 499, LogOutcome::ClientAborted);
+        s.log_row(
+            env,
+            Some(ex.backend),
+            elapsed,
+            499,
+            LogOutcome::ClientAborted,
+        );
         Self::release(s, env, false);
         s.exchange = None;
     }
@@ -466,7 +546,12 @@ impl Exchange {
 /// Logs backend trouble at warn, at most once per interval per worker.
 fn warn_backend(env: &mut Env2<'_, '_>, backend: usize, what: &str) {
     if let Some(held) = env.ctx.warn.allow(env.now) {
-        let name = env.ctx.shared.backends.get(backend).map_or("?", |b| b.name.as_str());
+        let name = env
+            .ctx
+            .shared
+            .backends
+            .get(backend)
+            .map_or("?", |b| b.name.as_str());
         log::warn!("backend {name}: {what} ({held} similar warnings suppressed)");
     }
 }

@@ -118,7 +118,8 @@ impl ProxySession {
             // The parser enforces the head size limits; stop once past them.
             Phase::Idle => self.cin.len() <= http::MAX_HEAD,
             Phase::Exchange => {
-                self.exchange.as_ref().is_some_and(|ex| ex.wants_body()) && self.bufs.bout.owed() < PENDING_LIMIT
+                self.exchange.as_ref().is_some_and(|ex| ex.wants_body())
+                    && self.bufs.bout.owed() < PENDING_LIMIT
             }
             Phase::Closing => false,
         }
@@ -133,7 +134,8 @@ impl ProxySession {
                 if n < scratch.len() && !self.c_read_closed {
                     self.c_read_ready = false;
                 }
-                self.cin.extend_from_slice(scratch.get(..n).unwrap_or_default());
+                self.cin
+                    .extend_from_slice(scratch.get(..n).unwrap_or_default());
                 Ok(true)
             }
             Io::WouldBlock => {
@@ -211,7 +213,14 @@ impl ProxySession {
         outcome: Outcome,
     ) {
         if let Some(csv) = &env.ctx.csv {
-            csv.send(Row { at: SystemTime::now(), backend, latency, status, outcome, worker: env.ctx.worker });
+            csv.send(Row {
+                at: SystemTime::now(),
+                backend,
+                latency,
+                status,
+                outcome,
+                worker: env.ctx.worker,
+            });
         }
     }
 
@@ -319,7 +328,7 @@ impl ProxySession {
                     self.begin_closing();
                 }
                 Phase::Idle => return Err(CloseReason::Done),
-                Phase::Exchange => Exchange::timed_out(self, env),
+                Phase::Exchange => Exchange::timed_out(self, env)?,
                 Phase::Closing => return Err(CloseReason::Done),
             }
         }
@@ -340,7 +349,8 @@ impl Session for ProxySession {
     fn open(conn: Accepted, key: usize, env: &mut Env<'_, ProxyCtx>) -> io::Result<Self> {
         let mut client = conn.stream;
         let tok: Token = token(key, Side::Client);
-        env.registry.register(&mut client, tok, Interest::READABLE | Interest::WRITABLE)?;
+        env.registry
+            .register(&mut client, tok, Interest::READABLE | Interest::WRITABLE)?;
         let mut s = ProxySession {
             client,
             key,

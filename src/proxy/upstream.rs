@@ -59,7 +59,10 @@ pub struct Upstreams {
 
 impl Upstreams {
     pub fn new(backends: usize) -> Self {
-        Upstreams { conns: Slab::new(), idle: (0..backends).map(|_| Vec::new()).collect() }
+        Upstreams {
+            conns: Slab::new(),
+            idle: (0..backends).map(|_| Vec::new()).collect(),
+        }
     }
 
     pub fn get(&self, key: usize) -> Option<&Upstream> {
@@ -89,7 +92,9 @@ impl Upstreams {
     pub fn checkout(&mut self, backend: usize, owner: usize, now: Instant) -> Option<usize> {
         let list = self.idle.get_mut(backend)?;
         while let Some(key) = list.pop() {
-            let Some(up) = self.conns.get_mut(key) else { continue };
+            let Some(up) = self.conns.get_mut(key) else {
+                continue;
+            };
             if now.saturating_duration_since(up.idle_since) > POOL_IDLE_TIMEOUT || up.read_closed {
                 self.conns.remove(key);
                 continue;
@@ -115,7 +120,11 @@ impl Upstreams {
         stream.set_nodelay(true)?;
         let entry = self.conns.vacant_entry();
         let key = entry.key();
-        registry.register(&mut stream, token(key, Side::Backend), Interest::READABLE | Interest::WRITABLE)?;
+        registry.register(
+            &mut stream,
+            token(key, Side::Backend),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
         entry.insert(Upstream {
             stream,
             backend,
@@ -132,7 +141,9 @@ impl Upstreams {
 
     /// Returns a connection to the pool, or closes it if the pool is full.
     pub fn checkin(&mut self, key: usize, now: Instant) {
-        let Some(up) = self.conns.get_mut(key) else { return };
+        let Some(up) = self.conns.get_mut(key) else {
+            return;
+        };
         let backend = up.backend;
         match self.idle.get_mut(backend) {
             Some(list) if list.len() < MAX_IDLE_PER_BACKEND && !up.read_closed => {
@@ -146,19 +157,22 @@ impl Upstreams {
 
     /// Closes a connection (dropping the socket removes it from epoll).
     pub fn close(&mut self, key: usize) {
-        if let Some(up) = self.conns.try_remove(key) {
-            if up.owner.is_none() {
-                if let Some(list) = self.idle.get_mut(up.backend) {
-                    list.retain(|&k| k != key);
-                }
-            }
+        let Some(up) = self.conns.try_remove(key) else {
+            return;
+        };
+        if up.owner.is_none()
+            && let Some(list) = self.idle.get_mut(up.backend)
+        {
+            list.retain(|&k| k != key);
         }
     }
 
     /// Readiness on an idle pooled connection: the backend closed it, sent
     /// something unsolicited, or failed. Any of those makes it unusable.
     pub fn on_idle_event(&mut self, key: usize, scratch: &mut [u8]) {
-        let Some(up) = self.conns.get_mut(key) else { return };
+        let Some(up) = self.conns.get_mut(key) else {
+            return;
+        };
         debug_assert!(up.owner.is_none());
         if matches!(sio::read(&mut up.stream, scratch), Io::WouldBlock) {
             return; // spurious: still healthy
