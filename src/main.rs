@@ -1,6 +1,7 @@
 //! The `tidegate` binary: parses the command line, sets up logging, and
 //! hands over to the library. Errors end as one line on stderr.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering::Relaxed;
@@ -9,6 +10,8 @@ use std::time::Instant;
 use clap::{Args, Parser, Subcommand};
 use log::{info, warn};
 
+use signal_hook::consts::{SIGINT, SIGTERM};
+use tidegate::backend::{self, BackendConfig, Profile, StopSignal};
 use tidegate::balance::{self, Policy};
 use tidegate::config::{
     self, ConfigError, DEFAULT_BACKLOG, EchoConfig, ProxyConfig, ServerConfig, Timeouts,
@@ -33,6 +36,48 @@ enum Command {
     Echo(EchoArgs),
     /// HTTP/1.1 reverse proxy balancing over --backend servers.
     Proxy(Box<ProxyArgs>),
+    /// A simulated backend with a latency profile (the seed's backend_server).
+    Backend(BackendArgs),
+    /// Backends A, B, C on 8081-8083 and the proxy on 9090 (EWMA), ready for wrk.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+struct BackendArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8081", value_name = "ADDR")]
+    listen: String,
+    /// Latency profile: A, B, C, or milliseconds like 10,15,20 (0: answer at once).
+    #[arg(long, default_value = "A")]
+    profile: String,
+    /// Server name in bodies and X-Backend [default: the profile letter or the port].
+    #[arg(long)]
+    name: Option<String>,
+    /// Serve at most N requests at once, queueing the rest.
+    #[arg(long, value_name = "N")]
+    capacity: Option<usize>,
+    /// With --capacity: service time per request in ms.
+    #[arg(long, value_name = "MS")]
+    service_ms: Option<u64>,
+    /// Fault mode: refuse, hang, garbage, reset, or status:CODE:RATE.
+    #[arg(long, value_name = "MODE")]
+    fail: Option<String>,
+    /// Listen backlog.
+    #[arg(long, default_value_t = DEFAULT_BACKLOG, value_name = "N")]
+    backlog: u32,
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// Proxy worker threads [default: number of CPUs].
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+    /// Routing policy of the demo proxy.
+    #[arg(long, default_value = "ewma")]
+    policy: String,
+    /// Write the proxy's CSV request log here.
+    #[arg(long, value_name = "FILE")]
+    log_csv: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -143,6 +188,8 @@ fn main() -> ExitCode {
             .config()
             .map_err(StartError::from)
             .and_then(|cfg| proxy(&cfg)),
+        Command::Backend(args) => backend_cmd(&args),
+        Command::Demo(args) => demo(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -200,6 +247,112 @@ fn proxy(cfg: &ProxyConfig) -> Result<(), StartError> {
         println!("tidegate proxy: {} CSV rows written", rows.load(Relaxed));
     }
     Ok(())
+}
+
+fn backend_cmd(args: &BackendArgs) -> Result<(), StartError> {
+    let bad = |flag: &'static str, value: &str, why: String| {
+        StartError::Config(ConfigError::BadValue {
+            flag,
+            value: value.to_string(),
+            why,
+        })
+    };
+    let listen = config::resolve("--listen", &args.listen)?;
+    let profile: Profile = args
+        .profile
+        .parse()
+        .map_err(|e: backend::ParseError| bad("--profile", &args.profile, e.to_string()))?;
+    let mut cfg = BackendConfig::new(listen, profile);
+    if let Some(name) = &args.name {
+        cfg.name = name.clone();
+    }
+    cfg.capacity = args.capacity;
+    cfg.service_ms = args.service_ms;
+    cfg.backlog = args.backlog;
+    if let Some(fail) = &args.fail {
+        cfg.fail = Some(
+            fail.parse()
+                .map_err(|e: backend::ParseError| bad("--fail", fail, e.to_string()))?,
+        );
+    }
+    cfg.validate()
+        .map_err(|e| bad("backend", &args.listen, e.to_string()))?;
+    let stop = StopSignal::new();
+    for sig in [SIGINT, SIGTERM] {
+        signal_hook::flag::register(sig, stop.flag()).map_err(|e| StartError::Io {
+            what: "installing signal handlers".into(),
+            source: e,
+        })?;
+    }
+    raise_fd_limit(1);
+    let stats = backend::run(&cfg, &stop).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AddrInUse => StartError::AddrInUse(listen),
+        _ => StartError::Io {
+            what: format!("backend on {listen}"),
+            source: e,
+        },
+    })?;
+    println!("tidegate backend: {stats}");
+    Ok(())
+}
+
+/// The seed's setup in one process: three simulated backends and the proxy.
+fn demo(args: &DemoArgs) -> Result<(), StartError> {
+    let mut handles = Vec::new();
+    for (port, letter) in [(8081u16, "A"), (8082, "B"), (8083, "C")] {
+        let listen = SocketAddr::from(([127, 0, 0, 1], port));
+        let profile: Profile = letter.parse().map_err(|e: backend::ParseError| {
+            StartError::Config(ConfigError::BadValue {
+                flag: "--profile",
+                value: letter.into(),
+                why: e.to_string(),
+            })
+        })?;
+        let handle =
+            backend::spawn(BackendConfig::new(listen, profile)).map_err(|e| match e.kind() {
+                std::io::ErrorKind::AddrInUse => StartError::AddrInUse(listen),
+                _ => StartError::Io {
+                    what: format!("starting backend {letter} on {listen}"),
+                    source: e,
+                },
+            })?;
+        handles.push(handle);
+    }
+    let proxy_args = ProxyArgs {
+        listen: "127.0.0.1:9090".into(),
+        backends: handles.iter().map(|h| h.local_addr().to_string()).collect(),
+        policy: args.policy.clone(),
+        sma_window: balance::DEFAULT_SMA_WINDOW,
+        ewma_alpha: balance::DEFAULT_EWMA_ALPHA,
+        backend_conn: "persistent".into(),
+        workers: args.workers,
+        backlog: DEFAULT_BACKLOG,
+        log_csv: args.log_csv.clone(),
+        backend_timeout: "30s".into(),
+        connect_timeout: "2s".into(),
+        header_timeout: "10s".into(),
+        idle_timeout: "60s".into(),
+        drain_timeout: "10s".into(),
+    };
+    let cfg = proxy_args.config()?;
+    println!(
+        "tidegate demo: backends A (10,15,20,400,400,400,10,15,20 ms) on 8081, B (200 ms) on 8082, C (250 ms) on 8083"
+    );
+    println!(
+        "tidegate demo: proxy on http://127.0.0.1:9090/ with policy {}; try:",
+        cfg.policy.name()
+    );
+    println!("    wrk -t4 -c100 -d30s http://127.0.0.1:9090/");
+    println!("tidegate demo: Ctrl-C stops everything.");
+    let result = proxy(&cfg);
+    for h in handles {
+        let name = h.name().to_string();
+        match h.stop() {
+            Ok(stats) => println!("tidegate demo: backend {name}: {stats}"),
+            Err(e) => warn!("backend {name}: {e}"),
+        }
+    }
+    result
 }
 
 /// Raises RLIMIT_NOFILE and says how many connections it allows, each
