@@ -1,4 +1,4 @@
-//! tidegate: a TCP echo server and (next) an HTTP/1.1 load balancer, built
+//! tidegate: a TCP echo server and an HTTP/1.1 load balancer, built
 //! directly on mio (epoll).
 //!
 //! # Layout
@@ -17,16 +17,24 @@
 //! - `stats`: counters shared between threads; the run summary.
 //! - `connlog`: `--log-connections`, written by its own thread.
 //! - `ratelimit`: keeps repeated warnings from flooding the log.
-//! - `proxy`: proxy mode: the session state machine, backend pool, CSV log.
-//! - `http`: pure HTTP/1.1 framing for the proxy (heads, bodies, hop-by-hop rules).
-//! - `balance`: the `Selector` trait and one file per routing policy.
-//! - `backend`: the simulated backend server (`tidegate backend`).
+//! - `proxy`: proxy mode: `session` (client side), `exchange` (backend side
+//!   of one request, fail-over), `upstream` (backend sockets, keep-alive
+//!   pool), `csvlog` (`--log-csv` writer thread).
+//! - `http`: pure HTTP/1.1 framing (request and response heads, body
+//!   framing, chunked, hop-by-hop rules, canned error responses). No sockets.
+//! - `balance`: the `Selector` trait and one file per routing policy
+//!   (round-robin, SMA, EWMA), shared lock-free by all workers. No clocks.
+//! - `backend`: the simulated backend server (`tidegate backend`): profiles,
+//!   capacity queue, fault modes, its own single-threaded event loop.
 //! - `loadgen`: the event-driven echo load client behind `examples/echo_client.rs`
 //!   (config + `run`, `conn` state machine, `worker` event loop, `payload`, `report`).
 //!
 //! # Error policy
 //! Nothing read from the network can panic: socket errors become a
 //! [`session::CloseReason`] and are counted; resets are never logged.
+//! Malformed HTTP becomes an [`http::HttpError`] with its status (4xx to the
+//! client, 502 for a backend); backend trouble is counted and logged at warn,
+//! rate-limited.
 //! Start-up problems are typed ([`server::StartError`]) and reported as one
 //! line by the binary. `debug_assert!` guards invariants on the data path.
 #![forbid(unsafe_code)]
