@@ -104,7 +104,10 @@ impl<'h, 'b> ParsedRequest<'h, 'b> {
     }
 
     /// Append the head to send to the backend: the request line as received
-    /// but as HTTP/1.1, end-to-end fields in order (hop-by-hop ones removed,
+    /// (HTTP/1.1, or HTTP/1.0 for a 1.0 client: a backend must then not
+    /// answer chunked, which a 1.0 client could not read, and we relay bodies
+    /// verbatim; nginx speaks 1.0 upstream by default for the same reason),
+    /// end-to-end fields in order (hop-by-hop ones removed,
     /// framing fields normalised), `X-Forwarded-For` extended with
     /// `client_ip`, and `Connection: close` if `backend_close`.
     ///
@@ -113,7 +116,11 @@ impl<'h, 'b> ParsedRequest<'h, 'b> {
         out.extend_from_slice(self.method.as_bytes());
         out.push(b' ');
         out.extend_from_slice(self.target.as_bytes());
-        out.extend_from_slice(b" HTTP/1.1\r\n");
+        out.extend_from_slice(if self.head.minor == 0 {
+            b" HTTP/1.0\r\n"
+        } else {
+            b" HTTP/1.1\r\n"
+        });
 
         let headers = self.headers;
         // Mapped IPv4 addresses print as plain IPv4, as backends expect.

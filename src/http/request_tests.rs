@@ -446,11 +446,11 @@ fn rewrite_for_backend() {
             "GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n",
         ),
         (
-            "HTTP/1.0 normalised, framing normalised, Expect kept",
+            "HTTP/1.0 kept (no chunked reply), framing normalised, Expect kept",
             "PUT /u HTTP/1.0\r\nContent-Length: 5, 5\r\nExpect: 100-continue\r\ncontent-length: 5\r\n\r\n",
             "2001:db8::1",
             false,
-            "PUT /u HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\nX-Forwarded-For: 2001:db8::1\r\n\r\n",
+            "PUT /u HTTP/1.0\r\nContent-Length: 5\r\nExpect: 100-continue\r\nX-Forwarded-For: 2001:db8::1\r\n\r\n",
         ),
         (
             "chunked",
