@@ -28,6 +28,7 @@
 //!   capacity queue, fault modes, its own single-threaded event loop.
 //! - `loadgen`: the event-driven echo load client behind `examples/echo_client.rs`
 //!   (config + `run`, `conn` state machine, `worker` event loop, `payload`, `report`).
+//! - `report`: `tidegate report`: CSV request logs to the seed's Tables 1-3 (markdown) and an SVG chart.
 //!
 //! # Error policy
 //! Nothing read from the network can panic: socket errors become a
@@ -53,6 +54,7 @@ pub mod limits;
 pub mod loadgen;
 pub mod proxy;
 pub mod ratelimit;
+pub mod report;
 pub mod server;
 pub mod session;
 pub mod stats;
