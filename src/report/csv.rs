@@ -321,6 +321,39 @@ mod tests {
     }
 
     #[test]
+    fn reads_what_the_proxy_writes() {
+        use crate::proxy::csvlog::{self, Outcome};
+        use std::time::{Duration, UNIX_EPOCH};
+        let names: Vec<&str> = csvlog::HEADER.split(',').collect();
+        assert_eq!(names[..REQUIRED.len()], REQUIRED);
+        assert!(names.contains(&OUTCOME));
+        let urls = vec!["http://127.0.0.1:8081".to_string()];
+        let mut text = format!("{}\n", csvlog::HEADER);
+        for (backend, outcome) in [(Some(0), Outcome::Ok), (None, Outcome::BadRequest)] {
+            let row = csvlog::Row {
+                at: UNIX_EPOCH + Duration::from_micros(1_746_821_044_679_379),
+                backend,
+                latency: Duration::from_micros(12_345),
+                status: 200,
+                outcome,
+                worker: 3,
+            };
+            csvlog::format_row(&mut text, &row, &urls, "adaptive_ewma");
+        }
+        let log = parse_reader("proxy.csv", text.as_bytes()).unwrap();
+        let row = log.rows[0];
+        assert_eq!(row.timestamp_us, 1_746_821_044_679_379);
+        assert_eq!(
+            (row.latency_ms, row.status, row.outcome_ok),
+            (12.345, 200, true)
+        );
+        assert_eq!(log.backend(&row), "http://127.0.0.1:8081");
+        assert_eq!(log.mode(&row), "adaptive_ewma");
+        assert_eq!(log.backend(&log.rows[1]), NO_BACKEND);
+        assert!(!log.rows[1].outcome_ok);
+    }
+
+    #[test]
     fn empty_backend_is_no_backend() {
         let text = "timestamp,backend_url,latency_ms,status_code,routing_mode,outcome\n\
                     2026-11-22T15:54:52Z,,0,400,round-robin,bad_request\n";
