@@ -17,6 +17,7 @@ use tidegate::config::{
     self, ConfigError, DEFAULT_BACKLOG, EchoConfig, ProxyConfig, ServerConfig, Timeouts,
 };
 use tidegate::limits;
+use tidegate::report::{self, ReportArgs};
 use tidegate::server::{Server, StartError};
 
 #[derive(Debug, Parser)]
@@ -40,6 +41,22 @@ enum Command {
     Backend(BackendArgs),
     /// Backends A, B, C on 8081-8083 and the proxy on 9090 (EWMA), ready for wrk.
     Demo(DemoArgs),
+    /// The seed's analysis of --log-csv files: req/s, latency percentiles, distribution.
+    Report(ReportCmd),
+}
+
+#[derive(Debug, Args)]
+struct ReportCmd {
+    /// CSV request logs written by `tidegate proxy --log-csv`; one table row each.
+    #[arg(required = true, value_name = "FILE.csv")]
+    files: Vec<PathBuf>,
+    /// Also draw latency percentiles and backend distribution per run as SVG.
+    #[arg(long, value_name = "OUT.svg")]
+    svg: Option<PathBuf>,
+    /// Divide by this test duration in seconds (as the seed did with wrk's 120 s)
+    /// instead of the span of the timestamps.
+    #[arg(long, value_name = "SECONDS")]
+    duration: Option<f64>,
 }
 
 #[derive(Debug, Args)]
@@ -190,6 +207,20 @@ fn main() -> ExitCode {
             .and_then(|cfg| proxy(&cfg)),
         Command::Backend(args) => backend_cmd(&args),
         Command::Demo(args) => demo(&args),
+        Command::Report(args) => {
+            let args = ReportArgs {
+                files: args.files,
+                svg: args.svg,
+                duration: args.duration,
+            };
+            return match report::run(&args, &mut std::io::stdout().lock()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tidegate: error: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
