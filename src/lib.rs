@@ -16,6 +16,8 @@
 //!   at `io::ErrorKind`.
 //! - `stats`: counters shared between threads; the run summary.
 //! - `connlog`: `--log-connections`, written by its own thread.
+//! - `metrics`: lock-free per-backend counters, latency histograms and the
+//!   recent-requests ring; Prometheus text rendering.
 //! - `ratelimit`: keeps repeated warnings from flooding the log.
 //! - `proxy`: proxy mode: `session` (client side), `exchange` (backend side
 //!   of one request, fail-over), `upstream` (backend sockets, keep-alive
@@ -52,6 +54,7 @@ pub mod http;
 pub mod io;
 pub mod limits;
 pub mod loadgen;
+pub mod metrics;
 pub mod proxy;
 pub mod ratelimit;
 pub mod report;
