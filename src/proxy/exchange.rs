@@ -288,7 +288,10 @@ impl Exchange {
                     {
                         Ok(Some(p)) => {
                             let close = client_close || p.head.body == BodyKind::CloseDelimited;
-                            p.write_head(close, ex.req.minor, s.cout.tail());
+                            // RFC 9110 §15.2: no 1xx to an HTTP/1.0 client.
+                            if !(p.head.is_interim && ex.req.minor == 0) {
+                                p.write_head(close, ex.req.minor, s.cout.tail());
+                            }
                             Ok(Some(p.head))
                         }
                         Ok(None) => Ok(None),
