@@ -198,8 +198,14 @@ impl ProxySession {
         let status = e.status();
         log::debug!("{}: rejected request: {e} -> {status}", self.peer);
         self.cout.push(http::error_response(status));
-        ProxyStats::bump(&env.ctx.shared.stats.requests);
-        ProxyStats::bump(&env.ctx.shared.stats.status_4xx);
+        let stats = &env.ctx.shared.stats;
+        ProxyStats::bump(&stats.requests);
+        // 501 (CONNECT, unknown codings) and 505 are server errors.
+        ProxyStats::bump(if status >= 500 {
+            &stats.status_5xx
+        } else {
+            &stats.status_4xx
+        });
         self.log_row(env, None, Duration::ZERO, status, Outcome::BadRequest);
         self.begin_closing();
     }
