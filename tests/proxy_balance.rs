@@ -148,7 +148,7 @@ fn workers_in(path: &std::path::Path) -> std::io::Result<Vec<String>> {
 fn ewma_routes_with_two_workers_as_with_one() -> TestResult {
     for workers in [1, 2] {
         let fast = proxy::backend("2", "fast")?;
-        let slow = proxy::backend("30", "slow")?;
+        let slow = proxy::backend("50", "slow")?;
         let path = temp_csv(&format!("ewma-{workers}"));
         let opts = Opts {
             policy: Policy::Ewma { alpha: 0.2 },
