@@ -117,10 +117,15 @@ impl ProxySession {
         match self.phase {
             // The parser enforces the head size limits; stop once past them.
             Phase::Idle => self.cin.len() <= http::MAX_HEAD,
-            Phase::Exchange => {
-                self.exchange.as_ref().is_some_and(|ex| ex.wants_body())
-                    && self.bufs.bout.owed() < PENDING_LIMIT
-            }
+            Phase::Exchange => match self.exchange.as_ref() {
+                Some(ex) if ex.wants_body() => self.bufs.bout.owed() < PENDING_LIMIT,
+                // The request is complete: read ahead (pipelined requests,
+                // bounded like a head) so that a client reset is noticed
+                // while the backend works, not only when the response is
+                // written.
+                Some(_) => self.cin.len() <= http::MAX_HEAD,
+                None => false,
+            },
             Phase::Closing => false,
         }
     }
