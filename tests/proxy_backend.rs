@@ -223,3 +223,68 @@ fn a_backend_saying_close_is_not_reused() -> TestResult {
     );
     Ok(())
 }
+
+#[test]
+fn a_client_leaving_mid_request_is_counted_and_harmless() -> TestResult {
+    let b = proxy::backend("200,0", "A")?;
+    let p = proxy::start(&[b.local_addr()], Opts::default())?;
+    let mut gone = p.client()?;
+    gone.send(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")?;
+    assert!(util::wait_until(Duration::from_secs(3), || b
+        .stats()
+        .requests
+        == 1));
+    // A reset, not a FIN: after a complete request a FIN is a half-close,
+    // which still gets its response.
+    socket2::SockRef::from(&gone.stream).set_linger(Some(Duration::ZERO))?;
+    drop(gone);
+    assert!(util::wait_until(Duration::from_secs(3), || p
+        .stat(|s| &s.client_aborts)
+        == 1));
+    // The half-used backend connection was not pooled: the next request
+    // gets a fresh one and its own response.
+    let r = p.client()?.get("/")?;
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert_eq!(b.stats().connections, 2);
+    Ok(())
+}
+
+#[test]
+fn many_concurrent_clients_over_two_workers_all_succeed() -> TestResult {
+    let one = proxy::backend("0,1,2", "one")?;
+    let two = proxy::backend("1", "two")?;
+    let opts = Opts {
+        workers: 2,
+        ..Opts::default()
+    };
+    let p = proxy::start(&[one.local_addr(), two.local_addr()], opts)?;
+    let addr = p.addr;
+    let threads: Vec<_> = (0..40)
+        .map(|i| {
+            std::thread::spawn(move || -> Result<(), String> {
+                let mut c = util::client::Client::connect(addr).map_err(|e| e.to_string())?;
+                for j in 0..10 {
+                    let body = format!("{i}-{j}");
+                    let req = format!(
+                        "POST /{body} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let r = c.exchange(req.as_bytes()).map_err(|e| e.to_string())?;
+                    let want = body.len().to_string();
+                    if r.status != 200 || r.header("x-request-body-bytes") != Some(&want) {
+                        return Err(r.head);
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().map_err(|_| "client panicked")??;
+    }
+    assert_eq!(p.stat(|s| &s.ok), 400);
+    assert_eq!(one.stats().requests + two.stats().requests, 400);
+    // Pooled: far fewer backend connections than requests.
+    assert!(one.stats().connections + two.stats().connections <= 80);
+    Ok(())
+}

@@ -315,3 +315,27 @@ fn a_body_broken_after_its_head_was_relayed_closes_the_client() -> TestResult {
     assert_eq!(p.stat(|s| &s.status_5xx), 0);
     Ok(())
 }
+
+#[test]
+fn a_backend_stalling_mid_body_is_cut_off_after_the_backend_timeout() -> TestResult {
+    let addr = staged(vec![
+        (
+            Duration::ZERO,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf.".to_vec(),
+        ),
+        (Duration::from_secs(3), b"late!".to_vec()),
+    ])?;
+    let mut opts = Opts::default();
+    opts.timeouts.backend = Duration::from_millis(300);
+    let p = proxy::start(&[addr], opts)?;
+    let mut c = p.client()?;
+    let t0 = Instant::now();
+    c.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")?;
+    let got = c.read_to_end()?;
+    let took = t0.elapsed();
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.ends_with("\r\n\r\nhalf."), "{text:?}");
+    assert!(took >= Duration::from_millis(290), "{took:?}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    Ok(())
+}
