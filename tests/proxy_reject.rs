@@ -339,3 +339,22 @@ fn a_backend_stalling_mid_body_is_cut_off_after_the_backend_timeout() -> TestRes
     assert!(took < Duration::from_secs(2), "{took:?}");
     Ok(())
 }
+
+#[test]
+fn a_malformed_request_body_gets_400_and_both_connections_close() -> TestResult {
+    let s = Scripted::always(OK)?;
+    let p = proxy::start(&[s.addr], Opts::default())?;
+    let mut c = p.client()?;
+    let r = c.exchange(
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5\r\nhello\r\nzz\r\nbad\r\n0\r\n\r\n",
+    )?;
+    assert_eq!(r.status, 400, "{}", r.head);
+    assert!(c.closed_within(Duration::from_secs(3))?);
+    // The backend got the head and never a complete request.
+    assert!(s.seen.recv_timeout(Duration::from_millis(200)).is_err());
+    assert_eq!(p.stat(|s| &s.status_4xx), 1);
+    assert_eq!(p.stat(|s| &s.client_aborts), 0);
+    assert_eq!(p.client()?.get("/")?.status, 200);
+    Ok(())
+}

@@ -181,8 +181,33 @@ impl Exchange {
             Err(e) => {
                 // A malformed body: the backend has half a request, so both go.
                 log::debug!("{}: bad request body: {e}", s.peer);
+                let relayed = ex.relayed;
                 Self::release(s, env, false);
-                Err(CloseReason::Error)
+                if relayed {
+                    return Err(CloseReason::Error);
+                }
+                // Nothing of a response went out yet: tell the client.
+                let Some(ex) = s.exchange.take() else {
+                    return Err(CloseReason::Error);
+                };
+                let status = e.status();
+                let latency = env.now.saturating_duration_since(ex.conn_started);
+                let stats = &env.ctx.shared.stats;
+                ProxyStats::bump(if status >= 500 {
+                    &stats.status_5xx
+                } else {
+                    &stats.status_4xx
+                });
+                s.log_row(
+                    env,
+                    Some(ex.backend),
+                    latency,
+                    status,
+                    LogOutcome::BadRequest,
+                );
+                s.cout.push(http::error_response(status));
+                s.begin_closing();
+                Ok(true)
             }
         }
     }
