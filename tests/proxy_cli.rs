@@ -204,3 +204,52 @@ fn sigint_drains_requests_in_flight() -> TestResult {
     );
     Ok(())
 }
+
+#[test]
+fn the_drain_gives_up_after_the_drain_timeout() -> TestResult {
+    let hang = util::proxy::failing("hang", "hang")?;
+    let csv = std::env::temp_dir().join(format!(
+        "tidegate-ptests-{}-drain-timeout.csv",
+        std::process::id()
+    ));
+    let csv_arg = csv.display().to_string();
+    let backend_arg = hang.local_addr().to_string();
+    let p = Proc::spawn(
+        "",
+        &[
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--backend",
+            &backend_arg,
+            "--log-csv",
+            &csv_arg,
+            "--drain-timeout",
+            "300ms",
+        ],
+    )?;
+    let mut c = Client::connect(p.addr()?)?;
+    c.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")?;
+    assert!(wait_until(Duration::from_secs(5), || hang
+        .stats()
+        .connections
+        == 1));
+    let t0 = Instant::now();
+    p.signal("INT")?;
+    let (code, out, err) = p.wait()?;
+    let took = t0.elapsed();
+    assert_eq!(code, Some(0), "{err:?}");
+    assert!(took >= Duration::from_millis(250), "{took:?}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    // The request was cut off: the client sees the close, and the log
+    // still has its row.
+    assert!(c.closed_within(Duration::from_secs(1))?);
+    assert!(out.contains("1 requests"), "{out}");
+    assert!(out.contains("1 CSV rows written"), "{out}");
+    let text = std::fs::read_to_string(&csv)?;
+    let _ = std::fs::remove_file(&csv);
+    assert_eq!(text.lines().count(), 2, "{text}");
+    Ok(())
+}

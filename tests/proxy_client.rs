@@ -100,6 +100,23 @@ fn pipelined_requests_are_answered_in_order() -> TestResult {
 }
 
 #[test]
+fn a_long_pipeline_is_answered_in_order() -> TestResult {
+    let s = echo_target()?;
+    let p = proxy::start(&[s.addr], Opts::default())?;
+    let mut c = p.client()?;
+    let all: String = (0..200)
+        .map(|i| format!("GET /{i} HTTP/1.1\r\nHost: t\r\n\r\n"))
+        .collect();
+    c.send(all.as_bytes())?;
+    for i in 0..200 {
+        let r = c.response(false)?;
+        assert_eq!(r.body_str(), format!("/{i}"));
+    }
+    assert_eq!(s.connections.load(std::sync::atomic::Ordering::Relaxed), 1);
+    Ok(())
+}
+
+#[test]
 fn connection_close_is_honoured() -> TestResult {
     let s = echo_target()?;
     let p = proxy::start(&[s.addr], Opts::default())?;
