@@ -42,6 +42,9 @@ pub(super) struct Exchange {
     resp: Resp,
     /// Response bytes relayed to the client (none: failing over is safe).
     relayed: bool,
+    /// Where the final response head starts in the client's byte stream
+    /// (`bytes_out` plus what was owed when it was queued).
+    resp_at: u64,
     status: u16,
     resp_keep_alive: bool,
     close_after: bool,
@@ -70,6 +73,7 @@ impl Exchange {
             body_sent: 0,
             resp: Resp::AwaitHead,
             relayed: false,
+            resp_at: 0,
             status: 0,
             resp_keep_alive: false,
             close_after: false,
@@ -177,8 +181,33 @@ impl Exchange {
             Err(e) => {
                 // A malformed body: the backend has half a request, so both go.
                 log::debug!("{}: bad request body: {e}", s.peer);
+                let relayed = ex.relayed;
                 Self::release(s, env, false);
-                Err(CloseReason::Error)
+                if relayed {
+                    return Err(CloseReason::Error);
+                }
+                // Nothing of a response went out yet: tell the client.
+                let Some(ex) = s.exchange.take() else {
+                    return Err(CloseReason::Error);
+                };
+                let status = e.status();
+                let latency = env.now.saturating_duration_since(ex.conn_started);
+                let stats = &env.ctx.shared.stats;
+                ProxyStats::bump(if status >= 500 {
+                    &stats.status_5xx
+                } else {
+                    &stats.status_4xx
+                });
+                s.log_row(
+                    env,
+                    Some(ex.backend),
+                    latency,
+                    status,
+                    LogOutcome::BadRequest,
+                );
+                s.cout.push(http::error_response(status));
+                s.begin_closing();
+                Ok(true)
             }
         }
     }
@@ -255,7 +284,7 @@ impl Exchange {
                 }
                 Io::Failed(_) => {
                     if ex.relayed || !s.bufs.bin.is_empty() {
-                        return Err(Self::truncated(s, env));
+                        return Self::truncated(s, env, LogOutcome::BackendReset);
                     }
                     Self::fail_over(s, env, LogOutcome::BackendReset);
                     return Ok(true);
@@ -283,12 +312,16 @@ impl Exchange {
                     }
                     let client_close =
                         !ex.req.keep_alive || s.draining || !ex.req_done || ex.close_after;
+                    let at = s.bytes_out + s.cout.owed() as u64;
                     let mut fields = [httparse::EMPTY_HEADER; http::MAX_HEADERS];
                     let parsed = match http::parse_response(&s.bufs.bin, ex.req.method, &mut fields)
                     {
                         Ok(Some(p)) => {
                             let close = client_close || p.head.body == BodyKind::CloseDelimited;
-                            p.write_head(close, ex.req.minor, s.cout.tail());
+                            // RFC 9110 §15.2: no 1xx to an HTTP/1.0 client.
+                            if !(p.head.is_interim && ex.req.minor == 0) {
+                                p.write_head(close, ex.req.minor, s.cout.tail());
+                            }
                             Ok(Some(p.head))
                         }
                         Ok(None) => Ok(None),
@@ -312,6 +345,7 @@ impl Exchange {
                                 continue;
                             }
                             ex.status = head.status;
+                            ex.resp_at = at;
                             ex.resp_keep_alive = head.keep_alive;
                             ex.close_after = client_close || head.body == BodyKind::CloseDelimited;
                             ex.resp = Resp::Body(BodyFramer::new(head.body, Peer::Backend));
@@ -321,7 +355,7 @@ impl Exchange {
                 Resp::Body(framer) => {
                     let a = match framer.advance(&s.bufs.bin) {
                         Ok(a) => a,
-                        Err(_) => return Err(Self::truncated(s, env)),
+                        Err(_) => return Self::truncated(s, env, LogOutcome::BadResponse),
                     };
                     s.cout.push(s.bufs.bin.get(..a.used).unwrap_or_default());
                     s.bufs.bin.drain(..a.used);
@@ -333,7 +367,7 @@ impl Exchange {
                         return Ok(true);
                     }
                     if ex.backend_eof && s.bufs.bin.is_empty() {
-                        return Err(Self::truncated(s, env));
+                        return Self::truncated(s, env, LogOutcome::BackendReset);
                     }
                     return Ok(progress);
                 }
@@ -464,8 +498,8 @@ impl Exchange {
             Self::fail_over(s, env, LogOutcome::ConnectFailed);
             return Ok(());
         }
-        if ex.relayed {
-            return Err(Self::truncated(s, env));
+        if matches!(ex.resp, Resp::Body(_)) {
+            return Self::truncated(s, env, LogOutcome::BackendReset).map(|_| ());
         }
         let (backend, elapsed) = (
             ex.backend,
@@ -494,9 +528,15 @@ impl Exchange {
         s.begin_closing();
     }
 
-    /// The response broke after its head was relayed: the client can only
-    /// be told by closing its connection.
-    fn truncated(s: &mut ProxySession, env: &mut Env2<'_, '_>) -> CloseReason {
+    /// The response broke (cut short, or a bad body: `why`). If no byte of
+    /// its final head has reached the client yet, that head is dropped and
+    /// the client gets a 502 instead; otherwise the client can only be told
+    /// by closing its connection.
+    fn truncated(
+        s: &mut ProxySession,
+        env: &mut Env2<'_, '_>,
+        why: LogOutcome,
+    ) -> Result<bool, CloseReason> {
         if let Some(ex) = s.exchange.as_ref() {
             let (backend, status) = (ex.backend, ex.status);
             let elapsed = env.now.saturating_duration_since(ex.conn_started);
@@ -505,12 +545,28 @@ impl Exchange {
                 .shared
                 .selector
                 .observe(backend, Outcome::Failure { elapsed }, env.now);
-            ProxyStats::bump(&env.ctx.shared.stats.backend_resets);
+            let stats = &env.ctx.shared.stats;
+            ProxyStats::bump(match why {
+                LogOutcome::BadResponse => &stats.bad_responses,
+                _ => &stats.backend_resets,
+            });
+            let head_queued = matches!(ex.resp, Resp::Body(_));
+            if !head_queued || s.bytes_out <= ex.resp_at {
+                if head_queued {
+                    // Unqueue the head and body bytes relayed so far.
+                    let queued = s.bytes_out + s.cout.owed() as u64 - ex.resp_at;
+                    let tail = s.cout.tail();
+                    tail.truncate(tail.len().saturating_sub(queued as usize));
+                }
+                Self::release(s, env, false);
+                Self::answer_error(s, env, 502, why);
+                return Ok(true);
+            }
             s.log_row(env, Some(backend), elapsed, status, LogOutcome::Truncated);
         }
         Self::release(s, env, false);
         s.exchange = None;
-        CloseReason::Error
+        Err(CloseReason::Error)
     }
 
     /// The client left before its response was complete.

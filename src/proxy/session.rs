@@ -117,10 +117,15 @@ impl ProxySession {
         match self.phase {
             // The parser enforces the head size limits; stop once past them.
             Phase::Idle => self.cin.len() <= http::MAX_HEAD,
-            Phase::Exchange => {
-                self.exchange.as_ref().is_some_and(|ex| ex.wants_body())
-                    && self.bufs.bout.owed() < PENDING_LIMIT
-            }
+            Phase::Exchange => match self.exchange.as_ref() {
+                Some(ex) if ex.wants_body() => self.bufs.bout.owed() < PENDING_LIMIT,
+                // The request is complete: read ahead (pipelined requests,
+                // bounded like a head) so that a client reset is noticed
+                // while the backend works, not only when the response is
+                // written.
+                Some(_) => self.cin.len() <= http::MAX_HEAD,
+                None => false,
+            },
             Phase::Closing => false,
         }
     }
@@ -198,8 +203,14 @@ impl ProxySession {
         let status = e.status();
         log::debug!("{}: rejected request: {e} -> {status}", self.peer);
         self.cout.push(http::error_response(status));
-        ProxyStats::bump(&env.ctx.shared.stats.requests);
-        ProxyStats::bump(&env.ctx.shared.stats.status_4xx);
+        let stats = &env.ctx.shared.stats;
+        ProxyStats::bump(&stats.requests);
+        // 501 (CONNECT, unknown codings) and 505 are server errors.
+        ProxyStats::bump(if status >= 500 {
+            &stats.status_5xx
+        } else {
+            &stats.status_4xx
+        });
         self.log_row(env, None, Duration::ZERO, status, Outcome::BadRequest);
         self.begin_closing();
     }

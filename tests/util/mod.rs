@@ -3,6 +3,10 @@
 //! a broken server fails a test instead of hanging it.
 #![allow(dead_code)]
 
+pub mod client;
+pub mod proxy;
+pub mod scripted;
+
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, ChildStderr, Command, Stdio};

@@ -53,13 +53,18 @@ impl Scripted {
         let held = Arc::new(Mutex::new(Vec::new()));
         let handler: Arc<Handler> = Arc::new(handler);
         {
-            let (connections, stop, held) = (Arc::clone(&connections), Arc::clone(&stop), Arc::clone(&held));
+            let (connections, stop, held) = (
+                Arc::clone(&connections),
+                Arc::clone(&stop),
+                Arc::clone(&held),
+            );
             thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     match listener.accept() {
                         Ok((s, _)) => {
                             let id = connections.fetch_add(1, Ordering::Relaxed);
-                            let (tx, handler, held) = (tx.clone(), Arc::clone(&handler), Arc::clone(&held));
+                            let (tx, handler, held) =
+                                (tx.clone(), Arc::clone(&handler), Arc::clone(&held));
                             thread::spawn(move || serve(s, id, &tx, &*handler, &held));
                         }
                         Err(_) => thread::sleep(Duration::from_millis(2)),
@@ -67,7 +72,13 @@ impl Scripted {
                 }
             });
         }
-        Ok(Scripted { addr, seen, connections, stop, held })
+        Ok(Scripted {
+            addr,
+            seen,
+            connections,
+            stop,
+            held,
+        })
     }
 
     /// A backend that answers every request with `response`.
@@ -90,11 +101,19 @@ impl Drop for Scripted {
     }
 }
 
-fn serve(mut s: TcpStream, id: usize, tx: &mpsc::Sender<Seen>, handler: &Handler, held: &Mutex<Vec<TcpStream>>) {
+fn serve(
+    mut s: TcpStream,
+    id: usize,
+    tx: &mpsc::Sender<Seen>,
+    handler: &Handler,
+    held: &Mutex<Vec<TcpStream>>,
+) {
     let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
     let mut buf = Vec::new();
     loop {
-        let Some(seen) = read_request(&mut s, &mut buf, id) else { return };
+        let Some(seen) = read_request(&mut s, &mut buf, id) else {
+            return;
+        };
         let _ = tx.send(seen.clone());
         match handler(&seen) {
             Reply::Send(bytes) => {

@@ -1,0 +1,121 @@
+//! An in-process proxy on 127.0.0.1:0 in front of given backends, and
+//! built-in backends to put behind it.
+#![allow(dead_code)]
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use tidegate::backend::{self, BackendConfig, BackendHandle};
+use tidegate::balance::Policy;
+use tidegate::config::{BackendAddr, BackendConn, ProxyConfig, ServerConfig, Timeouts};
+use tidegate::proxy::ProxyStats;
+use tidegate::server::{ProxyHandles, RunningServer, Server};
+use tidegate::stats::Summary;
+
+use super::client::Client;
+
+/// How to run a test proxy; `Default` is one worker, round-robin,
+/// persistent backend connections, and timeouts short enough that a
+/// broken test fails fast but long enough for a loaded machine.
+#[derive(Debug, Clone)]
+pub struct Opts {
+    pub policy: Policy,
+    pub conn: BackendConn,
+    pub timeouts: Timeouts,
+    pub csv: Option<PathBuf>,
+    pub workers: usize,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            policy: Policy::RoundRobin,
+            conn: BackendConn::Persistent,
+            timeouts: Timeouts {
+                connect: Duration::from_secs(2),
+                backend: Duration::from_secs(5),
+                header: Duration::from_secs(5),
+                idle: Duration::from_secs(10),
+                drain: Duration::from_secs(2),
+            },
+            csv: None,
+            workers: 1,
+        }
+    }
+}
+
+/// A proxy running on background threads; stops when dropped.
+pub struct TestProxy {
+    pub addr: SocketAddr,
+    pub handles: ProxyHandles,
+    server: RunningServer,
+}
+
+/// Starts a proxy in front of `backends`.
+pub fn start(backends: &[SocketAddr], opts: Opts) -> io::Result<TestProxy> {
+    let server = ServerConfig::new("127.0.0.1:0", Some(opts.workers), 1024)
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    let cfg = ProxyConfig {
+        server,
+        backends: backends
+            .iter()
+            .map(|&addr| BackendAddr {
+                name: addr.to_string(),
+                addr,
+            })
+            .collect(),
+        policy: opts.policy,
+        backend_conn: opts.conn,
+        timeouts: opts.timeouts,
+        log_csv: opts.csv,
+    };
+    let (server, handles) = Server::proxy(&cfg).map_err(|e| io::Error::other(e.to_string()))?;
+    let server = server.spawn()?;
+    Ok(TestProxy {
+        addr: server.local_addr(),
+        handles,
+        server,
+    })
+}
+
+impl TestProxy {
+    /// A new client connection to the proxy.
+    pub fn client(&self) -> io::Result<Client> {
+        Client::connect(self.addr)
+    }
+
+    /// One request counter, e.g. `p.stat(|s| &s.retries)`.
+    pub fn stat(&self, counter: impl Fn(&ProxyStats) -> &AtomicU64) -> u64 {
+        counter(&self.handles.shared.stats).load(Relaxed)
+    }
+
+    /// Stops the server (joining workers and the CSV writer).
+    pub fn stop(self) -> Summary {
+        self.server.stop()
+    }
+}
+
+/// A built-in backend on 127.0.0.1:0 with a latency profile such as
+/// `"0"` or `"10,20"`, named `name` (its `X-Backend`).
+pub fn backend(profile: &str, name: &str) -> io::Result<BackendHandle> {
+    let profile = profile
+        .parse()
+        .map_err(|e| io::Error::other(format!("{e}")))?;
+    let mut cfg = BackendConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), profile);
+    cfg.name = name.into();
+    backend::spawn(cfg)
+}
+
+/// A built-in backend with `--fail mode` (refuse, hang, garbage, reset...).
+pub fn failing(mode: &str, name: &str) -> io::Result<BackendHandle> {
+    let mut cfg = BackendConfig::new(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        backend::Profile::immediate(),
+    );
+    cfg.name = name.into();
+    cfg.fail = Some(mode.parse().map_err(|e| io::Error::other(format!("{e}")))?);
+    backend::spawn(cfg)
+}
