@@ -316,6 +316,14 @@ impl Exchange {
                     let mut fields = [httparse::EMPTY_HEADER; http::MAX_HEADERS];
                     let parsed = match http::parse_response(&s.bufs.bin, ex.req.method, &mut fields)
                     {
+                        // RFC 9112 §6.1: no chunked reply to an HTTP/1.0 request
+                        // (we forward 1.0 requests as 1.0); relaying it verbatim
+                        // would hand the client a body it cannot read.
+                        Ok(Some(p)) if ex.req.minor == 0 && p.head.body == BodyKind::Chunked => {
+                            Err(http::HttpError::BadResponse(
+                                "chunked reply to an HTTP/1.0 request",
+                            ))
+                        }
                         Ok(Some(p)) => {
                             let close = client_close || p.head.body == BodyKind::CloseDelimited;
                             // RFC 9110 §15.2: no 1xx to an HTTP/1.0 client.
