@@ -8,6 +8,7 @@
 use std::time::Instant;
 
 use super::csvlog::Outcome as LogOutcome;
+use super::failure::warn_backend;
 use super::session::{Env2, ProxySession};
 use super::{PENDING_LIMIT, ProxyStats};
 use crate::balance::Outcome;
@@ -22,7 +23,7 @@ const INTERIM_PER_TURN: usize = 8;
 
 /// Where the response is.
 #[derive(Debug)]
-enum Resp {
+pub(super) enum Resp {
     /// No final response head yet.
     AwaitHead,
     /// Relaying the body.
@@ -32,29 +33,29 @@ enum Resp {
 /// One request in flight.
 #[derive(Debug)]
 pub(super) struct Exchange {
-    req: RequestHead,
-    backend: usize,
-    upstream: Option<usize>,
-    req_body: BodyFramer,
-    req_done: bool,
+    pub(super) req: RequestHead,
+    pub(super) backend: usize,
+    pub(super) upstream: Option<usize>,
+    pub(super) req_body: BodyFramer,
+    pub(super) req_done: bool,
     /// Request body bytes handed to the backend side (not retryable after).
-    body_sent: u64,
-    resp: Resp,
+    pub(super) body_sent: u64,
+    pub(super) resp: Resp,
     /// Response bytes relayed to the client (none: failing over is safe).
-    relayed: bool,
+    pub(super) relayed: bool,
     /// Where the final response head starts in the client's byte stream
     /// (`bytes_out` plus what was owed when it was queued).
-    resp_at: u64,
-    status: u16,
-    resp_keep_alive: bool,
-    close_after: bool,
-    backend_eof: bool,
-    retried: bool,
+    pub(super) resp_at: u64,
+    pub(super) status: u16,
+    pub(super) resp_keep_alive: bool,
+    pub(super) close_after: bool,
+    pub(super) backend_eof: bool,
+    pub(super) retried: bool,
     /// When the current connection attempt started.
-    conn_started: Instant,
-    first_write: Option<Instant>,
+    pub(super) conn_started: Instant,
+    pub(super) first_write: Option<Instant>,
     /// Last progress on the backend side, for --backend-timeout.
-    last_progress: Instant,
+    pub(super) last_progress: Instant,
 }
 
 impl Exchange {
@@ -94,7 +95,7 @@ impl Exchange {
 
     /// Connects to `backend` (pooled if allowed); on failure leaves
     /// `upstream` empty, which the next pump turns into a fail-over.
-    fn attach(&mut self, backend: Option<usize>, owner: usize, env: &mut Env2<'_, '_>) {
+    pub(super) fn attach(&mut self, backend: Option<usize>, owner: usize, env: &mut Env2<'_, '_>) {
         self.upstream = None;
         self.conn_started = env.now;
         self.last_progress = env.now;
@@ -414,7 +415,7 @@ impl Exchange {
     }
 
     /// Gives the backend connection back to the pool or closes it.
-    fn release(s: &mut ProxySession, env: &mut Env2<'_, '_>, reuse: bool) {
+    pub(super) fn release(s: &mut ProxySession, env: &mut Env2<'_, '_>, reuse: bool) {
         let Some(key) = s.exchange.as_mut().and_then(|ex| ex.upstream.take()) else {
             return;
         };
@@ -423,199 +424,5 @@ impl Exchange {
         } else {
             env.ctx.upstreams.close(key);
         }
-    }
-
-    /// The backend failed before any response byte was relayed: retry once
-    /// on another backend if nothing of the body is lost, else 502.
-    fn fail_over(s: &mut ProxySession, env: &mut Env2<'_, '_>, why: LogOutcome) {
-        let Some(ex) = s.exchange.as_mut() else {
-            return;
-        };
-        let now = env.now;
-        let reused = ex
-            .upstream
-            .and_then(|k| env.ctx.upstreams.get(k))
-            .is_some_and(|u| u.uses > 1);
-        let elapsed = now.saturating_duration_since(ex.conn_started);
-        Self::release(s, env, false);
-        let Some(ex) = s.exchange.as_mut() else {
-            return;
-        };
-        let shared = &env.ctx.shared;
-        // A stale pooled connection is not the backend's fault.
-        if !reused {
-            shared
-                .selector
-                .observe(ex.backend, Outcome::Failure { elapsed }, now);
-        }
-        ProxyStats::bump(match why {
-            LogOutcome::ConnectFailed => &shared.stats.connect_failures,
-            _ => &shared.stats.backend_resets,
-        });
-        let can_retry = !ex.retried && !ex.relayed && ex.body_sent == 0;
-        if can_retry {
-            let exclude = if reused { None } else { Some(ex.backend) };
-            if let Some(next) = shared.selector.pick(now, exclude) {
-                ProxyStats::bump(&shared.stats.retries);
-                ex.retried = true;
-                ex.first_write = None;
-                ex.backend_eof = false;
-                s.bufs.bout.clear();
-                s.bufs.bout.push(&s.bufs.head);
-                s.bufs.bin.clear();
-                ex.attach(Some(next), s.key, env);
-                return;
-            }
-        }
-        Self::answer_error(s, env, 502, why);
-    }
-
-    /// The backend answered with something that is not HTTP.
-    fn bad_response(s: &mut ProxySession, env: &mut Env2<'_, '_>, why: &str) {
-        let Some(ex) = s.exchange.as_ref() else {
-            return;
-        };
-        let (backend, elapsed) = (
-            ex.backend,
-            env.now.saturating_duration_since(ex.conn_started),
-        );
-        warn_backend(env, backend, &format!("bad response: {why}"));
-        env.ctx
-            .shared
-            .selector
-            .observe(backend, Outcome::Failure { elapsed }, env.now);
-        ProxyStats::bump(&env.ctx.shared.stats.bad_responses);
-        Self::release(s, env, false);
-        Self::answer_error(s, env, 502, LogOutcome::BadResponse);
-    }
-
-    /// The deadline passed: connect timeout fails over, a silent backend 504s.
-    pub(super) fn timed_out(
-        s: &mut ProxySession,
-        env: &mut Env2<'_, '_>,
-    ) -> Result<(), CloseReason> {
-        let Some(ex) = s.exchange.as_ref() else {
-            return Ok(());
-        };
-        let connecting = ex
-            .upstream
-            .and_then(|k| env.ctx.upstreams.get(k))
-            .is_some_and(|u| u.connecting);
-        if connecting {
-            warn_backend(env, ex.backend, "connect timed out");
-            Self::fail_over(s, env, LogOutcome::ConnectFailed);
-            return Ok(());
-        }
-        if matches!(ex.resp, Resp::Body(_)) {
-            return Self::truncated(s, env, LogOutcome::BackendReset).map(|_| ());
-        }
-        let (backend, elapsed) = (
-            ex.backend,
-            env.now.saturating_duration_since(ex.conn_started),
-        );
-        warn_backend(env, backend, "no response within --backend-timeout");
-        env.ctx
-            .shared
-            .selector
-            .observe(backend, Outcome::Failure { elapsed }, env.now);
-        ProxyStats::bump(&env.ctx.shared.stats.timeouts);
-        Self::release(s, env, false);
-        Self::answer_error(s, env, 504, LogOutcome::Timeout);
-        Ok(())
-    }
-
-    /// Sends the proxy's own error response and closes afterwards.
-    fn answer_error(s: &mut ProxySession, env: &mut Env2<'_, '_>, status: u16, why: LogOutcome) {
-        let Some(ex) = s.exchange.take() else { return };
-        let latency = env
-            .now
-            .saturating_duration_since(ex.first_write.unwrap_or(ex.conn_started));
-        ProxyStats::bump(&env.ctx.shared.stats.status_5xx);
-        s.log_row(env, Some(ex.backend), latency, status, why);
-        s.cout.push(http::error_response(status));
-        s.begin_closing();
-    }
-
-    /// The response broke (cut short, or a bad body: `why`). If no byte of
-    /// its final head has reached the client yet, that head is dropped and
-    /// the client gets a 502 instead; otherwise the client can only be told
-    /// by closing its connection.
-    fn truncated(
-        s: &mut ProxySession,
-        env: &mut Env2<'_, '_>,
-        why: LogOutcome,
-    ) -> Result<bool, CloseReason> {
-        if let Some(ex) = s.exchange.as_ref() {
-            let (backend, status) = (ex.backend, ex.status);
-            let elapsed = env.now.saturating_duration_since(ex.conn_started);
-            warn_backend(env, backend, "response cut short");
-            env.ctx
-                .shared
-                .selector
-                .observe(backend, Outcome::Failure { elapsed }, env.now);
-            let stats = &env.ctx.shared.stats;
-            ProxyStats::bump(match why {
-                LogOutcome::BadResponse => &stats.bad_responses,
-                _ => &stats.backend_resets,
-            });
-            let head_queued = matches!(ex.resp, Resp::Body(_));
-            if !head_queued || s.bytes_out <= ex.resp_at {
-                if head_queued {
-                    // Unqueue the head and body bytes relayed so far.
-                    let queued = s.bytes_out + s.cout.owed() as u64 - ex.resp_at;
-                    let tail = s.cout.tail();
-                    tail.truncate(tail.len().saturating_sub(queued as usize));
-                }
-                Self::release(s, env, false);
-                Self::answer_error(s, env, 502, why);
-                return Ok(true);
-            }
-            s.log_row(env, Some(backend), elapsed, status, LogOutcome::Truncated);
-        }
-        Self::release(s, env, false);
-        s.exchange = None;
-        Err(CloseReason::Error)
-    }
-
-    /// The client left before its response was complete.
-    fn client_gone(s: &mut ProxySession, env: &mut Env2<'_, '_>) -> CloseReason {
-        Self::abort(s, env);
-        CloseReason::Done
-    }
-
-    /// Ends an unfinished exchange because its client connection closes.
-    pub(super) fn abort(s: &mut ProxySession, env: &mut Env2<'_, '_>) {
-        let Some(ex) = s.exchange.as_ref() else {
-            return;
-        };
-        let elapsed = env
-            .now
-            .saturating_duration_since(ex.first_write.unwrap_or(ex.conn_started));
-        // Not the backend's doing: no sample (an unanswered probe slot is
-        // re-claimable after balance::PROBE_TIMEOUT).
-        ProxyStats::bump(&env.ctx.shared.stats.client_aborts);
-        // 499: nginx's code for "client closed request".
-        s.log_row(
-            env,
-            Some(ex.backend),
-            elapsed,
-            499,
-            LogOutcome::ClientAborted,
-        );
-        Self::release(s, env, false);
-        s.exchange = None;
-    }
-}
-
-/// Logs backend trouble at warn, at most once per interval per worker.
-fn warn_backend(env: &mut Env2<'_, '_>, backend: usize, what: &str) {
-    if let Some(held) = env.ctx.warn.allow(env.now) {
-        let name = env
-            .ctx
-            .shared
-            .backends
-            .get(backend)
-            .map_or("?", |b| b.name.as_str());
-        log::warn!("backend {name}: {what} ({held} similar warnings suppressed)");
     }
 }

@@ -5,11 +5,13 @@
 //!   life cycle, timeouts, errors to the client).
 //! - `exchange`: the backend side of one request (connect, forward, relay
 //!   the response, fail over).
+//! - `failure`: fail-over, 502/504 answers, truncated responses, client aborts.
 //! - `upstream`: the per-worker table of backend sockets and the keep-alive pool.
 //! - `csvlog`: the `--log-csv` writer thread.
 
 pub mod csvlog;
 mod exchange;
+mod failure;
 pub mod session;
 pub mod upstream;
 
