@@ -19,6 +19,7 @@ The metrics follow the seed's section 14.1 (it used pandas):
   distribution   rows per backend_url / all rows, in %
 """
 import csv
+import datetime
 import math
 import os
 import re
@@ -98,7 +99,8 @@ def port_of(url):
 
 def parse_csv(path):
     r = {"rows": 0, "lat": [], "by_backend": {}, "non200": 0, "status": {}, "outcome": {},
-         "by_worker": {}, "header_ok": None, "bad_lines": 0, "first_ts": None, "last_ts": None}
+         "by_worker": {}, "header_ok": None, "bad_lines": 0, "first_ts": None, "last_ts": None,
+         "last_by_backend": {}}
     try:
         fh = open(path, newline="")
     except OSError:
@@ -138,8 +140,18 @@ def parse_csv(path):
                     r["first_ts"] = ts
                 if r["last_ts"] is None or ts > r["last_ts"]:
                     r["last_ts"] = ts
+                if ts > r["last_by_backend"].get(port, ""):
+                    r["last_by_backend"][port] = ts
     r["lat"].sort()
     return r
+
+
+def ts_s(ts):
+    """ISO-8601 UTC timestamp (2026-01-01T00:00:00.123456Z) -> POSIX seconds."""
+    try:
+        return datetime.datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+    except (AttributeError, ValueError):
+        return None
 
 
 def f(x, d=2):
@@ -255,18 +267,26 @@ def main():
         outcomes = ", ".join(f"{k} {v}" for k, v in sorted(c["outcome"].items())) or "-"
         workers = "/".join(str(c["by_worker"][k]) for k in sorted(c["by_worker"], key=lambda x: int(x) if x.isdigit() else 0)) or "-"
         served = " ".join(f"{nm}:{v[0]}" if v else f"{nm}:?" for nm, v in r["served"].items())
+        t0 = ts_s(c["first_ts"])
+        last = []
+        for nm, port in r["backends"]:
+            t = ts_s(c["last_by_backend"].get(port))
+            last.append(f"{nm}:{t - t0:.1f}" if t is not None and t0 is not None else f"{nm}:-")
         rows.append([label(r), c["non200"], outcomes,
                      (w["sock_err"] or "none") if w["ok"] else "**wrk failed**", w["non2xx"],
                      r["run"]["proxy_rc"], workers, served,
-                     c["rows"] - w["requests"] if w["requests"] is not None else "-"])
+                     c["rows"] - w["requests"] if w["requests"] is not None else "-", " ".join(last)])
     out += [table(["Run", "non-200 rows", "outcomes", "wrk socket errors", "wrk non-2xx",
                    "proxy exit", "rows per worker", "backend-served requests",
-                   "CSV rows - wrk requests"], rows), ""]
+                   "CSV rows - wrk requests", "last row per backend (s after first row)"], rows), ""]
     out += ["`CSV rows - wrk requests`: requests still in flight when wrk stopped (up to its "
             "100 connections); the proxy finishes and logs them while draining, wrk does not "
             "count them. `backend-served requests`: the backends' own counts (their stats "
             "line on SIGINT); they equal the per-backend CSV rows when the backends are "
-            "restarted for every run.", ""]
+            "restarted for every run. `last row per backend`: when each backend was last used; a "
+            "backend an adaptive policy stopped choosing shows an early time (its estimate is only "
+            "refreshed when it is chosen), and then its share in Table 3 depends on the run's "
+            "length.", ""]
 
     out += ["## Proxy summary lines", ""]
     for r in res:
