@@ -23,6 +23,18 @@ pub const LATENCY_BUCKETS: [f64; 13] = [
 /// trend without the page fetching much.
 pub const RECENT: usize = 512;
 
+/// How an attempt at a backend ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The backend answered; its latency goes into the histogram.
+    Answered,
+    /// The backend failed (connect, reset, timeout, bad response).
+    Failed,
+    /// The client left first: counted by status, but neither a backend
+    /// failure nor a latency sample.
+    Abandoned,
+}
+
 /// Counters of one backend.
 #[derive(Debug)]
 pub struct BackendMetrics {
@@ -131,25 +143,32 @@ impl Metrics {
         }
     }
 
-    /// A request to `backend` is over (answered by it, or failed). Pairs
-    /// with [`Metrics::started`].
+    /// An attempt at `backend` is over. Pairs with [`Metrics::started`].
+    /// `status` is what the client got (0: nothing yet, the request is
+    /// retried elsewhere). Only answered attempts enter the latency
+    /// histogram and the recent ring, which describe the backend's answers.
     pub fn finished(
         &self,
         backend: usize,
         status: u16,
         latency: Duration,
-        failed: bool,
+        end: End,
         at: SystemTime,
     ) {
         let Some(b) = self.backends.get(backend) else {
             return;
         };
         b.in_flight.fetch_sub(1, Relaxed);
-        if failed {
-            b.failures.fetch_add(1, Relaxed);
-        }
-        if let Some(c) = b.by_class.get(usize::from(status / 100).saturating_sub(1)) {
+        if let Some(c) = b.by_class.get(usize::from(status / 100).wrapping_sub(1)) {
             c.fetch_add(1, Relaxed);
+        }
+        match end {
+            End::Answered => {}
+            End::Failed => {
+                b.failures.fetch_add(1, Relaxed);
+                return;
+            }
+            End::Abandoned => return,
         }
         let secs = latency.as_secs_f64();
         let i = LATENCY_BUCKETS
@@ -330,19 +349,26 @@ mod tests {
         let t = UNIX_EPOCH + Duration::from_secs(1_000);
         m.started(1);
         assert_eq!(m.snapshot()[1].in_flight, 1);
-        m.finished(1, 200, Duration::from_millis(30), false, t);
+        m.finished(1, 200, Duration::from_millis(30), End::Answered, t);
         m.started(1);
         m.finished(
             1,
-            502,
+            200,
             Duration::from_secs(20),
-            true,
+            End::Answered,
             t + Duration::from_secs(1),
         );
+        // A failed attempt retried elsewhere: a failure, no status class.
+        m.started(1);
+        m.finished(1, 0, Duration::from_millis(5), End::Failed, t);
+        m.started(1);
+        m.finished(1, 502, Duration::from_millis(5), End::Failed, t);
+        m.started(1);
+        m.finished(1, 499, Duration::from_millis(5), End::Abandoned, t);
         let s = &m.snapshot()[1];
         assert_eq!(
             (s.by_class, s.in_flight, s.failures, s.count),
-            ([0, 1, 0, 0, 1], 0, 1, 2)
+            ([0, 2, 0, 1, 1], 0, 2, 2)
         );
         // 30 ms is in the 50 ms bucket (index 5); 20 s only in +Inf.
         assert_eq!(s.cumulative[4], 0);
@@ -354,7 +380,7 @@ mod tests {
         let r = m.recent();
         assert_eq!(r.len(), 2);
         assert_eq!((r[0].backend, r[0].status, r[0].latency_ms), (1, 200, 30.0));
-        assert_eq!(r[1].status, 502);
+        assert_eq!(r[1].latency_ms, 20_000.0);
     }
 
     #[test]
@@ -366,7 +392,7 @@ mod tests {
                 0,
                 200,
                 Duration::from_millis(i),
-                false,
+                End::Answered,
                 UNIX_EPOCH + Duration::from_secs(i + 1),
             );
         }
@@ -379,7 +405,13 @@ mod tests {
     fn prometheus_text_has_families_and_escaped_labels() {
         let m = Metrics::new(["x\"y".to_string()]);
         m.started(0);
-        m.finished(0, 200, Duration::from_millis(2), false, SystemTime::now());
+        m.finished(
+            0,
+            200,
+            Duration::from_millis(2),
+            End::Answered,
+            SystemTime::now(),
+        );
         let mut out = String::new();
         render_backends(&mut out, &m.snapshot());
         assert!(out.contains("# TYPE tidegate_request_duration_seconds histogram"));

@@ -18,6 +18,7 @@ use crate::balance;
 use crate::config::{ConfigError, EchoConfig, ProxyConfig, ServerConfig};
 use crate::connlog;
 use crate::echo::{EchoCtx, EchoSession};
+use crate::metrics::Metrics;
 use crate::proxy::{ProxyCtx, ProxySession, ProxyStats, Shared, csvlog};
 use crate::session::Session;
 use crate::stats::{AcceptStats, Summary, WorkerStats};
@@ -149,6 +150,7 @@ impl Server {
             timeouts: cfg.timeouts,
             selector,
             stats: ProxyStats::default(),
+            metrics: Metrics::new(cfg.backends.iter().map(|b| b.name.clone())),
         });
         let (csv, writer) = match &cfg.log_csv {
             Some(path) => {

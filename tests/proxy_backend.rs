@@ -288,3 +288,53 @@ fn many_concurrent_clients_over_two_workers_all_succeed() -> TestResult {
     assert!(one.stats().connections + two.stats().connections <= 80);
     Ok(())
 }
+
+/// The per-backend metrics balance whatever the failure path: every attempt
+/// that raised a backend's in-flight gauge lowers it again, and answered
+/// requests are counted by status class against the backend that answered.
+#[test]
+fn metrics_balance_across_failure_paths() -> TestResult {
+    let live = proxy::backend("0", "live")?;
+    let dead = proxy::failing("refuse", "dead")?;
+    let silent = proxy::failing("hang", "silent")?;
+    let garbage = proxy::failing("garbage", "garbage")?;
+    let mut opts = Opts::default();
+    opts.policy = tidegate::balance::Policy::RoundRobin;
+    opts.timeouts.backend = Duration::from_millis(200);
+    let addrs = [
+        live.local_addr(),
+        dead.local_addr(),
+        silent.local_addr(),
+        garbage.local_addr(),
+    ];
+    let p = proxy::start(&addrs, opts)?;
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        // The proxy closes after a 502/504, so use a fresh client each time.
+        let mut c = p.client()?;
+        statuses.push(c.get("/")?.status);
+    }
+    let snap = p.handles.shared.metrics.snapshot();
+    assert!(snap.iter().all(|b| b.in_flight == 0), "{snap:?}");
+    let answered: u64 = snap.iter().map(|b| b.requests()).sum();
+    assert_eq!(answered, statuses.len() as u64, "{statuses:?} {snap:?}");
+    let ok = statuses.iter().filter(|&&s| s == 200).count() as u64;
+    assert_eq!(
+        snap[0].by_class[1], ok,
+        "the live backend answered every 200"
+    );
+    assert!(
+        snap[1].failures > 0 && snap[1].requests() == 0,
+        "refused attempts were retried: {:?}",
+        snap[1]
+    );
+    assert!(
+        snap[2].by_class[4] > 0 && snap[3].by_class[4] > 0,
+        "504 and 502 counted: {snap:?}"
+    );
+    assert_eq!(
+        snap[0].count, ok,
+        "only answers enter the latency histogram"
+    );
+    Ok(())
+}

@@ -5,7 +5,7 @@
 //! Latency is measured as in the seed: from the first request byte written
 //! to the backend until the last response byte is read.
 
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use super::csvlog::Outcome as LogOutcome;
 use super::failure::warn_backend;
@@ -15,6 +15,7 @@ use crate::balance::Outcome;
 use crate::config::{BackendConn, Timeouts};
 use crate::http::{self, BodyFramer, BodyKind, Peer, RequestHead};
 use crate::io::{self as sio, Connect, Io};
+use crate::metrics::End;
 use crate::session::{CloseReason, Ready};
 
 /// Interim (1xx) responses relayed per call before yielding; a backend
@@ -33,6 +34,9 @@ pub(super) enum Resp {
 /// One request in flight.
 #[derive(Debug)]
 pub(super) struct Exchange {
+    /// The backend whose in-flight gauge this request holds, until the
+    /// attempt ends (see [`Exchange::end_attempt`]).
+    pub(super) attempt: Option<usize>,
     pub(super) req: RequestHead,
     pub(super) backend: usize,
     pub(super) upstream: Option<usize>,
@@ -66,6 +70,7 @@ impl Exchange {
         env: &mut Env2<'_, '_>,
     ) -> Exchange {
         let mut ex = Exchange {
+            attempt: None,
             req_body: BodyFramer::new(req.body, Peer::Client),
             req_done: req.body == BodyKind::None,
             req,
@@ -101,6 +106,8 @@ impl Exchange {
         self.last_progress = env.now;
         let Some(b) = backend else { return };
         self.backend = b;
+        env.ctx.shared.metrics.started(b);
+        self.attempt = Some(b);
         let ctx = &mut *env.ctx;
         let pooled = match ctx.shared.backend_conn {
             BackendConn::Persistent => ctx.upstreams.checkout(b, owner, env.now),
@@ -385,13 +392,34 @@ impl Exchange {
         Ok(progress)
     }
 
+    /// Ends the current attempt in the metrics; later calls do nothing, so
+    /// every exit path may call it.
+    pub(super) fn end_attempt(
+        &mut self,
+        env: &Env2<'_, '_>,
+        status: u16,
+        latency: Duration,
+        end: End,
+    ) {
+        if let Some(b) = self.attempt.take() {
+            env.ctx
+                .shared
+                .metrics
+                .finished(b, status, latency, end, SystemTime::now());
+        }
+    }
+
     /// The response was relayed in full.
     fn complete(s: &mut ProxySession, env: &mut Env2<'_, '_>) {
+        let now = env.now;
+        let Some(ex) = s.exchange.as_mut() else {
+            return;
+        };
+        let latency = now.saturating_duration_since(ex.first_write.unwrap_or(ex.conn_started));
+        ex.end_attempt(env, ex.status, latency, End::Answered);
         let Some(ex) = s.exchange.as_ref() else {
             return;
         };
-        let now = env.now;
-        let latency = now.saturating_duration_since(ex.first_write.unwrap_or(ex.conn_started));
         let shared = &env.ctx.shared;
         shared
             .selector

@@ -9,6 +9,7 @@ use super::exchange::{Exchange, Resp};
 use super::session::{Env2, ProxySession};
 use crate::balance::Outcome;
 use crate::http;
+use crate::metrics::End;
 use crate::session::CloseReason;
 
 impl Exchange {
@@ -44,6 +45,7 @@ impl Exchange {
             let exclude = if reused { None } else { Some(ex.backend) };
             if let Some(next) = shared.selector.pick(now, exclude) {
                 ProxyStats::bump(&shared.stats.retries);
+                ex.end_attempt(env, 0, elapsed, End::Failed);
                 ex.retried = true;
                 ex.first_write = None;
                 ex.backend_eof = false;
@@ -118,10 +120,13 @@ impl Exchange {
         status: u16,
         why: LogOutcome,
     ) {
-        let Some(ex) = s.exchange.take() else { return };
+        let Some(mut ex) = s.exchange.take() else {
+            return;
+        };
         let latency = env
             .now
             .saturating_duration_since(ex.first_write.unwrap_or(ex.conn_started));
+        ex.end_attempt(env, status, latency, End::Failed);
         ProxyStats::bump(&env.ctx.shared.stats.status_5xx);
         s.log_row(env, Some(ex.backend), latency, status, why);
         s.cout.push(http::error_response(status));
@@ -163,6 +168,9 @@ impl Exchange {
                 return Ok(true);
             }
             s.log_row(env, Some(backend), elapsed, status, LogOutcome::Truncated);
+            if let Some(ex) = s.exchange.as_mut() {
+                ex.end_attempt(env, status, elapsed, End::Failed);
+            }
         }
         Self::release(s, env, false);
         s.exchange = None;
@@ -194,6 +202,9 @@ impl Exchange {
             499,
             LogOutcome::ClientAborted,
         );
+        if let Some(ex) = s.exchange.as_mut() {
+            ex.end_attempt(env, 499, elapsed, End::Abandoned);
+        }
         Self::release(s, env, false);
         s.exchange = None;
     }

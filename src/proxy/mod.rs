@@ -44,6 +44,7 @@ pub struct Shared {
     pub timeouts: Timeouts,
     pub selector: Arc<dyn Selector>,
     pub stats: ProxyStats,
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Request counters across all workers (relaxed atomics, one or two
