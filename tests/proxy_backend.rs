@@ -298,8 +298,10 @@ fn metrics_balance_across_failure_paths() -> TestResult {
     let dead = proxy::failing("refuse", "dead")?;
     let silent = proxy::failing("hang", "silent")?;
     let garbage = proxy::failing("garbage", "garbage")?;
-    let mut opts = Opts::default();
-    opts.policy = tidegate::balance::Policy::RoundRobin;
+    let mut opts = Opts {
+        policy: tidegate::balance::Policy::RoundRobin,
+        ..Opts::default()
+    };
     opts.timeouts.backend = Duration::from_millis(200);
     let addrs = [
         live.local_addr(),
