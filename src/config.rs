@@ -176,6 +176,8 @@ pub struct ProxyConfig {
     pub backend_conn: BackendConn,
     pub timeouts: Timeouts,
     pub log_csv: Option<PathBuf>,
+    /// `--slo-ms`: report the share of requests answered within it.
+    pub slo: Option<Duration>,
 }
 
 /// Resolves every `--backend`; at least one is required.

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 use log::{info, warn};
@@ -141,6 +141,9 @@ struct ProxyArgs {
     /// On SIGINT/SIGTERM, in-flight requests get this long to finish.
     #[arg(long, default_value = "10s", value_name = "DURATION")]
     drain_timeout: String,
+    /// Report the share of requests answered within this many milliseconds.
+    #[arg(long, value_name = "MS")]
+    slo_ms: Option<u64>,
 }
 
 impl ProxyArgs {
@@ -176,6 +179,7 @@ impl ProxyArgs {
                 drain: config::parse_duration("--drain-timeout", &self.drain_timeout)?,
             },
             log_csv: self.log_csv.clone(),
+            slo: self.slo_ms.map(Duration::from_millis),
         })
     }
 }
@@ -266,13 +270,10 @@ fn proxy(cfg: &ProxyConfig) -> Result<(), StartError> {
     );
     let started = Instant::now();
     let summary = server.run();
-    let secs = started.elapsed().as_secs_f64();
-    let requests = shared.stats.requests.load(Relaxed);
     println!("tidegate proxy: {summary}");
-    println!(
-        "tidegate proxy: {} in {secs:.1} s ({:.1} req/s)",
-        shared.stats.summary(),
-        requests as f64 / secs.max(1e-9)
+    print!(
+        "{}",
+        tidegate::proxy::summary::render(&shared, started.elapsed())
     );
     if let Some(rows) = rows {
         println!("tidegate proxy: {} CSV rows written", rows.load(Relaxed));
@@ -364,6 +365,7 @@ fn demo(args: &DemoArgs) -> Result<(), StartError> {
         header_timeout: "10s".into(),
         idle_timeout: "60s".into(),
         drain_timeout: "10s".into(),
+        slo_ms: None,
     };
     let cfg = proxy_args.config()?;
     println!(

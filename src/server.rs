@@ -4,8 +4,8 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
 
@@ -151,6 +151,8 @@ impl Server {
             selector,
             stats: ProxyStats::default(),
             metrics: Metrics::new(cfg.backends.iter().map(|b| b.name.clone())),
+            latencies: Mutex::new(crate::proxy::summary::new_histogram()),
+            slo: cfg.slo,
         });
         let (csv, writer) = match &cfg.log_csv {
             Some(path) => {

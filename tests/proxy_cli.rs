@@ -129,10 +129,8 @@ fn a_backend_down_at_start_is_not_an_error() -> TestResult {
     p.signal("INT")?;
     let (code, out, err) = p.wait()?;
     assert_eq!(code, Some(0), "{err:?}");
-    assert!(
-        out.contains("2 requests (1 2xx/3xx, 0 4xx, 1 5xx)"),
-        "{out}"
-    );
+    assert!(out.contains("tidegate proxy: 2 requests in "), "{out}");
+    assert!(out.contains("status: 1 2xx/3xx, 0 4xx, 1 5xx"), "{out}");
     assert_eq!(b.stats().requests, 1);
     Ok(())
 }
@@ -192,7 +190,18 @@ fn sigint_drains_requests_in_flight() -> TestResult {
     let took = t0.elapsed();
     assert_eq!(code, Some(0), "{err:?}");
     assert!(took < Duration::from_secs(4), "drain took {took:?}");
-    assert!(out.contains(&format!("{N} requests ({N} 2xx/3xx")), "{out}");
+    assert!(
+        out.contains(&format!("tidegate proxy: {N} requests in ")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("status: {N} 2xx/3xx, 0 4xx, 0 5xx")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("({N} answered)")),
+        "latency summary: {out}"
+    );
     assert!(out.contains(&format!("{N} CSV rows written")), "{out}");
     let text = std::fs::read_to_string(&csv)?;
     let _ = std::fs::remove_file(&csv);

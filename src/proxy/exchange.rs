@@ -417,6 +417,7 @@ impl Exchange {
         };
         let latency = now.saturating_duration_since(ex.first_write.unwrap_or(ex.conn_started));
         ex.end_attempt(env, ex.status, latency, End::Answered);
+        env.ctx.record_latency(latency);
         let Some(ex) = s.exchange.as_ref() else {
             return;
         };

@@ -13,11 +13,14 @@ pub mod csvlog;
 mod exchange;
 mod failure;
 pub mod session;
+pub mod summary;
 pub mod upstream;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use hdrhistogram::Histogram;
 
 use crate::balance::Selector;
 use crate::config::{BackendAddr, BackendConn, Timeouts};
@@ -45,6 +48,11 @@ pub struct Shared {
     pub selector: Arc<dyn Selector>,
     pub stats: ProxyStats,
     pub metrics: crate::metrics::Metrics,
+    /// Every worker's latency histogram, merged in when the worker stops
+    /// (one lock per worker, at exit; never on the data path).
+    pub latencies: Mutex<Histogram<u64>>,
+    /// `--slo-ms`: the deadline whose hit rate the summary reports.
+    pub slo: Option<Duration>,
 }
 
 /// Request counters across all workers (relaxed atomics, one or two
@@ -61,29 +69,13 @@ pub struct ProxyStats {
     pub bad_responses: AtomicU64,
     pub timeouts: AtomicU64,
     pub client_aborts: AtomicU64,
+    /// Answered requests within `--slo-ms` (added up when workers stop).
+    pub within_slo: AtomicU64,
 }
 
 impl ProxyStats {
     pub fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Relaxed);
-    }
-
-    /// A one-line summary for the end of a run.
-    pub fn summary(&self) -> String {
-        let g = |c: &AtomicU64| c.load(Relaxed);
-        format!(
-            "{} requests ({} 2xx/3xx, {} 4xx, {} 5xx); {} retries; failures: {} connect, {} reset, {} bad response, {} timeout, {} client aborts",
-            g(&self.requests),
-            g(&self.ok),
-            g(&self.status_4xx),
-            g(&self.status_5xx),
-            g(&self.retries),
-            g(&self.connect_failures),
-            g(&self.backend_resets),
-            g(&self.bad_responses),
-            g(&self.timeouts),
-            g(&self.client_aborts),
-        )
     }
 }
 
@@ -96,6 +88,10 @@ pub struct ProxyCtx {
     pub scratch: Box<[u8]>,
     pub csv: Option<csvlog::CsvLog>,
     pub warn: RateLimit,
+    /// Latency of answered requests in µs, merged into `Shared` on drop.
+    pub latencies: Histogram<u64>,
+    /// Answered requests within `--slo-ms`.
+    pub within_slo: u64,
 }
 
 impl ProxyCtx {
@@ -108,6 +104,31 @@ impl ProxyCtx {
             scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),
             csv,
             warn: RateLimit::new(WARN_EVERY),
+            latencies: summary::new_histogram(),
+            within_slo: 0,
         }
+    }
+
+    /// Records an answered request's latency for the run summary.
+    pub fn record_latency(&mut self, latency: Duration) {
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        // Saturates at the histogram's top (1 h) instead of failing.
+        self.latencies.saturating_record(micros.max(1));
+        if self.shared.slo.is_some_and(|slo| latency <= slo) {
+            self.within_slo += 1;
+        }
+    }
+}
+
+impl Drop for ProxyCtx {
+    fn drop(&mut self) {
+        if let Ok(mut all) = self.shared.latencies.lock() {
+            // Same bounds on both sides, so adding cannot fail.
+            let _ = all.add(&self.latencies);
+        }
+        self.shared
+            .stats
+            .within_slo
+            .fetch_add(self.within_slo, Relaxed);
     }
 }

@@ -71,6 +71,7 @@ pub fn start(backends: &[SocketAddr], opts: Opts) -> io::Result<TestProxy> {
         backend_conn: opts.conn,
         timeouts: opts.timeouts,
         log_csv: opts.csv,
+        slo: None,
     };
     let (server, handles) = Server::proxy(&cfg).map_err(|e| io::Error::other(e.to_string()))?;
     let server = server.spawn()?;
