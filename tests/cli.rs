@@ -7,18 +7,7 @@ use std::io::Write;
 use std::net::{Shutdown, TcpListener};
 use std::process::Command;
 
-use util::{Proc, TestResult, connect, pattern, round_trip};
-
-/// Runs the binary to completion and returns (exit code, stderr).
-fn run(args: &[&str]) -> std::io::Result<(Option<i32>, String)> {
-    let out = Command::new(env!("CARGO_BIN_EXE_tidegate"))
-        .args(args)
-        .output()?;
-    Ok((
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
-}
+use util::{Proc, TestResult, connect, pattern, round_trip, run_bin as run};
 
 #[test]
 fn port_in_use_is_one_clear_line_naming_the_port() -> TestResult {

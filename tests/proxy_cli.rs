@@ -9,18 +9,7 @@ use std::time::{Duration, Instant};
 
 use tidegate::backend::{self, BackendConfig};
 use util::client::Client;
-use util::{Proc, TestResult, wait_until};
-
-/// Runs the binary to completion and returns (exit code, stderr).
-fn run(args: &[&str]) -> std::io::Result<(Option<i32>, String)> {
-    let out = Command::new(env!("CARGO_BIN_EXE_tidegate"))
-        .args(args)
-        .output()?;
-    Ok((
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
-}
+use util::{Proc, TestResult, run_bin as run, wait_until};
 
 #[test]
 fn bad_settings_end_with_one_clear_line() -> TestResult {

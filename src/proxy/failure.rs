@@ -3,6 +3,8 @@
 //! or drop the request because the client left. Every failure is counted
 //! and logged at warn, rate-limited per worker.
 
+use std::sync::atomic::AtomicU64;
+
 use super::ProxyStats;
 use super::csvlog::Outcome as LogOutcome;
 use super::exchange::{Exchange, Resp};
@@ -61,21 +63,15 @@ impl Exchange {
 
     /// The backend answered with something that is not HTTP.
     pub(super) fn bad_response(s: &mut ProxySession, env: &mut Env2<'_, '_>, why: &str) {
-        let Some(ex) = s.exchange.as_ref() else {
-            return;
-        };
-        let (backend, elapsed) = (
-            ex.backend,
-            env.now.saturating_duration_since(ex.conn_started),
+        let what = format!("bad response: {why}");
+        Self::give_up(
+            s,
+            env,
+            &what,
+            |st| &st.bad_responses,
+            502,
+            LogOutcome::BadResponse,
         );
-        warn_backend(env, backend, &format!("bad response: {why}"));
-        env.ctx
-            .shared
-            .selector
-            .observe(backend, Outcome::Failure { elapsed }, env.now);
-        ProxyStats::bump(&env.ctx.shared.stats.bad_responses);
-        Self::release(s, env, false);
-        Self::answer_error(s, env, 502, LogOutcome::BadResponse);
     }
 
     /// The deadline passed: connect timeout fails over, a silent backend 504s.
@@ -98,19 +94,36 @@ impl Exchange {
         if matches!(ex.resp, Resp::Body(_)) {
             return Self::truncated(s, env, LogOutcome::BackendReset).map(|_| ());
         }
+        let what = "no response within --backend-timeout";
+        Self::give_up(s, env, what, |st| &st.timeouts, 504, LogOutcome::Timeout);
+        Ok(())
+    }
+
+    /// The backend failed in a way a retry cannot fix: blame it, count it,
+    /// drop its connection and answer `status` ourselves.
+    fn give_up(
+        s: &mut ProxySession,
+        env: &mut Env2<'_, '_>,
+        what: &str,
+        counter: fn(&ProxyStats) -> &AtomicU64,
+        status: u16,
+        why: LogOutcome,
+    ) {
+        let Some(ex) = s.exchange.as_ref() else {
+            return;
+        };
         let (backend, elapsed) = (
             ex.backend,
             env.now.saturating_duration_since(ex.conn_started),
         );
-        warn_backend(env, backend, "no response within --backend-timeout");
+        warn_backend(env, backend, what);
         env.ctx
             .shared
             .selector
             .observe(backend, Outcome::Failure { elapsed }, env.now);
-        ProxyStats::bump(&env.ctx.shared.stats.timeouts);
+        ProxyStats::bump(counter(&env.ctx.shared.stats));
         Self::release(s, env, false);
-        Self::answer_error(s, env, 504, LogOutcome::Timeout);
-        Ok(())
+        Self::answer_error(s, env, status, why);
     }
 
     /// Sends the proxy's own error response and closes afterwards.

@@ -184,6 +184,17 @@ fn forward_lines(stderr: ChildStderr) -> mpsc::Receiver<String> {
     rx
 }
 
+/// Runs the `tidegate` binary to completion; returns (exit code, stderr).
+pub fn run_bin(args: &[&str]) -> io::Result<(Option<i32>, String)> {
+    let out = Command::new(env!("CARGO_BIN_EXE_tidegate"))
+        .args(args)
+        .output()?;
+    Ok((
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
 /// Sends `msg` and reads back exactly as many bytes.
 pub fn round_trip(s: &mut TcpStream, msg: &[u8]) -> io::Result<Vec<u8>> {
     s.write_all(msg)?;
