@@ -5,7 +5,6 @@ mod util;
 
 use std::io::Write;
 use std::net::{Shutdown, TcpListener};
-use std::process::Command;
 
 use util::{Proc, TestResult, connect, pattern, round_trip, run_bin as run};
 
