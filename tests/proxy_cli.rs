@@ -4,7 +4,6 @@
 mod util;
 
 use std::net::{SocketAddr, TcpListener};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tidegate::backend::{self, BackendConfig};
