@@ -121,6 +121,16 @@ pub trait Selector: Send + Sync + fmt::Debug {
     /// The current per-backend estimate in ms (`None` = unmeasured), for
     /// logs and metrics. May allocate; not for the per-request path.
     fn estimates(&self) -> Vec<Option<f64>>;
+
+    /// A request attempt was sent towards `backend` (after `pick`). Policies
+    /// that count in-flight requests (least-conn, P2C, peak-EWMA) count here;
+    /// one selector serves all workers, so the count is global.
+    fn on_send(&self, _backend: usize, _now: Instant) {}
+
+    /// The attempt at `backend` is over, whatever happened: answered,
+    /// failed, or abandoned by its client. Called exactly once per
+    /// `on_send`, possibly without any `observe`.
+    fn on_done(&self, _backend: usize, _now: Instant) {}
 }
 
 /// Which selector to build, with its parameters.

@@ -107,6 +107,7 @@ impl Exchange {
         let Some(b) = backend else { return };
         self.backend = b;
         env.ctx.shared.metrics.started(b);
+        env.ctx.shared.selector.on_send(b, env.now);
         self.attempt = Some(b);
         let ctx = &mut *env.ctx;
         let pooled = match ctx.shared.backend_conn {
@@ -406,6 +407,7 @@ impl Exchange {
                 .shared
                 .metrics
                 .finished(b, status, latency, end, SystemTime::now());
+            env.ctx.shared.selector.on_done(b, env.now);
         }
     }
 
