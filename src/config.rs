@@ -178,6 +178,8 @@ pub struct ProxyConfig {
     pub log_csv: Option<PathBuf>,
     /// `--slo-ms`: report the share of requests answered within it.
     pub slo: Option<Duration>,
+    /// `--eject-5xx`: 5xx answers count as failures for outlier ejection.
+    pub eject_5xx: bool,
 }
 
 /// Resolves every `--backend`; at least one is required.

@@ -16,6 +16,7 @@
 //!   at `io::ErrorKind`.
 //! - `stats`: counters shared between threads; the run summary.
 //! - `connlog`: `--log-connections`, written by its own thread.
+//! - `health`: passive outlier ejection and the retry budget (atomics, time passed in).
 //! - `metrics`: lock-free per-backend counters, latency histograms and the
 //!   recent-requests ring; Prometheus text rendering.
 //! - `ratelimit`: keeps repeated warnings from flooding the log.
@@ -50,6 +51,7 @@ pub mod buffer;
 pub mod config;
 pub mod connlog;
 pub mod echo;
+pub mod health;
 pub mod http;
 pub mod io;
 pub mod limits;

@@ -144,6 +144,9 @@ struct ProxyArgs {
     /// Report the share of requests answered within this many milliseconds.
     #[arg(long, value_name = "MS")]
     slo_ms: Option<u64>,
+    /// Count 5xx answers as failures for outlier ejection.
+    #[arg(long)]
+    eject_5xx: bool,
 }
 
 impl ProxyArgs {
@@ -180,6 +183,7 @@ impl ProxyArgs {
             },
             log_csv: self.log_csv.clone(),
             slo: self.slo_ms.map(Duration::from_millis),
+            eject_5xx: self.eject_5xx,
         })
     }
 }
@@ -366,6 +370,7 @@ fn demo(args: &DemoArgs) -> Result<(), StartError> {
         idle_timeout: "60s".into(),
         drain_timeout: "10s".into(),
         slo_ms: None,
+        eject_5xx: false,
     };
     let cfg = proxy_args.config()?;
     println!(

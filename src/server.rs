@@ -18,6 +18,7 @@ use crate::balance;
 use crate::config::{ConfigError, EchoConfig, ProxyConfig, ServerConfig};
 use crate::connlog;
 use crate::echo::{EchoCtx, EchoSession};
+use crate::health::{Ejector, RetryBudget};
 use crate::metrics::Metrics;
 use crate::proxy::{ProxyCtx, ProxySession, ProxyStats, Shared, csvlog};
 use crate::session::Session;
@@ -153,6 +154,8 @@ impl Server {
             metrics: Metrics::new(cfg.backends.iter().map(|b| b.name.clone())),
             latencies: Mutex::new(crate::proxy::summary::new_histogram()),
             slo: cfg.slo,
+            ejector: Ejector::new(cfg.backends.len(), Instant::now(), cfg.eject_5xx),
+            retry_budget: RetryBudget::new(Instant::now()),
         });
         let (csv, writer) = match &cfg.log_csv {
             Some(path) => {

@@ -93,7 +93,8 @@ impl Exchange {
         s.bufs.bout.clear();
         s.bufs.bin.clear();
         s.bufs.bout.push(&s.bufs.head);
-        let picked = env.ctx.shared.selector.pick(env.now, None);
+        env.ctx.shared.retry_budget.request(env.now);
+        let picked = env.ctx.shared.choose(env.now, None);
         ex.attach(picked, s.key, env);
         ex
     }
@@ -407,7 +408,16 @@ impl Exchange {
                 .shared
                 .metrics
                 .finished(b, status, latency, end, SystemTime::now());
-            env.ctx.shared.selector.on_done(b, env.now);
+            let shared = &env.ctx.shared;
+            shared.selector.on_done(b, env.now);
+            match end {
+                End::Answered => {
+                    let bad = shared.ejector.eject_5xx && status >= 500;
+                    shared.ejector.record(b, !bad, env.now);
+                }
+                End::Failed => shared.ejector.record(b, false, env.now),
+                End::Abandoned => shared.ejector.release(b),
+            }
         }
     }
 

@@ -42,12 +42,14 @@ impl Exchange {
             LogOutcome::ConnectFailed => &shared.stats.connect_failures,
             _ => &shared.stats.backend_resets,
         });
+        // A stale pooled connection says nothing about the backend.
+        let end = if reused { End::Abandoned } else { End::Failed };
         let can_retry = !ex.retried && !ex.relayed && ex.body_sent == 0;
-        if can_retry {
+        if can_retry && shared.retry_budget.try_retry(now) {
             let exclude = if reused { None } else { Some(ex.backend) };
-            if let Some(next) = shared.selector.pick(now, exclude) {
+            if let Some(next) = shared.choose(now, exclude) {
                 ProxyStats::bump(&shared.stats.retries);
-                ex.end_attempt(env, 0, elapsed, End::Failed);
+                ex.end_attempt(env, 0, elapsed, end);
                 ex.retried = true;
                 ex.first_write = None;
                 ex.backend_eof = false;

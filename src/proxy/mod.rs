@@ -53,6 +53,35 @@ pub struct Shared {
     pub latencies: Mutex<Histogram<u64>>,
     /// `--slo-ms`: the deadline whose hit rate the summary reports.
     pub slo: Option<Duration>,
+    /// Outlier ejection, shared by all workers.
+    pub ejector: crate::health::Ejector,
+    /// Caps retries at a share of recent requests.
+    pub retry_budget: crate::health::RetryBudget,
+}
+
+impl Shared {
+    /// Picks a backend the way the policy wants, skipping ejected ones; if
+    /// the policy keeps offering ejected backends (or all are ejected),
+    /// fails open with its first choice rather than refusing the request.
+    pub fn choose(&self, now: std::time::Instant, exclude: Option<usize>) -> Option<usize> {
+        use crate::health::Admit;
+        let first = self.selector.pick(now, exclude)?;
+        if self.ejector.admit(first, now) != Admit::No {
+            return Some(first);
+        }
+        let mut last = first;
+        // Bounded: one try per backend.
+        for _ in 0..self.backends.len() {
+            match self.selector.pick(now, Some(last)) {
+                Some(b) if Some(b) != exclude && self.ejector.admit(b, now) != Admit::No => {
+                    return Some(b);
+                }
+                Some(b) => last = b,
+                None => break,
+            }
+        }
+        Some(first)
+    }
 }
 
 /// Request counters across all workers (relaxed atomics, one or two

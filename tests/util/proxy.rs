@@ -72,6 +72,7 @@ pub fn start(backends: &[SocketAddr], opts: Opts) -> io::Result<TestProxy> {
         timeouts: opts.timeouts,
         log_csv: opts.csv,
         slo: None,
+        eject_5xx: false,
     };
     let (server, handles) = Server::proxy(&cfg).map_err(|e| io::Error::other(e.to_string()))?;
     let server = server.spawn()?;

@@ -1,0 +1,77 @@
+//! Passive health: a killed backend is ejected after consecutive failures
+//! (so requests stop paying for connect attempts to it) and comes back
+//! through a single probe once it is restarted.
+
+mod util;
+
+use std::time::{Duration, Instant};
+
+use tidegate::backend::{self, BackendConfig};
+use tidegate::balance::Policy;
+use tidegate::health;
+use util::TestResult;
+use util::proxy::{self, Opts};
+
+#[test]
+fn a_killed_backend_is_ejected_and_a_restarted_one_comes_back() -> TestResult {
+    let steady = proxy::backend("0", "steady")?;
+    let flaky = proxy::backend("0", "flaky")?;
+    let flaky_addr = flaky.local_addr();
+    let opts = Opts {
+        policy: Policy::RoundRobin,
+        ..Opts::default()
+    };
+    let p = proxy::start(&[steady.local_addr(), flaky_addr], opts)?;
+    let mut c = p.client()?;
+    for _ in 0..4 {
+        assert_eq!(c.get("/")?.status, 200);
+    }
+    drop(flaky); // killed: connects are now refused
+
+    // Every request still succeeds (fail-over), and after EJECT_AFTER
+    // refused connects the dead backend is no longer tried at all.
+    for _ in 0..40 {
+        let r = c.get("/")?;
+        assert_eq!(r.status, 200, "{}", r.head);
+    }
+    let fails = p.stat(|s| &s.connect_failures);
+    assert_eq!(
+        fails,
+        u64::from(health::EJECT_AFTER),
+        "ejected after exactly that many failures"
+    );
+    assert!(p.handles.shared.ejector.is_ejected(1));
+    for _ in 0..20 {
+        assert_eq!(c.get("/")?.status, 200);
+    }
+    assert_eq!(
+        p.stat(|s| &s.connect_failures),
+        fails,
+        "no attempts while ejected"
+    );
+
+    // Restart it on the same port; after the ejection expires one probe
+    // brings it back into rotation.
+    let mut cfg = BackendConfig::new(flaky_addr, "0".parse()?);
+    cfg.name = "flaky".into();
+    let flaky = backend::spawn(cfg)?;
+    let deadline = Instant::now() + health::BASE + Duration::from_secs(5);
+    while Instant::now() < deadline && flaky.stats().requests == 0 {
+        assert_eq!(c.get("/")?.status, 200);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        flaky.stats().requests > 0,
+        "the restarted backend got the probe"
+    );
+    assert!(!p.handles.shared.ejector.is_ejected(1));
+    let before = flaky.stats().requests;
+    for _ in 0..10 {
+        assert_eq!(c.get("/")?.status, 200);
+    }
+    assert!(
+        flaky.stats().requests >= before + 4,
+        "back in round-robin rotation"
+    );
+    Ok(())
+}
