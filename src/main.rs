@@ -105,7 +105,7 @@ struct ProxyArgs {
     /// A backend (ip:port or host:port, resolved at start); repeat for more.
     #[arg(long = "backend", value_name = "ADDR")]
     backends: Vec<String>,
-    /// Routing policy: round-robin, sma or ewma.
+    /// Routing policy: round-robin, sma, ewma, least-conn, p2c or peak-ewma.
     #[arg(long, default_value = "ewma")]
     policy: String,
     /// SMA: how many recent latencies to average.
@@ -114,6 +114,12 @@ struct ProxyArgs {
     /// EWMA: weight of the newest latency, in (0, 1].
     #[arg(long, default_value_t = balance::DEFAULT_EWMA_ALPHA)]
     ewma_alpha: f64,
+    /// peak-ewma: decay time (tau) of the latency estimate.
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    decay: String,
+    /// peak-ewma: latency assumed for a backend after its one probe, until measured.
+    #[arg(long, default_value = "30ms", value_name = "DURATION")]
+    default_rtt: String,
     /// persistent (pooled keep-alive backend connections) or close (one per request).
     #[arg(long, default_value = "persistent")]
     backend_conn: String,
@@ -157,6 +163,10 @@ impl ProxyArgs {
             },
             "ewma" | "adaptive_ewma" => Policy::Ewma {
                 alpha: self.ewma_alpha,
+            },
+            "peak-ewma" => Policy::PeakEwma {
+                decay: config::parse_duration("--decay", &self.decay)?,
+                default_rtt: config::parse_duration("--default-rtt", &self.default_rtt)?,
             },
             other => other.parse::<Policy>().map_err(|e| ConfigError::BadValue {
                 flag: "--policy",
@@ -360,6 +370,8 @@ fn demo(args: &DemoArgs) -> Result<(), StartError> {
         policy: args.policy.clone(),
         sma_window: balance::DEFAULT_SMA_WINDOW,
         ewma_alpha: balance::DEFAULT_EWMA_ALPHA,
+        decay: "10s".into(),
+        default_rtt: "30ms".into(),
         backend_conn: "persistent".into(),
         workers: args.workers,
         backlog: DEFAULT_BACKLOG,

@@ -15,21 +15,32 @@
 //! - `round_robin`: `round-robin`, ignores outcomes.
 //! - `sma`: `adaptive_sma`, mean of each backend's last N latencies.
 //! - `ewma`: `adaptive_ewma`, `ewma = a*latency + (1-a)*ewma`.
+//! - `least_conn`: `least-conn`, fewest requests in flight, ties rotate.
+//! - `p2c`: `p2c`, two distinct random backends, fewer in flight wins.
+//! - `peak_ewma`: `peak-ewma`, P2C on `peak-EWMA latency * (in flight + 1)`
+//!   (Finagle / linkerd2), decaying with time constant `decay`.
 //!
 //! SMA and EWMA share `adaptive::Lowest` (cold-start probes, lowest estimate
 //! wins, ties rotate, logging) and differ only in their per-backend
-//! `adaptive::Estimator`.
+//! `adaptive::Estimator`. Least-conn, P2C and peak-EWMA count requests in
+//! flight globally with `least_conn::InFlight`, fed by `on_send`/`on_done`;
+//! P2C and peak-EWMA share `p2c::draw` (two distinct random candidates).
 //!
 //! # Adding a policy
 //! Add a file with a type implementing [`Selector`] (or, for another
 //! "lowest estimate wins" rule, just an `adaptive::Estimator`), a [`Policy`]
-//! variant, its names in [`Policy::name`] and `FromStr`, and an arm in
-//! [`build`].
+//! variant, its names in [`Policy::name`], `FromStr` and [`POLICY_NAMES`],
+//! and an arm in [`build`].
 
 mod adaptive;
 mod ewma;
+mod least_conn;
+mod p2c;
+mod peak_ewma;
 mod round_robin;
 mod sma;
+
+pub use peak_ewma::{DEFAULT_DECAY, DEFAULT_RTT};
 
 #[cfg(test)]
 mod sim_tests;
@@ -57,6 +68,17 @@ pub const MAX_SMA_WINDOW: usize = 64;
 
 /// EWMA smoothing factor used by `"ewma"`: the seed report's a = 0.2.
 pub const DEFAULT_EWMA_ALPHA: f64 = 0.2;
+
+/// The names `FromStr` accepts, one per line so a policy adds one line;
+/// listed in the unknown-name error (CSV aliases are left out).
+pub const POLICY_NAMES: &[&str] = &[
+    "round-robin",
+    "sma",
+    "ewma",
+    "least-conn",
+    "p2c",
+    "peak-ewma",
+];
 
 /// How long a cold-start probe may stay unanswered before another request
 /// may probe the same backend. Well above any healthy response (the seed's
@@ -145,6 +167,17 @@ pub enum Policy {
     Ewma {
         alpha: f64,
     },
+    /// Fewest requests in flight; ties rotate.
+    LeastConn,
+    /// Power of two choices on requests in flight.
+    P2c,
+    /// P2C on peak-EWMA latency * (in flight + 1). `decay` (tau, > 0) is
+    /// the time constant of `exp(-dt/tau)`; `default_rtt` (> 0) stands for
+    /// a backend's latency after its one probe, until its first sample.
+    PeakEwma {
+        decay: Duration,
+        default_rtt: Duration,
+    },
 }
 
 impl Policy {
@@ -154,6 +187,9 @@ impl Policy {
             Policy::RoundRobin => round_robin::NAME,
             Policy::Sma { .. } => sma::NAME,
             Policy::Ewma { .. } => ewma::NAME,
+            Policy::LeastConn => least_conn::NAME,
+            Policy::P2c => p2c::NAME,
+            Policy::PeakEwma { .. } => peak_ewma::NAME,
         }
     }
 
@@ -169,13 +205,20 @@ impl Policy {
                 Err(PolicyError::BadAlpha(alpha))
             }
             Policy::Ewma { .. } => Ok(()),
+            Policy::LeastConn | Policy::P2c => Ok(()),
+            Policy::PeakEwma { decay, .. } if decay.is_zero() => Err(PolicyError::BadDecay(decay)),
+            Policy::PeakEwma { default_rtt, .. } if default_rtt.is_zero() => {
+                Err(PolicyError::BadDefaultRtt(default_rtt))
+            }
+            Policy::PeakEwma { .. } => Ok(()),
         }
     }
 }
 
-/// Parses `round-robin`, `sma` or `ewma` (the seed's defaults: window 3,
-/// alpha 0.2). The CSV names `adaptive_sma` and `adaptive_ewma` are
-/// accepted too, so a `routing_mode` column parses back.
+/// Parses the [`POLICY_NAMES`] with default parameters: the seed's window
+/// 3 and alpha 0.2; peak-EWMA's [`DEFAULT_DECAY`] and [`DEFAULT_RTT`]. The
+/// CSV names `adaptive_sma` and `adaptive_ewma` are accepted too, so a
+/// `routing_mode` column parses back.
 impl FromStr for Policy {
     type Err = PolicyError;
 
@@ -187,6 +230,12 @@ impl FromStr for Policy {
             }),
             "ewma" | "adaptive_ewma" => Ok(Policy::Ewma {
                 alpha: DEFAULT_EWMA_ALPHA,
+            }),
+            "least-conn" => Ok(Policy::LeastConn),
+            "p2c" => Ok(Policy::P2c),
+            "peak-ewma" => Ok(Policy::PeakEwma {
+                decay: DEFAULT_DECAY,
+                default_rtt: DEFAULT_RTT,
             }),
             _ => Err(PolicyError::Unknown(s.to_string())),
         }
@@ -202,19 +251,36 @@ pub enum PolicyError {
     BadWindow(usize),
     /// EWMA alpha outside (0, 1].
     BadAlpha(f64),
+    /// Peak-EWMA decay time of zero.
+    BadDecay(Duration),
+    /// Peak-EWMA default RTT of zero.
+    BadDefaultRtt(Duration),
 }
 
 impl fmt::Display for PolicyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            PolicyError::Unknown(name) => write!(
-                f,
-                "unknown routing policy '{name}' (expected round-robin, sma or ewma)"
-            ),
+            PolicyError::Unknown(name) => {
+                write!(f, "unknown routing policy '{name}' (expected ")?;
+                let last = POLICY_NAMES.len().saturating_sub(1);
+                for (i, known) in POLICY_NAMES.iter().enumerate() {
+                    let sep = match i {
+                        0 => "",
+                        _ if i == last => " or ",
+                        _ => ", ",
+                    };
+                    write!(f, "{sep}{known}")?;
+                }
+                write!(f, ")")
+            }
             PolicyError::BadWindow(w) => {
                 write!(f, "SMA window {w} is out of range (1..={MAX_SMA_WINDOW})")
             }
             PolicyError::BadAlpha(a) => write!(f, "EWMA alpha {a} is out of range (0, 1]"),
+            PolicyError::BadDecay(d) => write!(f, "peak-EWMA decay {d:?} must be above zero"),
+            PolicyError::BadDefaultRtt(d) => {
+                write!(f, "peak-EWMA default RTT {d:?} must be above zero")
+            }
         }
     }
 }
@@ -222,7 +288,7 @@ impl fmt::Display for PolicyError {
 impl std::error::Error for PolicyError {}
 
 /// Builds the one selector all workers share. `now` is the start of the
-/// run (probe timestamps count from it).
+/// run (probe and peak-EWMA timestamps count from it).
 pub fn build(
     policy: &Policy,
     backends: &[Backend],
@@ -233,6 +299,11 @@ pub fn build(
         Policy::RoundRobin => Arc::new(round_robin::RoundRobin::new(backends)),
         Policy::Sma { window } => Arc::new(sma::new(backends, window, now)),
         Policy::Ewma { alpha } => Arc::new(ewma::new(backends, alpha, now)),
+        Policy::LeastConn => Arc::new(least_conn::LeastConn::new(backends)),
+        Policy::P2c => Arc::new(p2c::P2c::new(backends)),
+        Policy::PeakEwma { decay, default_rtt } => {
+            Arc::new(peak_ewma::PeakEwma::new(backends, decay, default_rtt, now))
+        }
     })
 }
 
@@ -310,8 +381,21 @@ mod tests {
         assert_eq!(err, PolicyError::Unknown("fastest".into()));
         assert_eq!(
             err.to_string(),
-            "unknown routing policy 'fastest' (expected round-robin, sma or ewma)"
+            "unknown routing policy 'fastest' (expected round-robin, sma, ewma, \
+             least-conn, p2c or peak-ewma)"
         );
+        assert_eq!("least-conn".parse(), Ok(Policy::LeastConn));
+        assert_eq!("p2c".parse(), Ok(Policy::P2c));
+        assert_eq!(
+            "peak-ewma".parse(),
+            Ok(Policy::PeakEwma {
+                decay: Duration::from_secs(10),
+                default_rtt: Duration::from_millis(30),
+            })
+        );
+        for name in POLICY_NAMES {
+            assert!(name.parse::<Policy>().is_ok(), "{name}");
+        }
         assert!("".parse::<Policy>().is_err());
         assert!("SMA".parse::<Policy>().is_err());
     }
@@ -320,7 +404,14 @@ mod tests {
     fn build_names_match_the_csv_and_bad_parameters_fail() {
         let t0 = Instant::now();
         let b = backends(3);
-        for name in ["round-robin", "adaptive_sma", "adaptive_ewma"] {
+        for name in [
+            "round-robin",
+            "adaptive_sma",
+            "adaptive_ewma",
+            "least-conn",
+            "p2c",
+            "peak-ewma",
+        ] {
             let policy: Policy = name.parse().unwrap();
             assert_eq!(policy.name(), name);
             assert_eq!(build(&policy, &b, t0).unwrap().name(), name);
@@ -333,6 +424,14 @@ mod tests {
             Policy::Ewma { alpha: 0.0 },
             Policy::Ewma { alpha: 1.5 },
             Policy::Ewma { alpha: f64::NAN },
+            Policy::PeakEwma {
+                decay: Duration::ZERO,
+                default_rtt: DEFAULT_RTT,
+            },
+            Policy::PeakEwma {
+                decay: DEFAULT_DECAY,
+                default_rtt: Duration::ZERO,
+            },
         ] {
             assert!(build(&bad, &b, t0).is_err(), "{bad:?}");
         }
@@ -341,7 +440,7 @@ mod tests {
     #[test]
     fn no_backends_means_no_pick() {
         let t0 = Instant::now();
-        for name in ["round-robin", "sma", "ewma"] {
+        for name in POLICY_NAMES {
             let s = build(&name.parse().unwrap(), &[], t0).unwrap();
             assert_eq!(s.pick(t0, None), None);
             assert!(s.estimates().is_empty());

@@ -1,0 +1,318 @@
+//! `p2c`: power of two choices. Each pick draws two DISTINCT backends at
+//! random and sends to the one with fewer requests in flight (counted
+//! globally through `on_send` / `on_done`, see `least_conn::InFlight`).
+//! Outcomes are ignored. Peak-EWMA reuses the draw with another cost.
+//!
+//! - Randomness: [`Rng`], SplitMix64 over one `AtomicU64`. `next` advances
+//!   the state with a single `fetch_add` of [`GAMMA`] (so concurrent
+//!   workers always get distinct states, lock-free) and returns that state
+//!   through the SplitMix64 finaliser, whose output passes BigCrush.
+//! - Two distinct candidates: [`draw`], a pure function of the random word,
+//!   so tests can cover every outcome. The first is uniform over the
+//!   eligible backends; the second uniform over the others (an offset of
+//!   1..m from the first), so every ordered pair is equally likely.
+//! - Ties go to the first candidate, which is itself uniformly random:
+//!   that IS a fair coin flip between the two, with no extra random bit.
+//! - One eligible backend: that one; none: `None`. `exclude` (a retry)
+//!   removes the failed backend before drawing.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use log::{Level, debug, log_enabled};
+
+use super::least_conn::InFlight;
+use super::{Backend, Outcome, Selector, labels};
+
+/// CSV `routing_mode` name.
+pub(super) const NAME: &str = "p2c";
+
+/// Log tag: `[P2C] chosen: 127.0.0.1:8081`.
+const TAG: &str = "P2C";
+
+/// SplitMix64's increment, 2^64 / golden ratio: odd, so the state visits
+/// every u64 before repeating, and its bits look random.
+const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// Initial random state. Fixed: routing needs no secrecy, and a fixed seed
+/// makes single-threaded runs (tests, simulations) reproducible.
+pub(super) const SEED: u64 = 0x7469_6465_6761_7465; // "tidegate"
+
+/// Relaxed: the state and the counters guard no other memory.
+const ORDER: Ordering = Ordering::Relaxed;
+
+/// A lock-free pseudo-random source shared by all workers (SplitMix64).
+#[derive(Debug)]
+pub(super) struct Rng {
+    state: AtomicU64,
+}
+
+impl Rng {
+    pub(super) fn new(seed: u64) -> Self {
+        Rng {
+            state: AtomicU64::new(seed),
+        }
+    }
+
+    /// The next random word: one `fetch_add`, then the SplitMix64 mix.
+    pub(super) fn next(&self) -> u64 {
+        let z = self.state.fetch_add(GAMMA, ORDER).wrapping_add(GAMMA);
+        mix(z)
+    }
+}
+
+/// SplitMix64's finaliser (Steele, Lea & Flood 2014; the multipliers are
+/// theirs, chosen for avalanche).
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The candidates of one decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum Draw {
+    /// No backend left once `exclude` is removed.
+    None,
+    /// Only one eligible backend.
+    One(usize),
+    /// Two distinct eligible backends; ties go to the first.
+    Two(usize, usize),
+}
+
+/// Two distinct backends among `0..n` minus `exclude` (an out-of-range
+/// `exclude` removes nothing), from the random word `r`: its low half picks
+/// the first, its high half the offset of the second.
+pub(super) fn draw(n: usize, exclude: Option<usize>, r: u64) -> Draw {
+    let skip = exclude.filter(|&x| x < n);
+    let m = n - usize::from(skip.is_some());
+    // The k-th eligible backend: indices at or past `skip` shift by one.
+    let real = |k: usize| match skip {
+        Some(x) if k >= x => k + 1,
+        _ => k,
+    };
+    // Truncations intended: the low and high halves of `r`.
+    let (lo, hi) = (r as u32, (r >> 32) as u32);
+    match m {
+        0 => Draw::None,
+        1 => Draw::One(real(0)),
+        _ => {
+            let a = below(lo, m);
+            let b = (a + 1 + below(hi, m - 1)) % m;
+            Draw::Two(real(a), real(b))
+        }
+    }
+}
+
+/// `x` scaled into `0..m` by multiply-shift (Lemire): exact in range, and
+/// as unbiased as `x % m` (off by at most m / 2^32) without a division.
+fn below(x: u32, m: usize) -> usize {
+    // m is a backend count, far below 2^64; the result is < m.
+    ((u128::from(x) * m as u128) >> 32) as usize
+}
+
+/// The cheaper of the drawn candidates by `cost`; ties (and incomparable
+/// costs, NaN) go to the first draw.
+pub(super) fn cheaper<C: PartialOrd>(a: usize, b: usize, cost: impl Fn(usize) -> C) -> usize {
+    if cost(b) < cost(a) { b } else { a }
+}
+
+/// P2C on in-flight counts.
+#[derive(Debug)]
+pub(super) struct P2c {
+    names: Vec<String>,
+    labels: Vec<String>,
+    in_flight: InFlight,
+    rng: Rng,
+}
+
+impl P2c {
+    pub(super) fn new(backends: &[Backend]) -> Self {
+        P2c {
+            names: backends.iter().map(|b| b.name.clone()).collect(),
+            labels: labels(backends),
+            in_flight: InFlight::new(backends.len()),
+            rng: Rng::new(SEED),
+        }
+    }
+}
+
+impl Selector for P2c {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn pick(&self, _now: Instant, exclude: Option<usize>) -> Option<usize> {
+        let n = self.in_flight.len();
+        let chosen = match draw(n, exclude, self.rng.next()) {
+            Draw::None => return None,
+            Draw::One(i) => i,
+            Draw::Two(a, b) => cheaper(a, b, |i| self.in_flight.get(i)),
+        };
+        if log_enabled!(Level::Debug) {
+            debug!("{}", self.in_flight.line(TAG, &self.labels));
+            debug!("[{TAG}] chosen: {}", self.names[chosen]);
+        }
+        Some(chosen)
+    }
+
+    fn observe(&self, _backend: usize, _outcome: Outcome, _now: Instant) {}
+
+    fn estimates(&self) -> Vec<Option<f64>> {
+        vec![None; self.names.len()]
+    }
+
+    fn on_send(&self, backend: usize, _now: Instant) {
+        self.in_flight.send(backend);
+    }
+
+    fn on_done(&self, backend: usize, _now: Instant) {
+        self.in_flight.done(backend);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use proptest::prelude::*;
+
+    use super::super::test_util::*;
+    // Explicit: proptest's prelude has an `Rng` too.
+    use super::{Rng, *};
+
+    /// The smallest 32-bit value `below` maps to `k` in `0..m`: one
+    /// representative of each outcome.
+    fn rep(k: usize, m: usize) -> u64 {
+        ((k as u64) << 32).div_ceil(m as u64)
+    }
+
+    fn excludes(n: usize) -> impl Iterator<Item = Option<usize>> {
+        std::iter::once(None).chain((0..n + 2).map(Some))
+    }
+
+    /// Every outcome of the random word, for 1..=8 backends and every
+    /// exclude: two distinct eligible candidates, and every ordered pair of
+    /// eligible backends reached by exactly one outcome (uniform).
+    #[test]
+    fn draw_is_exhaustively_distinct_and_uniform() {
+        for n in 0..=8 {
+            for exclude in excludes(n) {
+                let eligible: Vec<usize> = (0..n).filter(|&i| Some(i) != exclude).collect();
+                let m = eligible.len();
+                if m < 2 {
+                    let want = eligible.first().map_or(Draw::None, |&i| Draw::One(i));
+                    assert_eq!(draw(n, exclude, 0), want);
+                    assert_eq!(draw(n, exclude, u64::MAX), want);
+                    continue;
+                }
+                let mut seen = HashMap::new();
+                for ka in 0..m {
+                    for kb in 0..m - 1 {
+                        let r = rep(ka, m) | (rep(kb, m - 1) << 32);
+                        let Draw::Two(a, b) = draw(n, exclude, r) else {
+                            panic!("n {n} exclude {exclude:?}: not two");
+                        };
+                        assert_ne!(a, b);
+                        assert!(eligible.contains(&a) && eligible.contains(&b));
+                        *seen.entry((a, b)).or_insert(0) += 1;
+                    }
+                }
+                assert_eq!(seen.len(), m * (m - 1), "n {n} exclude {exclude:?}");
+                assert!(seen.values().all(|&c| c == 1));
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn draw_never_repeats_nor_returns_the_excluded(
+            n in 0usize..40,
+            exclude in proptest::option::of(0usize..42),
+            r in any::<u64>(),
+        ) {
+            match draw(n, exclude, r) {
+                Draw::None => prop_assert!(n == 0 || (n == 1 && exclude == Some(0))),
+                Draw::One(i) => {
+                    prop_assert!(i < n && Some(i) != exclude);
+                    prop_assert!(n == 1 || (n == 2 && exclude.is_some_and(|x| x < 2)));
+                }
+                Draw::Two(a, b) => {
+                    prop_assert!(a != b && a < n && b < n);
+                    prop_assert!(Some(a) != exclude && Some(b) != exclude);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rng_words_spread_over_pairs() {
+        // 3 backends: 6 ordered pairs, each about 1/6 of 6000 draws.
+        let rng = Rng::new(SEED);
+        let mut counts = HashMap::new();
+        for _ in 0..6000 {
+            *counts.entry(draw(3, None, rng.next())).or_insert(0) += 1;
+        }
+        assert_eq!(counts.len(), 6);
+        assert!(
+            counts.values().all(|&c| (850..=1150).contains(&c)),
+            "{counts:?}"
+        );
+    }
+
+    #[test]
+    fn cheaper_prefers_lower_cost_and_the_first_on_ties() {
+        let cost = [3, 1, 1];
+        assert_eq!(cheaper(0, 1, |i| cost[i]), 1);
+        assert_eq!(cheaper(1, 0, |i| cost[i]), 1);
+        assert_eq!(cheaper(1, 2, |i| cost[i]), 1);
+        assert_eq!(cheaper(2, 1, |i| cost[i]), 2);
+        // Incomparable (NaN): the first draw, like a tie.
+        assert_eq!(cheaper(0, 1, |i| [f64::NAN, 1.0][i]), 0);
+        assert_eq!(cheaper(1, 0, |i| [f64::NAN, 1.0][i]), 1);
+    }
+
+    #[test]
+    fn the_less_loaded_of_the_two_wins() {
+        let t0 = Instant::now();
+        let s = P2c::new(&backends(2));
+        // Two backends: both are always drawn, so the idle one always wins.
+        for _ in 0..3 {
+            s.on_send(0, t0);
+        }
+        for _ in 0..20 {
+            assert_eq!(s.pick(t0, None), Some(1));
+        }
+        // Three: the busiest is drawn in 2 of 3 pairs but never wins.
+        let s = P2c::new(&backends(3));
+        s.on_send(1, t0);
+        let picks: Vec<_> = (0..300).map(|_| s.pick(t0, None).unwrap()).collect();
+        assert!(!picks.contains(&1));
+        let zeros = picks.iter().filter(|&&b| b == 0).count();
+        assert!((120..=180).contains(&zeros), "tie coin flips: {zeros}/300");
+        assert_eq!(s.estimates(), [None, None, None]);
+    }
+
+    #[test]
+    fn one_backend_exclude_and_in_flight_release() {
+        let t0 = Instant::now();
+        let one = P2c::new(&backends(1));
+        one.on_send(0, t0);
+        assert_eq!(one.pick(t0, None), Some(0));
+        assert_eq!(one.pick(t0, Some(0)), None);
+        assert_eq!(P2c::new(&[]).pick(t0, None), None);
+        let s = P2c::new(&backends(3));
+        s.on_send(2, t0);
+        s.on_send(2, t0);
+        for _ in 0..20 {
+            // Excluding 0 leaves 1 and 2: the idle 1 always wins.
+            assert_eq!(s.pick(t0, Some(0)), Some(1));
+        }
+        s.on_done(2, t0);
+        s.on_done(2, t0);
+        s.on_send(1, t0);
+        assert_eq!(s.pick(t0, Some(0)), Some(2));
+    }
+}
