@@ -201,11 +201,11 @@ fn run(listener: TcpListener, mut poll: Poll, endpoint: &Arc<Endpoint>, stop: &A
     let mut next_tick = Instant::now() + TICK;
     while !stop.load(Ordering::Acquire) {
         let timeout = next_tick.saturating_duration_since(Instant::now());
-        if let Err(e) = poll.poll(&mut events, Some(timeout)) {
-            if e.kind() != io::ErrorKind::Interrupted {
-                warn!("admin endpoint poll failed, stopping it: {e}");
-                break;
-            }
+        if let Err(e) = poll.poll(&mut events, Some(timeout))
+            && e.kind() != io::ErrorKind::Interrupted
+        {
+            warn!("admin endpoint poll failed, stopping it: {e}");
+            break;
         }
         let now = Instant::now();
         if now >= next_tick {
