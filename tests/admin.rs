@@ -398,7 +398,7 @@ fn the_dashboard_shows_live_data_in_a_browser() -> TestResult {
         .collect();
     let p = admin::start(&named, Opts::default())?;
     // Warm up: a few seconds of history (longer for the README picture).
-    let warm = Duration::from_secs(if update { 45 } else { 5 });
+    let warm = Duration::from_secs(if update { 62 } else { 5 });
     let traffic = Traffic::start(p.addr, 6, warm + Duration::from_secs(120));
     std::thread::sleep(warm);
     let url = format!("http://{}/", p.admin_addr);
