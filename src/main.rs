@@ -292,10 +292,10 @@ fn proxy(cfg: &ProxyConfig, admin: Option<SocketAddr>) -> Result<(), StartError>
     );
     let started = Instant::now();
     let summary = server.run();
+    let secs = started.elapsed().as_secs_f64();
     if let Some(admin) = admin {
         admin.stop();
     }
-    let secs = started.elapsed().as_secs_f64();
     let requests = shared.stats.requests.load(Relaxed);
     println!("tidegate proxy: {summary}");
     println!(
