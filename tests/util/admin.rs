@@ -328,10 +328,11 @@ pub fn have_chromium() -> bool {
 /// Runs headless Chromium on `url` with `extra` flags (`--dump-dom`,
 /// `--screenshot=...`), in a throw-away profile, bounded in time.
 pub fn headless(url: &str, extra: &[&str]) -> io::Result<Output> {
+    static RUNS: AtomicU64 = AtomicU64::new(0);
     let profile = std::env::temp_dir().join(format!(
         "tidegate-chromium-{}-{}",
         std::process::id(),
-        extra.len()
+        RUNS.fetch_add(1, Relaxed)
     ));
     let out = run_bounded(
         Command::new(chromium())
