@@ -110,6 +110,13 @@ impl Ejector {
             .is_some_and(|b| b.ejected_until.load(Relaxed) != 0)
     }
 
+    /// Times `backend` was ejected so far (for metrics).
+    pub fn times_ejected(&self, backend: usize) -> u64 {
+        self.backends
+            .get(backend)
+            .map_or(0, |b| u64::from(b.times_ejected.load(Relaxed)))
+    }
+
     /// Total ejections so far (for metrics).
     pub fn ejections(&self) -> u64 {
         self.backends

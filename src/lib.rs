@@ -19,6 +19,8 @@
 //! - `health`: passive outlier ejection and the retry budget (atomics, time passed in).
 //! - `metrics`: lock-free per-backend counters, latency histograms and the
 //!   recent-requests ring; Prometheus text rendering.
+//! - `admin`: `--admin ADDR`: `/metrics` (Prometheus), `/stats` (JSON) and
+//!   the live dashboard, on its own thread; reads the proxy's atomics only.
 //! - `ratelimit`: keeps repeated warnings from flooding the log.
 //! - `proxy`: proxy mode: `session` (client side), `exchange` (backend side
 //!   of one request, fail-over), `upstream` (backend sockets, keep-alive
@@ -45,6 +47,7 @@
 #![warn(rust_2018_idioms, missing_debug_implementations)]
 
 pub mod acceptor;
+pub mod admin;
 pub mod backend;
 pub mod balance;
 pub mod buffer;

@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use log::{info, warn};
 
 use signal_hook::consts::{SIGINT, SIGTERM};
+use tidegate::admin::{self, AdminListener};
 use tidegate::backend::{self, BackendConfig, Profile, StopSignal};
 use tidegate::balance::{self, Policy};
 use tidegate::config::{
@@ -95,6 +96,9 @@ struct DemoArgs {
     /// Write the proxy's CSV request log here.
     #[arg(long, value_name = "FILE")]
     log_csv: Option<PathBuf>,
+    /// Serve the dashboard, /metrics and /stats here ("off": none).
+    #[arg(long, default_value = "127.0.0.1:9091", value_name = "ADDR")]
+    admin: String,
 }
 
 #[derive(Debug, Args)]
@@ -153,9 +157,20 @@ struct ProxyArgs {
     /// Count 5xx answers as failures for outlier ejection.
     #[arg(long)]
     eject_5xx: bool,
+    /// Serve the dashboard (/), /metrics and /stats on this address [default: off].
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<String>,
 }
 
 impl ProxyArgs {
+    /// The `--admin` address, if any.
+    fn admin(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        match self.admin.as_deref() {
+            None | Some("off") => Ok(None),
+            Some(a) => config::resolve("--admin", a).map(Some),
+        }
+    }
+
     fn config(&self) -> Result<ProxyConfig, ConfigError> {
         let policy = match self.policy.as_str() {
             "sma" | "adaptive_sma" => Policy::Sma {
@@ -221,8 +236,9 @@ fn main() -> ExitCode {
         Command::Echo(args) => echo(args),
         Command::Proxy(args) => args
             .config()
+            .and_then(|cfg| Ok((cfg, args.admin()?)))
             .map_err(StartError::from)
-            .and_then(|cfg| proxy(&cfg)),
+            .and_then(|(cfg, admin)| proxy(&cfg, admin)),
         Command::Backend(args) => backend_cmd(&args),
         Command::Demo(args) => demo(&args),
         Command::Report(args) => {
@@ -268,10 +284,20 @@ fn echo(args: EchoArgs) -> Result<(), StartError> {
     Ok(())
 }
 
-fn proxy(cfg: &ProxyConfig) -> Result<(), StartError> {
+fn proxy(cfg: &ProxyConfig, admin: Option<SocketAddr>) -> Result<(), StartError> {
+    // Bound first, so a taken admin port fails before the proxy starts.
+    let admin = admin.map(AdminListener::bind).transpose()?;
     let (mut server, handles) = Server::proxy(cfg)?;
     let (shared, rows) = (handles.shared, handles.csv_rows);
     server.stop_on_signals()?;
+    let admin = match admin {
+        Some(listener) => Some(listener.serve(admin::Sources {
+            shared: shared.clone(),
+            live: server.live_stats(),
+            csv_rows: rows.clone(),
+        })?),
+        None => None,
+    };
     raise_fd_limit(2);
     let names: Vec<&str> = cfg.backends.iter().map(|b| b.name.as_str()).collect();
     info!(
@@ -284,11 +310,13 @@ fn proxy(cfg: &ProxyConfig) -> Result<(), StartError> {
     );
     let started = Instant::now();
     let summary = server.run();
+    // The run time excludes stopping the admin endpoint.
+    let elapsed = started.elapsed();
+    if let Some(admin) = admin {
+        admin.stop();
+    }
     println!("tidegate proxy: {summary}");
-    print!(
-        "{}",
-        tidegate::proxy::summary::render(&shared, started.elapsed())
-    );
+    print!("{}", tidegate::proxy::summary::render(&shared, elapsed));
     if let Some(rows) = rows {
         println!("tidegate proxy: {} CSV rows written", rows.load(Relaxed));
     }
@@ -383,8 +411,10 @@ fn demo(args: &DemoArgs) -> Result<(), StartError> {
         drain_timeout: "10s".into(),
         slo_ms: None,
         eject_5xx: false,
+        admin: Some(args.admin.clone()),
     };
     let cfg = proxy_args.config()?;
+    let admin = proxy_args.admin()?;
     println!(
         "tidegate demo: backends A (10,15,20,400,400,400,10,15,20 ms) on 8081, B (200 ms) on 8082, C (250 ms) on 8083"
     );
@@ -393,8 +423,11 @@ fn demo(args: &DemoArgs) -> Result<(), StartError> {
         cfg.policy.name()
     );
     println!("    wrk -t4 -c100 -d30s http://127.0.0.1:9090/");
+    if let Some(addr) = admin {
+        println!("tidegate demo: dashboard on http://{addr}/ (metrics: /metrics)");
+    }
     println!("tidegate demo: Ctrl-C stops everything.");
-    let result = proxy(&cfg);
+    let result = proxy(&cfg, admin);
     for h in handles {
         let name = h.name().to_string();
         match h.stop() {

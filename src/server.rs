@@ -85,6 +85,16 @@ pub struct ProxyHandles {
     pub csv_rows: Option<Arc<AtomicU64>>,
 }
 
+/// The connection counters of a running server, for a reader on another
+/// thread (the admin endpoint): clones of the `Arc`s the acceptor and the
+/// workers update.
+#[derive(Debug, Clone)]
+pub struct LiveStats {
+    pub accept: Arc<AcceptStats>,
+    /// One per worker, in worker order.
+    pub workers: Vec<Arc<WorkerStats>>,
+}
+
 /// A log-writer thread to join once the workers (its only senders) are gone.
 #[derive(Debug)]
 enum Writer {
@@ -225,6 +235,14 @@ impl Server {
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Shared handles on the acceptor's and the workers' counters.
+    pub fn live_stats(&self) -> LiveStats {
+        LiveStats {
+            accept: Arc::clone(&self.accept_stats),
+            workers: self.worker_stats.clone(),
+        }
     }
 
     pub fn shutdown_handle(&self) -> ShutdownHandle {

@@ -3,6 +3,7 @@
 //! a broken server fails a test instead of hanging it.
 #![allow(dead_code)]
 
+pub mod admin;
 pub mod client;
 pub mod proxy;
 pub mod scripted;

@@ -1,0 +1,266 @@
+//! The admin endpoint (`--admin ADDR`): Prometheus metrics, JSON stats and
+//! a live dashboard, served by its own thread, apart from the data path.
+//!
+//! - `GET /metrics`: Prometheus text format 0.0.4 (`prom`).
+//! - `GET /stats`: the same numbers as JSON, plus a per-second history of
+//!   the last minute and the latest requests (`json`).
+//! - `GET /`: the dashboard (`dashboard.html`, compiled in), which polls
+//!   `/stats` every second.
+//! - `GET /healthz`: `200 ok` while serving.
+//!
+//! Anything else is 404; a method other than GET or HEAD is 405.
+//!
+//! One thread runs a small mio loop: it accepts, hands each connection to
+//! a short-lived thread (`http`, at most [`MAX_CONNECTIONS`] at once, each
+//! bounded by [`http::DEADLINE`]), and once a second records a sample for
+//! the trend (`view`). It only ever reads the proxy's atomics.
+//!
+//! `tidegate_slo_share` appears when `--slo-ms` is set.
+
+pub mod http;
+pub mod json;
+pub mod prom;
+pub mod view;
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::server::StartError;
+pub use view::{History, Sources, View};
+
+/// Most connections served at once; more get a quick 503. A dashboard
+/// and a scraper need two or three; this bounds the threads a flood of
+/// clients can cost.
+pub const MAX_CONNECTIONS: usize = 16;
+
+/// How often a sample is added to the trend history: the dashboard's
+/// resolution is one point per second.
+pub const TICK: Duration = Duration::from_secs(1);
+
+/// Poll token of the listener.
+const LISTENER: Token = Token(0);
+/// Poll token of the stop waker.
+const WAKER: Token = Token(1);
+
+/// What connection threads share: the sources and the trend history.
+#[derive(Debug)]
+pub struct Endpoint {
+    sources: Sources,
+    started: Instant,
+    history: Mutex<History>,
+}
+
+impl Endpoint {
+    fn new(sources: Sources) -> Self {
+        let started = Instant::now();
+        let mut history = History::default();
+        history.push(sources.sample(started));
+        Endpoint {
+            sources,
+            started,
+            history: Mutex::new(history),
+        }
+    }
+
+    /// Reads everything now; with `detail`, also the history and the
+    /// latest requests.
+    pub fn view(&self, detail: bool) -> View {
+        if detail {
+            let h = self.history.lock().unwrap_or_else(PoisonError::into_inner);
+            self.sources.view(self.started, Some(&h))
+        } else {
+            self.sources.view(self.started, None)
+        }
+    }
+
+    fn tick(&self) {
+        let s = self.sources.sample(self.started);
+        self.history
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(s);
+    }
+}
+
+/// The admin socket, bound but not serving yet (bind first so a taken
+/// port fails before the proxy starts).
+#[derive(Debug)]
+pub struct AdminListener {
+    listener: TcpListener,
+    addr: SocketAddr,
+}
+
+fn start_err(addr: SocketAddr) -> impl FnOnce(io::Error) -> StartError {
+    move |source| StartError::Io {
+        what: format!("cannot serve the admin endpoint on {addr} (choose another with --admin)"),
+        source,
+    }
+}
+
+impl AdminListener {
+    /// Binds `addr` (port 0 picks a free port; see [`Self::local_addr`]).
+    pub fn bind(addr: SocketAddr) -> Result<Self, StartError> {
+        let std = std::net::TcpListener::bind(addr).map_err(start_err(addr))?;
+        std.set_nonblocking(true).map_err(start_err(addr))?;
+        let local = std.local_addr().map_err(start_err(addr))?;
+        Ok(AdminListener {
+            listener: TcpListener::from_std(std),
+            addr: local,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Starts serving on its own thread.
+    pub fn serve(mut self, sources: Sources) -> Result<AdminHandle, StartError> {
+        let addr = self.addr;
+        let poll = Poll::new().map_err(start_err(addr))?;
+        poll.registry()
+            .register(&mut self.listener, LISTENER, Interest::READABLE)
+            .map_err(start_err(addr))?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(start_err(addr))?);
+        let stop = Arc::new(AtomicBool::new(false));
+        let endpoint = Arc::new(Endpoint::new(sources));
+        let flag = Arc::clone(&stop);
+        let thread = thread::Builder::new()
+            .name("tidegate-admin".into())
+            .spawn(move || run(self.listener, poll, &endpoint, &flag))
+            .map_err(start_err(addr))?;
+        info!("admin endpoint on http://{addr}/ (dashboard), /metrics, /stats, /healthz");
+        Ok(AdminHandle {
+            addr,
+            stop,
+            waker,
+            thread: Some(thread),
+        })
+    }
+}
+
+/// Binds `addr` and serves `sources` there.
+pub fn start(addr: SocketAddr, sources: Sources) -> Result<AdminHandle, StartError> {
+    AdminListener::bind(addr)?.serve(sources)
+}
+
+/// A running admin endpoint; stops when dropped.
+#[derive(Debug)]
+pub struct AdminHandle {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl AdminHandle {
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, waits (at most [`http::DEADLINE`]) for the
+    /// connections being served, and joins the thread.
+    pub fn stop(mut self) {
+        self.stop_inner();
+    }
+
+    fn stop_inner(&mut self) {
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        self.stop.store(true, Ordering::Release);
+        if let Err(e) = self.waker.wake() {
+            warn!("waking the admin thread: {e}");
+        }
+        if thread.join().is_err() {
+            warn!("the admin thread panicked");
+        }
+    }
+}
+
+impl Drop for AdminHandle {
+    fn drop(&mut self) {
+        self.stop_inner();
+    }
+}
+
+/// The admin thread: accept, tick, until stopped.
+fn run(listener: TcpListener, mut poll: Poll, endpoint: &Arc<Endpoint>, stop: &AtomicBool) {
+    let mut events = Events::with_capacity(16);
+    let active = Arc::new(AtomicUsize::new(0));
+    let mut next_tick = Instant::now() + TICK;
+    while !stop.load(Ordering::Acquire) {
+        let timeout = next_tick.saturating_duration_since(Instant::now());
+        if let Err(e) = poll.poll(&mut events, Some(timeout))
+            && e.kind() != io::ErrorKind::Interrupted
+        {
+            warn!("admin endpoint poll failed, stopping it: {e}");
+            break;
+        }
+        let now = Instant::now();
+        if now >= next_tick {
+            endpoint.tick();
+            next_tick = (next_tick + TICK).max(now);
+        }
+        // Every wake-up, not just on events: retries after an accept
+        // error such as EMFILE on the next tick.
+        accept_all(&listener, endpoint, &active);
+    }
+    drop(listener);
+    let end = Instant::now() + http::DEADLINE;
+    while active.load(Ordering::Acquire) > 0 && Instant::now() < end {
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Decrements the active-connection count when a connection thread ends.
+struct Active(Arc<AtomicUsize>);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn accept_all(listener: &TcpListener, endpoint: &Arc<Endpoint>, active: &Arc<AtomicUsize>) {
+    loop {
+        let stream = match listener.accept() {
+            Ok((s, _)) => std::net::TcpStream::from(OwnedFd::from(s)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                warn!("admin endpoint accept failed: {e}");
+                return;
+            }
+        };
+        if stream.set_nonblocking(false).is_err() {
+            continue;
+        }
+        if active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+            active.fetch_sub(1, Ordering::AcqRel);
+            http::busy(stream);
+            continue;
+        }
+        let guard = Active(Arc::clone(active));
+        let endpoint = Arc::clone(endpoint);
+        let spawned = thread::Builder::new()
+            .name("tidegate-admin-conn".into())
+            .spawn(move || {
+                let _guard = guard;
+                // An error here only means the client went away or stalled.
+                let _ = http::serve(stream, &endpoint);
+            });
+        if let Err(e) = spawned {
+            warn!("admin endpoint: cannot start a connection thread: {e}");
+        }
+    }
+}

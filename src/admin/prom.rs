@@ -1,0 +1,182 @@
+//! `GET /metrics`: a [`View`] in the Prometheus text format 0.0.4.
+//!
+//! Every family has `# HELP` and `# TYPE`; counters end in `_total`;
+//! values are finite. The per-backend families (requests by class,
+//! in-flight, failures, latency histogram) come from
+//! [`crate::metrics::render_backends`]; the rest are written here.
+
+use std::fmt::Write as _;
+
+use super::view::{FAILURE_KINDS, View};
+use crate::metrics::{family, label, render_backends};
+
+/// The `Content-Type` Prometheus expects for this format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Renders the whole exposition.
+pub fn render(v: &View) -> String {
+    let mut out = String::with_capacity(8 * 1024);
+    let snaps: Vec<_> = v.backends.iter().map(|b| b.snap.clone()).collect();
+    render_backends(&mut out, &snaps);
+    policy(&mut out, v);
+    requests(&mut out, v);
+    connections(&mut out, v);
+    out
+}
+
+/// Writes a family with a single unlabelled sample.
+fn single(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    family(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+fn policy(out: &mut String, v: &View) {
+    let policy = label(v.policy);
+    family(
+        out,
+        "tidegate_policy_info",
+        "gauge",
+        "The routing policy in use (always 1).",
+    );
+    let _ = writeln!(out, "tidegate_policy_info{{policy=\"{policy}\"}} 1");
+    family(
+        out,
+        "tidegate_backend_estimate_ms",
+        "gauge",
+        "The routing policy's current latency estimate per backend, in ms (unmeasured backends omitted).",
+    );
+    for b in &v.backends {
+        if let Some(ms) = b.estimate_ms {
+            let _ = writeln!(
+                out,
+                "tidegate_backend_estimate_ms{{backend=\"{}\",policy=\"{policy}\"}} {ms}",
+                label(&b.snap.name)
+            );
+        }
+    }
+    family(
+        out,
+        "tidegate_ejections_total",
+        "counter",
+        "Times a backend was ejected by outlier detection (5 consecutive failures).",
+    );
+    for b in &v.backends {
+        let _ = writeln!(
+            out,
+            "tidegate_ejections_total{{backend=\"{}\"}} {}",
+            label(&b.snap.name),
+            b.ejections
+        );
+    }
+    family(
+        out,
+        "tidegate_backend_ejected",
+        "gauge",
+        "1 while a backend is ejected.",
+    );
+    for b in &v.backends {
+        let _ = writeln!(
+            out,
+            "tidegate_backend_ejected{{backend=\"{}\"}} {}",
+            label(&b.snap.name),
+            u8::from(b.ejected)
+        );
+    }
+    if let Some((slo_ms, share)) = v.slo {
+        family(
+            out,
+            "tidegate_slo_share",
+            "gauge",
+            "Share of answered requests within --slo-ms.",
+        );
+        let _ = writeln!(out, "tidegate_slo_share{{slo_ms=\"{slo_ms}\"}} {share}");
+    }
+}
+
+fn requests(out: &mut String, v: &View) {
+    let r = &v.requests;
+    single(
+        out,
+        "tidegate_client_requests_total",
+        "counter",
+        "Requests received from clients (bad requests included).",
+        r.total,
+    );
+    family(
+        out,
+        "tidegate_client_responses_total",
+        "counter",
+        "Final responses sent to clients, by outcome class.",
+    );
+    for (class, n) in [
+        ("ok", r.ok),
+        ("4xx", r.client_errors),
+        ("5xx", r.server_errors),
+    ] {
+        let _ = writeln!(
+            out,
+            "tidegate_client_responses_total{{class=\"{class}\"}} {n}"
+        );
+    }
+    single(
+        out,
+        "tidegate_retries_total",
+        "counter",
+        "Requests retried on another backend after a failed attempt.",
+        r.retries,
+    );
+    family(
+        out,
+        "tidegate_failures_total",
+        "counter",
+        "Failed backend attempts and client aborts, by kind.",
+    );
+    for (kind, n) in FAILURE_KINDS.iter().zip(v.failures) {
+        let _ = writeln!(out, "tidegate_failures_total{{kind=\"{kind}\"}} {n}");
+    }
+}
+
+fn connections(out: &mut String, v: &View) {
+    single(
+        out,
+        "tidegate_accepted_connections_total",
+        "counter",
+        "Client connections accepted.",
+        v.accepted,
+    );
+    single(
+        out,
+        "tidegate_open_connections",
+        "gauge",
+        "Client connections open now.",
+        v.open,
+    );
+    family(
+        out,
+        "tidegate_worker_open_connections",
+        "gauge",
+        "Client connections open now, per worker thread.",
+    );
+    for (i, n) in v.workers.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "tidegate_worker_open_connections{{worker=\"{i}\"}} {n}"
+        );
+    }
+    if let Some(rows) = v.csv_rows {
+        single(
+            out,
+            "tidegate_csv_rows_written_total",
+            "counter",
+            "Rows written to the --log-csv request log.",
+            rows,
+        );
+    }
+    single(
+        out,
+        "tidegate_uptime_seconds",
+        "gauge",
+        "Seconds since the proxy started.",
+        format_args!("{:.3}", v.uptime_s),
+    );
+}
