@@ -180,6 +180,8 @@ pub struct ProxyConfig {
     pub slo: Option<Duration>,
     /// `--eject-5xx`: 5xx answers count as failures for outlier ejection.
     pub eject_5xx: bool,
+    /// `--eject-after`: consecutive failures that eject a backend (0: never).
+    pub eject_after: u32,
 }
 
 /// Resolves every `--backend`; at least one is required.

@@ -66,6 +66,8 @@ pub struct Ejector {
     ejected: AtomicU32,
     /// Set by `--eject-5xx`: 5xx answers count as failures.
     pub eject_5xx: bool,
+    /// Consecutive failures that eject (`--eject-after`); 0 disables.
+    after: u32,
 }
 
 fn nanos(base: Instant, t: Instant) -> u64 {
@@ -75,12 +77,15 @@ fn nanos(base: Instant, t: Instant) -> u64 {
 }
 
 impl Ejector {
-    pub fn new(backends: usize, now: Instant, eject_5xx: bool) -> Self {
+    /// `after`: consecutive failures that eject ([`EJECT_AFTER`] by
+    /// default; 0 turns ejection off).
+    pub fn new(backends: usize, now: Instant, eject_5xx: bool, after: u32) -> Self {
         Ejector {
             base: now,
             backends: (0..backends).map(|_| BackendHealth::default()).collect(),
             ejected: AtomicU32::new(0),
             eject_5xx,
+            after,
         }
     }
 
@@ -152,7 +157,7 @@ impl Ejector {
         if already && was_probe {
             // The probe failed: out again, for longer.
             self.eject(b, backend, now, false);
-        } else if !already && fails >= EJECT_AFTER {
+        } else if !already && self.after > 0 && fails >= self.after {
             // At most half the backends out at once; past that, fail open.
             let max = (self.backends.len() / 2).max(1) as u32;
             let admitted = self
@@ -261,7 +266,7 @@ mod tests {
     #[test]
     fn five_consecutive_failures_eject_for_base_times_count() {
         let t0 = Instant::now();
-        let e = Ejector::new(3, t0, false);
+        let e = Ejector::new(3, t0, false, EJECT_AFTER);
         fail_n(&e, 0, 4, t0);
         e.record(0, true, t0); // a success resets the streak
         fail_n(&e, 0, 4, t0);
@@ -286,7 +291,7 @@ mod tests {
     #[test]
     fn ejection_length_is_capped() {
         let t0 = Instant::now();
-        let e = Ejector::new(2, t0, false);
+        let e = Ejector::new(2, t0, false, EJECT_AFTER);
         let mut t = t0;
         fail_n(&e, 1, EJECT_AFTER, t);
         for _ in 0..40 {
@@ -302,16 +307,20 @@ mod tests {
     #[test]
     fn at_most_half_are_ejected_then_fail_open() {
         let t0 = Instant::now();
-        let e = Ejector::new(4, t0, false);
+        let e = Ejector::new(4, t0, false, EJECT_AFTER);
         for b in 0..4 {
             fail_n(&e, b, EJECT_AFTER, t0);
         }
         let out = (0..4).filter(|&b| e.admit(b, t0) == Admit::No).count();
         assert_eq!(out, 2, "half of 4");
         // A single backend is never ejected: there is nothing to fail over to.
-        let one = Ejector::new(1, t0, false);
+        let one = Ejector::new(1, t0, false, EJECT_AFTER);
         fail_n(&one, 0, 50, t0);
         assert_eq!(one.admit(0, t0), Admit::Yes);
+        // --eject-after 0 turns ejection off.
+        let off = Ejector::new(3, t0, false, 0);
+        fail_n(&off, 0, 50, t0);
+        assert_eq!(off.admit(0, t0), Admit::Yes);
     }
 
     #[test]

@@ -157,6 +157,9 @@ struct ProxyArgs {
     /// Count 5xx answers as failures for outlier ejection.
     #[arg(long)]
     eject_5xx: bool,
+    /// Eject a backend after this many consecutive failures (0: never).
+    #[arg(long, default_value_t = tidegate::health::EJECT_AFTER, value_name = "N")]
+    eject_after: u32,
     /// Serve the dashboard (/), /metrics and /stats on this address [default: off].
     #[arg(long, value_name = "ADDR")]
     admin: Option<String>,
@@ -209,6 +212,7 @@ impl ProxyArgs {
             log_csv: self.log_csv.clone(),
             slo: self.slo_ms.map(Duration::from_millis),
             eject_5xx: self.eject_5xx,
+            eject_after: self.eject_after,
         })
     }
 }
@@ -411,6 +415,7 @@ fn demo(args: &DemoArgs) -> Result<(), StartError> {
         drain_timeout: "10s".into(),
         slo_ms: None,
         eject_5xx: false,
+        eject_after: tidegate::health::EJECT_AFTER,
         admin: Some(args.admin.clone()),
     };
     let cfg = proxy_args.config()?;

@@ -164,7 +164,12 @@ impl Server {
             metrics: Metrics::new(cfg.backends.iter().map(|b| b.name.clone())),
             latencies: Mutex::new(crate::proxy::summary::new_histogram()),
             slo: cfg.slo,
-            ejector: Ejector::new(cfg.backends.len(), Instant::now(), cfg.eject_5xx),
+            ejector: Ejector::new(
+                cfg.backends.len(),
+                Instant::now(),
+                cfg.eject_5xx,
+                cfg.eject_after,
+            ),
             retry_budget: RetryBudget::new(Instant::now()),
         });
         let (csv, writer) = match &cfg.log_csv {

@@ -25,7 +25,7 @@ use util::{IO_TIMEOUT, Proc, TestResult, connect, wait_until};
 const PER_BACKEND: u64 = 12;
 
 /// Keys every `/stats` document has.
-const STATS_KEYS: [&str; 14] = [
+const STATS_KEYS: [&str; 15] = [
     "backends",
     "buckets_ms",
     "connections",
@@ -39,6 +39,7 @@ const STATS_KEYS: [&str; 14] = [
     "recent",
     "requests",
     "retries",
+    "slo",
     "uptime_s",
 ];
 
@@ -115,6 +116,11 @@ fn metrics_count_exactly_the_requests_sent() -> TestResult {
     assert!(ctype.starts_with("text/plain; version=0.0.4"), "{ctype}");
     let text = r.body_str();
     let typed = check_declarations(&text)?;
+    // Every answer (0 and 2 ms backends) is within the 200 ms --slo-ms.
+    assert!(
+        text.contains("tidegate_slo_share{slo_ms=\"200\"} 1\n"),
+        "{text}"
+    );
     for family in [
         "tidegate_requests_total",
         "tidegate_backend_in_flight",

@@ -53,6 +53,9 @@ pub fn start(backends: &[(&str, SocketAddr)], opts: Opts) -> io::Result<AdminPro
         backend_conn: opts.conn,
         timeouts: opts.timeouts,
         log_csv: opts.csv,
+        slo: Some(std::time::Duration::from_millis(200)),
+        eject_5xx: false,
+        eject_after: 0,
     };
     let listener =
         admin::AdminListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).map_err(err)?;

@@ -73,6 +73,7 @@ pub fn start(backends: &[SocketAddr], opts: Opts) -> io::Result<TestProxy> {
         log_csv: opts.csv,
         slo: None,
         eject_5xx: false,
+        eject_after: tidegate::health::EJECT_AFTER,
     };
     let (server, handles) = Server::proxy(&cfg).map_err(|e| io::Error::other(e.to_string()))?;
     let server = server.spawn()?;
