@@ -28,8 +28,10 @@
 
 mod adaptive;
 mod ewma;
+mod predictive;
 mod round_robin;
 mod sma;
+mod tail_budget;
 
 #[cfg(test)]
 mod sim_tests;
@@ -39,6 +41,9 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+pub use predictive::Predictive;
+pub use tail_budget::TailBudget;
 
 /// The latency sample SMA and EWMA record for a failed request, if it took
 /// less. One second is far above any healthy latency in the seed scenario
