@@ -103,10 +103,10 @@ pub const GUARD_SLOWDOWN: f64 = 1.5;
 /// The percentile `T` is derived from.
 const TAIL_QUANTILE: f64 = 0.95;
 
-/// A send matches an `observe` if its stamp is within this plus a quarter
-/// of the latency of `now - latency`: covers the connect time between
-/// `on_send` and the first byte written, without reaching the next send
-/// of a busy backend by much.
+/// An `observe` matches the send whose stamp is nearest `now - latency`,
+/// if within this plus a quarter of the latency: room for the connect time
+/// between `on_send` and the first byte written, not much more, so a busy
+/// backend's neighbouring sends are rarely taken instead.
 const MATCH_SLACK: Duration = Duration::from_millis(5);
 
 /// Probe stamp meaning "no probe in flight"; stamps are never 0.
@@ -421,8 +421,13 @@ impl Selector for TailBudget {
             Outcome::Success { latency } => (latency, true),
             Outcome::Failure { elapsed } => (elapsed, false),
         };
-        let sent = stamp(self.epoch, now).saturating_sub(nanos(raw));
-        slot.answers.record(sent, outcome.sample());
+        let now = stamp(self.epoch, now);
+        let sent = now.saturating_sub(nanos(raw));
+        // The window dates a failure back by its penalty, as if it had
+        // taken that long, so it counts at once (see `window`).
+        let sample = outcome.sample();
+        slot.answers
+            .record(now.saturating_sub(nanos(sample)).max(1), sample);
         slot.probe.store(NO_PROBE, ORDER);
         let tolerance = nanos(MATCH_SLACK).saturating_add(nanos(raw) / 4);
         // Taken even for a failure, so it is not counted as pending.

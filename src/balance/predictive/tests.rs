@@ -217,6 +217,35 @@ fn cold_start_probes_then_round_robins() {
     assert!(s.estimates()[2].unwrap() > 5.0);
 }
 
+#[test]
+fn shared_by_threads_models_stay_finite() {
+    let t0 = Instant::now();
+    let s = Predictive::new(&backends(3), t0);
+    std::thread::scope(|scope| {
+        for t in 0..4u64 {
+            let s = &s;
+            scope.spawn(move || {
+                for k in 0..2_000u64 {
+                    let now = at(t0, k);
+                    let b = s.pick(now, None).unwrap();
+                    s.on_send(b, now);
+                    let ms = 10 + (k * 7 + t) % 50 * 8 + 20 * b as u64;
+                    let done = at(t0, k + ms);
+                    s.on_done(b, done);
+                    s.observe(b, ok(ms), done);
+                }
+            });
+        }
+    });
+    assert!(s.estimates().iter().all(|e| e.is_some_and(f64::is_finite)));
+    assert!(s.r_squared().iter().all(|r| r.is_none_or(f64::is_finite)));
+    assert!(
+        s.slots
+            .iter()
+            .all(|x| x.inflight.load(Ordering::Relaxed) == 0)
+    );
+}
+
 /// Not a target of this policy (it has no tail budget): its numbers in
 /// both scenarios, and that it beats round-robin under load.
 #[test]

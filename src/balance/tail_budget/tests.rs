@@ -155,6 +155,45 @@ fn exclude_never_returns_the_failed_backend() {
     assert_eq!(one.pick(t0, Some(0)), None);
 }
 
+#[test]
+fn shared_by_threads_everything_stays_consistent() {
+    let t0 = Instant::now();
+    let s = tb(3, t0);
+    std::thread::scope(|scope| {
+        for t in 0..4u64 {
+            let s = &s;
+            scope.spawn(move || {
+                for k in 0..2_000u64 {
+                    let now = at(t0, k);
+                    let b = s.pick(now, None).unwrap();
+                    s.on_send(b, now);
+                    let ms = 10 + (k * 7 + t) % 50 * 8; // 10..=402 ms
+                    let done = at(t0, k + ms);
+                    s.on_done(b, done);
+                    if (k + t) % 40 == 0 {
+                        let elapsed = Duration::ZERO;
+                        s.observe(b, Outcome::Failure { elapsed }, done);
+                        let retry = s.pick(done, Some(b)).unwrap();
+                        assert_ne!(retry, b);
+                        s.on_send(retry, done);
+                        s.on_done(retry, at(t0, k + ms + 18));
+                        s.observe(retry, ok(18), at(t0, k + ms + 18));
+                    } else {
+                        s.observe(b, ok(ms), done);
+                    }
+                }
+            });
+        }
+    });
+    let w = s.weights();
+    assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-9, "{w:?}");
+    assert!(w.iter().all(|&x| x >= FLOOR - 1e-9), "{w:?}");
+    for e in s.estimates() {
+        assert!((10.0..=1_000.0).contains(&e.unwrap()));
+    }
+    assert!(s.slots.iter().all(|x| x.inflight.load(ORDER) == 0));
+}
+
 /// The seed scenario, 100 closed-loop clients, 30 s of virtual time,
 /// every answer counted (cold start included).
 #[test]
