@@ -77,7 +77,9 @@ pub const VAR_UNIT_MS2: f64 = 100.0;
 /// "cold" as one idle for an hour, and the cap keeps the feature bounded.
 pub const MAX_IDLE_S: f64 = 60.0;
 
-/// One pick in 50 (2%) explores.
+/// One pick in 50 (2%) explores: every backend then gets at least ~2%/n
+/// of the traffic, enough to keep its model and EWMA current at any
+/// realistic rate, for a cost of 2% of requests routed off the best.
 pub const EXPLORE_EVERY: usize = 50;
 
 /// Updates before a model's prediction is used instead of the EWMA: twice

@@ -100,7 +100,8 @@ pub const T_FACTOR: f64 = 1.05;
 /// 9c setting): queueing clearly dominates there, not noise.
 pub const GUARD_SLOWDOWN: f64 = 1.5;
 
-/// The percentile `T` is derived from.
+/// The percentile `T` is derived from: the p95 that the seed's targets
+/// (and most latency SLOs) are stated in.
 const TAIL_QUANTILE: f64 = 0.95;
 
 /// An `observe` matches the send whose stamp is nearest `now - latency`,

@@ -26,9 +26,11 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
 use std::time::Instant;
 
-/// Entries per backend: above the seed's 100 concurrent clients, so every
-/// request in flight at one backend keeps its entry until answered. A match
-/// scans all of them (128 loads), once per `observe`.
+/// Sends remembered per backend. An entry lives for the next 128 sends to
+/// its backend: at the seed's busiest backend (B, ~460 req/s) that is
+/// ~280 ms, longer than B's 200 ms answers, and at A (~45 req/s) ~3 s, far
+/// beyond its 400 ms. A match scans all of them (128 loads) once per
+/// `observe`; a faster backend simply answers before its entry goes.
 pub(in crate::balance) const SLOTS: usize = 128;
 
 /// A slot never written.
