@@ -109,7 +109,7 @@ struct ProxyArgs {
     /// A backend (ip:port or host:port, resolved at start); repeat for more.
     #[arg(long = "backend", value_name = "ADDR")]
     backends: Vec<String>,
-    /// Routing policy: round-robin, sma, ewma, least-conn, p2c or peak-ewma.
+    /// Routing policy: round-robin, sma, ewma, least-conn, p2c, peak-ewma, predictive or tail-budget.
     #[arg(long, default_value = "ewma")]
     policy: String,
     /// SMA: how many recent latencies to average.
@@ -185,6 +185,9 @@ impl ProxyArgs {
             "peak-ewma" => Policy::PeakEwma {
                 decay: config::parse_duration("--decay", &self.decay)?,
                 default_rtt: config::parse_duration("--default-rtt", &self.default_rtt)?,
+            },
+            "tail-budget" => Policy::TailBudget {
+                slo: self.slo_ms.map(Duration::from_millis),
             },
             other => other.parse::<Policy>().map_err(|e| ConfigError::BadValue {
                 flag: "--policy",

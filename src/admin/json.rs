@@ -13,7 +13,8 @@
 //!   "buckets_ms": [bucket upper bounds],
 //!   "backends": [{"name", "addr", "requests", "by_class": {"1xx".."5xx"},
 //!     "in_flight", "failures", "ejections", "answered", "sum_ms",
-//!     "mean_ms", "p95_ms", "estimate_ms", "buckets": [cumulative, +Inf last]}],
+//!     "mean_ms", "p95_ms", "estimate_ms", "gauges": {name: value|null},
+//!     "buckets": [cumulative, +Inf last]}],
 //!   "history": [{"t", "dt_s", "backends": [{"requests", "answered", "mean_ms"}]}],
 //!   "recent": [{"t", "backend", "status", "latency_ms"}] }
 //! ```
@@ -107,7 +108,7 @@ fn backends(o: &mut String, v: &View) {
             o,
             "{}{{\"name\":{},\"addr\":{},\"requests\":{},\"by_class\":{{{}}},\"in_flight\":{},\
              \"failures\":{},\"ejections\":{},\"ejected\":{},\"answered\":{},\"sum_ms\":{},\"mean_ms\":{},\
-             \"p95_ms\":{},\"estimate_ms\":{},\"buckets\":{}}}",
+             \"p95_ms\":{},\"estimate_ms\":{},\"gauges\":{{{}}},\"buckets\":{}}}",
             sep(i),
             string(&s.name),
             string(&b.addr),
@@ -122,6 +123,15 @@ fn backends(o: &mut String, v: &View) {
             num(mean_ms(s.sum_seconds, s.count)),
             num(quantile_ms(&s.cumulative, 0.95)),
             num(b.estimate_ms),
+            v.gauges
+                .iter()
+                .map(|(name, vals)| format!(
+                    "{}:{}",
+                    string(name),
+                    num(vals.get(i).copied().flatten())
+                ))
+                .collect::<Vec<_>>()
+                .join(","),
             list(s.cumulative.iter().map(|c| c.to_string())),
         );
     }

@@ -54,6 +54,31 @@ fn policy(out: &mut String, v: &View) {
             );
         }
     }
+    let gauges = v
+        .gauges
+        .iter()
+        .filter(|(_, vals)| vals.iter().any(Option::is_some));
+    let mut declared = false;
+    for (name, vals) in gauges {
+        if !declared {
+            family(
+                out,
+                "tidegate_policy_gauge",
+                "gauge",
+                "Per-backend numbers of the running policy (tail-budget weight, predictive r_squared).",
+            );
+            declared = true;
+        }
+        for (b, val) in v.backends.iter().zip(vals) {
+            if let Some(x) = val.filter(|x| x.is_finite()) {
+                let _ = writeln!(
+                    out,
+                    "tidegate_policy_gauge{{backend=\"{}\",policy=\"{policy}\",name=\"{name}\"}} {x}",
+                    label(&b.snap.name)
+                );
+            }
+        }
+    }
     family(
         out,
         "tidegate_ejections_total",

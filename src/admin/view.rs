@@ -73,6 +73,8 @@ pub struct View {
     /// With `--slo-ms`: the deadline and the share of answered requests
     /// within it.
     pub slo: Option<(f64, f64)>,
+    /// The policy's extra per-backend numbers (see `Selector::gauges`).
+    pub gauges: Vec<(&'static str, Vec<Option<f64>>)>,
 }
 
 /// One backend's counters and the policy's view of it.
@@ -190,6 +192,7 @@ impl Sources {
         });
         View {
             slo,
+            gauges: shared.selector.gauges(),
             policy: shared.selector.name(),
             uptime_s: started.elapsed().as_secs_f64(),
             now_ms: unix_ms(SystemTime::now()),

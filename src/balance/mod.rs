@@ -37,8 +37,10 @@ mod ewma;
 mod least_conn;
 mod p2c;
 mod peak_ewma;
+mod predictive;
 mod round_robin;
 mod sma;
+mod tail_budget;
 
 pub use peak_ewma::{DEFAULT_DECAY, DEFAULT_RTT};
 
@@ -50,6 +52,9 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+pub use predictive::Predictive;
+pub use tail_budget::TailBudget;
 
 /// The latency sample SMA and EWMA record for a failed request, if it took
 /// less. One second is far above any healthy latency in the seed scenario
@@ -78,6 +83,8 @@ pub const POLICY_NAMES: &[&str] = &[
     "least-conn",
     "p2c",
     "peak-ewma",
+    "predictive",
+    "tail-budget",
 ];
 
 /// How long a cold-start probe may stay unanswered before another request
@@ -153,6 +160,13 @@ pub trait Selector: Send + Sync + fmt::Debug {
     /// failed, or abandoned by its client. Called exactly once per
     /// `on_send`, possibly without any `observe`.
     fn on_done(&self, _backend: usize, _now: Instant) {}
+
+    /// Per-backend numbers a policy wants shown besides its estimates
+    /// (tail-budget's traffic weights, predictive's R²), as (name, values).
+    /// For metrics; may allocate.
+    fn gauges(&self) -> Vec<(&'static str, Vec<Option<f64>>)> {
+        Vec::new()
+    }
 }
 
 /// Which selector to build, with its parameters.
@@ -178,6 +192,15 @@ pub enum Policy {
         decay: Duration,
         default_rtt: Duration,
     },
+    /// Lowest latency predicted by per-backend recursive least squares.
+    Predictive,
+    /// Traffic shares minimising the mean under a tail budget, applied by
+    /// smooth weighted round-robin, with an overload guard. `slo` fixes the
+    /// tail threshold (`--slo-ms`); without it the threshold follows the
+    /// backends' own p95.
+    TailBudget {
+        slo: Option<Duration>,
+    },
 }
 
 impl Policy {
@@ -190,6 +213,8 @@ impl Policy {
             Policy::LeastConn => least_conn::NAME,
             Policy::P2c => p2c::NAME,
             Policy::PeakEwma { .. } => peak_ewma::NAME,
+            Policy::Predictive => predictive::NAME,
+            Policy::TailBudget { .. } => tail_budget::NAME,
         }
     }
 
@@ -210,7 +235,7 @@ impl Policy {
             Policy::PeakEwma { default_rtt, .. } if default_rtt.is_zero() => {
                 Err(PolicyError::BadDefaultRtt(default_rtt))
             }
-            Policy::PeakEwma { .. } => Ok(()),
+            Policy::PeakEwma { .. } | Policy::Predictive | Policy::TailBudget { .. } => Ok(()),
         }
     }
 }
@@ -237,6 +262,8 @@ impl FromStr for Policy {
                 decay: DEFAULT_DECAY,
                 default_rtt: DEFAULT_RTT,
             }),
+            "predictive" => Ok(Policy::Predictive),
+            "tail-budget" => Ok(Policy::TailBudget { slo: None }),
             _ => Err(PolicyError::Unknown(s.to_string())),
         }
     }
@@ -304,6 +331,8 @@ pub fn build(
         Policy::PeakEwma { decay, default_rtt } => {
             Arc::new(peak_ewma::PeakEwma::new(backends, decay, default_rtt, now))
         }
+        Policy::Predictive => Arc::new(Predictive::new(backends, now)),
+        Policy::TailBudget { slo } => Arc::new(TailBudget::new(backends, slo, now)),
     })
 }
 
@@ -377,12 +406,14 @@ mod tests {
         assert_eq!("round-robin".parse(), Ok(Policy::RoundRobin));
         assert_eq!("sma".parse(), Ok(Policy::Sma { window: 3 }));
         assert_eq!("adaptive_ewma".parse(), Ok(Policy::Ewma { alpha: 0.2 }));
+        assert_eq!("predictive".parse(), Ok(Policy::Predictive));
+        assert_eq!("tail-budget".parse(), Ok(Policy::TailBudget { slo: None }));
         let err = "fastest".parse::<Policy>().unwrap_err();
         assert_eq!(err, PolicyError::Unknown("fastest".into()));
         assert_eq!(
             err.to_string(),
             "unknown routing policy 'fastest' (expected round-robin, sma, ewma, \
-             least-conn, p2c or peak-ewma)"
+             least-conn, p2c, peak-ewma, predictive or tail-budget)"
         );
         assert_eq!("least-conn".parse(), Ok(Policy::LeastConn));
         assert_eq!("p2c".parse(), Ok(Policy::P2c));

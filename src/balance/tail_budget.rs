@@ -1,0 +1,475 @@
+//! `tail-budget`: an SLO-aware mix. Every [`PERIOD`] it chooses traffic
+//! shares that minimise the expected mean latency while at most [`BUDGET`]
+//! of requests are slower than a threshold `T`, and applies them with
+//! smooth weighted round-robin; an overload guard redirects a pick that
+//! in-flight load would slow down too much.
+//!
+//! # Per request (lock-free, no allocation)
+//! - `pick`: a cold-start probe if a backend is unmeasured (one request at
+//!   a time, as `adaptive`), else SWRR over the measured backends
+//!   (`swrr`), then the guard: if the pick's fitted `(base +
+//!   slope·inflight) / base` exceeds [`GUARD_SLOWDOWN`], the least-slowed
+//!   measured backend takes the request instead. Nothing measured and every
+//!   probe in flight: round-robin.
+//! - `on_send` / `on_done`: the global in-flight count per backend; the
+//!   send's in-flight count is logged (`dispatch`) for `observe` to match.
+//! - `observe`: the sample and its send time (`now - latency`) go into the
+//!   backend's ring of recent answers (`window`); a success with a matched
+//!   send feeds the load fit (`fit`).
+//!
+//! # Every [`PERIOD`] (one thread, off the common path)
+//! The first `pick` to notice the period elapsed wins a compare-exchange
+//! of the recompute stamp, then `try_lock`s the scratch `Mutex` (it cannot
+//! be contended but for a recompute longer than a period) and:
+//! 1. takes each backend's sample set (`window`): the [`WINDOW`] requests
+//!    most recently sent among those sent at least `H` ago (`H` = its
+//!    longest answer seen), unanswered ones counted as tail. Ordered by
+//!    send time, not completion, so a burst's slow answers arriving last
+//!    do not fill the window; censored, so a backend whose slow answers
+//!    are still out (or that hangs) does not look fast;
+//! 2. `T` = the SLO if given, else [`T_FACTOR`] × the lowest backend p95;
+//! 3. per backend mean and `P(L > T)`; the LP (`lp`, exact) gives target
+//!    shares with a [`FLOOR`] each, so every backend keeps being measured;
+//! 4. shares move [`DAMPING`] of the way to the target, or further if that
+//!    is what it takes to bring the mix back within the budget (by the
+//!    current estimates): damping smooths the mean, never the tail
+//!    constraint. They become the SWRR weights. Unmeasured backends keep
+//!    their share until measured (equal shares at start).
+
+mod fit;
+mod lp;
+mod swrr;
+mod window;
+
+pub(super) mod dispatch;
+
+#[cfg(test)]
+pub(super) mod sim;
+#[cfg(test)]
+mod tests;
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, TryLockError};
+use std::time::{Duration, Instant};
+
+use log::{Level, debug, log_enabled};
+
+use self::dispatch::{DispatchLog, stamp};
+use self::fit::LoadFit;
+use self::lp::Arm;
+use self::swrr::{SCALE, Swrr};
+use self::window::{Censored, Samples};
+use super::{Backend, Outcome, PROBE_TIMEOUT, Selector, estimates_line, labels, millis};
+
+/// CSV `routing_mode` name.
+pub(super) const NAME: &str = "tail-budget";
+
+/// Log tag: `[TB] chosen: 127.0.0.1:8082`.
+const TAG: &str = "TB";
+
+/// Samples the LP sees per backend: enough for a p95 (the 4th largest of
+/// 64) and a tail fraction in 1.6% steps, short enough to follow a change
+/// within a second at a few hundred req/s (the research model's setting).
+pub const WINDOW: usize = 64;
+
+/// How often the shares are recomputed: 10 times a second, a few
+/// thousand flops each, so the shares follow the windows closely at no
+/// per-request cost.
+pub const PERIOD: Duration = Duration::from_millis(100);
+
+/// Share of requests allowed above `T`: 4%, one point under the 5% a p95
+/// target allows, kept as slack for estimation error and cold start.
+pub const BUDGET: f64 = 0.04;
+
+/// Least share of each measured backend: 1% keeps a few samples a second
+/// flowing into every window, so a backend that improves is noticed.
+pub const FLOOR: f64 = 0.01;
+
+/// Fraction of the way the shares move towards the LP target per period:
+/// 0.3 converges in about a second (0.7^10 = 3%) while one odd window
+/// (a burst of slow answers) moves the mix by only 30% of its effect.
+pub const DAMPING: f64 = 0.3;
+
+/// Without an SLO, `T` is this times the lowest backend p95: 5% above the
+/// best backend's own p95, so that backend's ordinary answers (and jitter
+/// of a few percent) are never counted as tail.
+pub const T_FACTOR: f64 = 1.05;
+
+/// The guard redirects a pick whose fitted latency at its current load is
+/// more than 1.5× that backend's unloaded latency (the research model's
+/// 9c setting): queueing clearly dominates there, not noise.
+pub const GUARD_SLOWDOWN: f64 = 1.5;
+
+/// The percentile `T` is derived from: the p95 that the seed's targets
+/// (and most latency SLOs) are stated in.
+const TAIL_QUANTILE: f64 = 0.95;
+
+/// An `observe` matches the send whose stamp is nearest `now - latency`,
+/// if within this plus a quarter of the latency: room for the connect time
+/// between `on_send` and the first byte written, not much more, so a busy
+/// backend's neighbouring sends are rarely taken instead.
+const MATCH_SLACK: Duration = Duration::from_millis(5);
+
+/// Probe stamp meaning "no probe in flight"; stamps are never 0.
+const NO_PROBE: u64 = 0;
+
+/// Relaxed everywhere: each atomic is a value on its own (the dispatch log
+/// orders its own slots); the races are those of `adaptive`, benign.
+const ORDER: Ordering = Ordering::Relaxed;
+
+/// The tail-budget selector; see the module doc.
+#[derive(Debug)]
+pub struct TailBudget {
+    names: Vec<String>,
+    labels: Vec<String>,
+    slo: Option<Duration>,
+    epoch: Instant,
+    slots: Box<[Slot]>,
+    swrr: Swrr,
+    /// Current damped shares, f64 bits, summing to 1.
+    shares: Box<[AtomicU64]>,
+    /// Last `T` in ms, f64 bits; NaN until the first recompute.
+    threshold: AtomicU64,
+    /// Stamp of the last recompute; 0 before the first.
+    recomputed: AtomicU64,
+    scratch: Mutex<Scratch>,
+    /// Round-robin while nothing is measured.
+    fallback_turn: AtomicUsize,
+}
+
+#[derive(Debug)]
+struct Slot {
+    answers: Samples,
+    /// [`NO_PROBE`], or the stamp of the cold-start probe in flight.
+    probe: AtomicU64,
+    inflight: AtomicUsize,
+    /// In-flight count at each send, for the load fit.
+    sends: DispatchLog<1>,
+    load: LoadFit,
+}
+
+/// The recompute's buffers, allocated once.
+#[derive(Debug)]
+struct Scratch {
+    /// Per backend: the LP's answered samples, sorted, ns; its censored.
+    samples: Vec<Vec<u64>>,
+    censored: Vec<Censored>,
+    answers: Vec<(u64, u64)>,
+    ages: Vec<u64>,
+    members: Vec<usize>,
+    arms: Vec<Arm>,
+    target: Vec<f64>,
+}
+
+impl TailBudget {
+    /// A selector over `backends`; `slo` fixes `T` (else it follows the
+    /// best backend's p95); `now` is the start of the run.
+    pub fn new(backends: &[Backend], slo: Option<Duration>, now: Instant) -> TailBudget {
+        let n = backends.len();
+        let equal = if n == 0 { 0.0 } else { 1.0 / n as f64 };
+        TailBudget {
+            names: backends.iter().map(|b| b.name.clone()).collect(),
+            labels: labels(backends),
+            slo,
+            epoch: now,
+            slots: (0..n)
+                .map(|_| Slot {
+                    answers: Samples::new(),
+                    probe: AtomicU64::new(NO_PROBE),
+                    inflight: AtomicUsize::new(0),
+                    sends: DispatchLog::default(),
+                    load: LoadFit::default(),
+                })
+                .collect(),
+            swrr: Swrr::new(n, units(equal)),
+            shares: (0..n).map(|_| AtomicU64::new(equal.to_bits())).collect(),
+            threshold: AtomicU64::new(f64::NAN.to_bits()),
+            recomputed: AtomicU64::new(0),
+            scratch: Mutex::new(Scratch {
+                samples: (0..n).map(|_| Vec::with_capacity(WINDOW)).collect(),
+                censored: vec![Censored::default(); n],
+                answers: Vec::with_capacity(window::RING + dispatch::SLOTS),
+                ages: Vec::with_capacity(dispatch::SLOTS),
+                members: Vec::with_capacity(n),
+                arms: Vec::with_capacity(n),
+                target: Vec::with_capacity(n),
+            }),
+            fallback_turn: AtomicUsize::new(0),
+        }
+    }
+
+    /// The current traffic shares (sum 1), for metrics.
+    pub fn weights(&self) -> Vec<f64> {
+        self.shares
+            .iter()
+            .map(|s| f64::from_bits(s.load(ORDER)))
+            .collect()
+    }
+
+    /// The current threshold `T` in ms; `None` before the first recompute.
+    pub fn threshold_ms(&self) -> Option<f64> {
+        Some(f64::from_bits(self.threshold.load(ORDER))).filter(|t| t.is_finite())
+    }
+
+    /// Runs the recompute if a period has elapsed and this thread wins it.
+    fn maybe_recompute(&self, now: u64) {
+        let last = self.recomputed.load(ORDER);
+        if now < last.saturating_add(nanos(PERIOD)) {
+            return;
+        }
+        if self
+            .recomputed
+            .compare_exchange(last, now, ORDER, ORDER)
+            .is_err()
+        {
+            return;
+        }
+        let mut scratch = match self.scratch.try_lock() {
+            Ok(guard) => guard,
+            // A panic mid-recompute left the buffers in some state; they
+            // are all cleared before use.
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return,
+        };
+        self.recompute(&mut scratch, now);
+    }
+
+    fn recompute(&self, s: &mut Scratch, now: u64) {
+        let Scratch {
+            samples,
+            censored,
+            answers,
+            ages,
+            members,
+            arms,
+            target,
+        } = s;
+        // 1. The sample sets.
+        let mut best_p95 = f64::INFINITY;
+        for ((slot, v), c) in self
+            .slots
+            .iter()
+            .zip(samples.iter_mut())
+            .zip(censored.iter_mut())
+        {
+            answers.clear();
+            slot.answers.collect(answers);
+            ages.clear();
+            slot.sends.pending_ages(now, |age| ages.push(age));
+            *c = window::select(answers, ages, slot.inflight.load(ORDER), now, v);
+            // Censored samples rank above every answer.
+            let rank = (TAIL_QUANTILE * (v.len() + c.count) as f64).ceil() as usize;
+            if let Some(&p95) = v.get(rank.max(1) - 1) {
+                best_p95 = best_p95.min(p95 as f64);
+            }
+        }
+        // 2. The threshold, ns: infinite if every backend's p95 is still
+        // out (then only the censored count as tail).
+        let t = match self.slo {
+            Some(slo) => nanos(slo) as f64,
+            None => T_FACTOR * best_p95,
+        };
+        if t.is_finite() {
+            self.threshold.store((t / 1e6).to_bits(), ORDER);
+        }
+        // 3. The LP over the measured backends.
+        members.clear();
+        arms.clear();
+        for (i, (v, c)) in samples.iter().zip(censored.iter()).enumerate() {
+            let n = v.len() + c.count;
+            if n == 0 {
+                continue;
+            }
+            let sum = v.iter().map(|&ns| ns as f64).sum::<f64>() + c.age_sum as f64;
+            let above = v.len() - v.partition_point(|&ns| ns as f64 <= t) + c.count;
+            members.push(i);
+            arms.push(Arm {
+                mean: sum / n as f64,
+                tail: above as f64 / n as f64,
+            });
+        }
+        if members.is_empty() {
+            return; // nothing measured yet
+        }
+        target.clear();
+        target.resize(arms.len(), 0.0);
+        lp::solve(arms, BUDGET, FLOOR, target);
+        // 4. Damp; the measured backends share what the unmeasured leave.
+        let share = |i: usize| f64::from_bits(self.shares[i].load(ORDER));
+        let mass: f64 = members.iter().map(|&i| share(i)).sum();
+        let mass = mass.max(f64::MIN_POSITIVE);
+        let tail_now: f64 = (members.iter().zip(arms.iter()))
+            .map(|(&i, a)| share(i) / mass * a.tail)
+            .sum();
+        let tail_goal: f64 = (target.iter().zip(arms.iter()))
+            .map(|(w, a)| w * a.tail)
+            .sum();
+        // The smallest step that brings the mix's tail within the budget.
+        let mut step = DAMPING;
+        if tail_now > BUDGET && tail_now > tail_goal {
+            step = step.max((tail_now - BUDGET) / (tail_now - tail_goal));
+        }
+        let step = step.min(1.0);
+        for (&i, &goal) in members.iter().zip(target.iter()) {
+            let cur = share(i);
+            let next = cur + step * (mass * goal - cur);
+            self.shares[i].store(next.to_bits(), ORDER);
+        }
+        let total: f64 = (0..self.slots.len()).map(share).sum();
+        for i in 0..self.slots.len() {
+            let w = if total > 0.0 { share(i) / total } else { 0.0 };
+            self.shares[i].store(w.to_bits(), ORDER);
+            // A measured backend never drops to weight 0 (its floor).
+            let floor = u64::from(members.contains(&i));
+            self.swrr.set(i, units(w).max(floor));
+        }
+        if log_enabled!(Level::Debug) {
+            let shares: Vec<String> = (self.labels.iter().zip(self.weights()))
+                .map(|(label, w)| format!("{label}={:.1}%", w * 100.0))
+                .collect();
+            debug!("[{TAG}] T={:.1}ms shares {}", t / 1e6, shares.join(" "));
+            debug!("{}", estimates_line(TAG, &self.labels, &self.estimates()));
+        }
+    }
+
+    /// Claims backend `i`'s probe unless one is in flight and not stale.
+    fn claim_probe(&self, i: usize, now: u64) -> bool {
+        let probe = &self.slots[i].probe;
+        let current = probe.load(ORDER);
+        if current != NO_PROBE && now.saturating_sub(current) < nanos(PROBE_TIMEOUT) {
+            return false;
+        }
+        probe.compare_exchange(current, now, ORDER, ORDER).is_ok()
+    }
+
+    /// `(slowdown, predicted ms)` of sending to `i` now.
+    fn load_cost(&self, i: usize) -> (f64, f64) {
+        let slot = &self.slots[i];
+        let x = slot.inflight.load(ORDER) as f64;
+        match slot.load.line() {
+            Some(line) => (line.slowdown(x), line.predict(x)),
+            None => (1.0, slot.answers.mean_ms().unwrap_or(f64::INFINITY)),
+        }
+    }
+
+    /// The overload guard: `chosen`, or the least-slowed measured backend
+    /// if load would slow `chosen` by more than [`GUARD_SLOWDOWN`].
+    fn guard(&self, chosen: usize, exclude: Option<usize>) -> usize {
+        let own = self.load_cost(chosen);
+        if own.0 <= GUARD_SLOWDOWN {
+            return chosen;
+        }
+        let mut best = (own, chosen);
+        for (i, slot) in self.slots.iter().enumerate() {
+            if i == chosen || Some(i) == exclude || !slot.answers.measured() {
+                continue;
+            }
+            let cost = self.load_cost(i);
+            let (a, b) = (cost, best.0);
+            if a.0 < b.0 || (a.0 == b.0 && a.1 < b.1) {
+                best = (cost, i);
+            }
+        }
+        best.1
+    }
+
+    fn fallback(&self, exclude: Option<usize>) -> Option<usize> {
+        let n = self.slots.len();
+        let others = n - usize::from(exclude.is_some_and(|x| x < n));
+        if others == 0 {
+            return None;
+        }
+        let k = self.fallback_turn.fetch_add(1, ORDER) % others;
+        (0..n).filter(|&i| Some(i) != exclude).nth(k)
+    }
+
+    fn log_choice(&self, what: &str, i: usize) {
+        if log_enabled!(Level::Debug) {
+            debug!("[{TAG}] {what}: {}", self.names[i]);
+        }
+    }
+}
+
+impl Selector for TailBudget {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn gauges(&self) -> Vec<(&'static str, Vec<Option<f64>>)> {
+        vec![("weight", self.weights().into_iter().map(Some).collect())]
+    }
+
+    fn pick(&self, now: Instant, exclude: Option<usize>) -> Option<usize> {
+        let now = stamp(self.epoch, now);
+        self.maybe_recompute(now);
+        for (i, slot) in self.slots.iter().enumerate() {
+            if Some(i) != exclude && !slot.answers.measured() && self.claim_probe(i, now) {
+                self.log_choice("probing unmeasured", i);
+                return Some(i);
+            }
+        }
+        let eligible = |i: usize| Some(i) != exclude && self.slots[i].answers.measured();
+        let chosen = match self.swrr.pick(eligible) {
+            Some(i) => self.guard(i, exclude),
+            None => self.fallback(exclude)?,
+        };
+        self.log_choice("chosen", chosen);
+        Some(chosen)
+    }
+
+    fn observe(&self, backend: usize, outcome: Outcome, now: Instant) {
+        debug_assert!(backend < self.slots.len(), "observe({backend})");
+        let Some(slot) = self.slots.get(backend) else {
+            return;
+        };
+        let (raw, ok) = match outcome {
+            Outcome::Success { latency } => (latency, true),
+            Outcome::Failure { elapsed } => (elapsed, false),
+        };
+        let now = stamp(self.epoch, now);
+        let sent = now.saturating_sub(nanos(raw));
+        // The window dates a failure back by its penalty, as if it had
+        // taken that long, so it counts at once (see `window`).
+        let sample = outcome.sample();
+        slot.answers
+            .record(now.saturating_sub(nanos(sample)).max(1), sample);
+        slot.probe.store(NO_PROBE, ORDER);
+        let tolerance = nanos(MATCH_SLACK).saturating_add(nanos(raw) / 4);
+        // Taken even for a failure, so it is not counted as pending.
+        if let Some([x]) = slot.sends.take(sent, tolerance)
+            && ok
+        {
+            slot.load.add(x, millis(raw));
+        }
+    }
+
+    fn estimates(&self) -> Vec<Option<f64>> {
+        self.slots.iter().map(|s| s.answers.mean_ms()).collect()
+    }
+
+    fn on_send(&self, backend: usize, now: Instant) {
+        if let Some(slot) = self.slots.get(backend) {
+            let before = slot.inflight.fetch_add(1, ORDER);
+            slot.sends.record(stamp(self.epoch, now), [before as f64]);
+        }
+    }
+
+    fn on_done(&self, backend: usize, _now: Instant) {
+        if let Some(slot) = self.slots.get(backend) {
+            // Never below 0, even if a caller breaks the pairing.
+            let _ = slot
+                .inflight
+                .fetch_update(ORDER, ORDER, |n| Some(n.saturating_sub(1)));
+        }
+    }
+}
+
+/// A share as SWRR units.
+fn units(share: f64) -> u64 {
+    (share.clamp(0.0, 1.0) * SCALE as f64).round() as u64
+}
+
+/// A duration in ns, saturating.
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
