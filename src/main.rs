@@ -40,7 +40,7 @@ enum Command {
     Proxy(Box<ProxyArgs>),
     /// A simulated backend with a latency profile (the seed's backend_server).
     Backend(BackendArgs),
-    /// Backends A, B, C on 8081-8083 and the proxy on 9090 (EWMA), ready for wrk.
+    /// Backends A, B, C on 8081-8083 and the proxy on 9090 (tail-budget policy), ready for wrk.
     Demo(DemoArgs),
     /// The seed's analysis of --log-csv files: req/s, latency percentiles, distribution.
     Report(ReportCmd),
@@ -91,7 +91,7 @@ struct DemoArgs {
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
     /// Routing policy of the demo proxy.
-    #[arg(long, default_value = "ewma")]
+    #[arg(long, default_value = "tail-budget")]
     policy: String,
     /// Write the proxy's CSV request log here.
     #[arg(long, value_name = "FILE")]
@@ -110,7 +110,7 @@ struct ProxyArgs {
     #[arg(long = "backend", value_name = "ADDR")]
     backends: Vec<String>,
     /// Routing policy: round-robin, sma, ewma, least-conn, p2c, peak-ewma, predictive or tail-budget.
-    #[arg(long, default_value = "ewma")]
+    #[arg(long, default_value = "tail-budget")]
     policy: String,
     /// SMA: how many recent latencies to average.
     #[arg(long, default_value_t = balance::DEFAULT_SMA_WINDOW)]
