@@ -28,7 +28,8 @@
 //! - `http`: pure HTTP/1.1 framing (request and response heads, body
 //!   framing, chunked, hop-by-hop rules, canned error responses). No sockets.
 //! - `balance`: the `Selector` trait and one file per routing policy
-//!   (round-robin, SMA, EWMA), shared lock-free by all workers. No clocks.
+//!   (round-robin, SMA, EWMA, least-conn, P2C, peak-EWMA, predictive,
+//!   tail-budget), shared lock-free by all workers. No clocks.
 //! - `backend`: the simulated backend server (`tidegate backend`): profiles,
 //!   capacity queue, fault modes, its own single-threaded event loop.
 //! - `loadgen`: the event-driven echo load client behind `examples/echo_client.rs`
