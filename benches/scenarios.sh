@@ -67,7 +67,7 @@
 #
 # Writes bench-out/scenarios.md; raw CSVs, wrk outputs and logs in
 # bench-out/scenarios/. Runtime: (#scenarios + 1) x #policies x
-# (DURATION + ~6 s); with DURATION=30s and 3 policies ~12 min.
+# (DURATION + ~2 s); with DURATION=30s and 3 policies ~10 min.
 
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"

@@ -34,6 +34,7 @@ import os
 import re
 import sys
 
+sys.dont_write_bytecode = True  # no benches/__pycache__ from the import below
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import seed_report as sr  # noqa: E402  (parse_wrk, quantile, ts_s, f, table, last_line)
 
