@@ -11,7 +11,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tidegate::backend::{self, BackendConfig, BackendHandle, FailMode, StopSignal};
+use tidegate::backend::{self, BackendConfig, BackendHandle, FailMode, SlowPhase, StopSignal};
 use util::{TestResult, connect};
 
 /// Generous bound for a response that should take well under a second.
@@ -488,6 +488,43 @@ fn invalid_configs_are_rejected() {
     cfg.name = "bad name".into();
     assert!(backend::spawn(cfg).is_err());
     assert!("status:503:2".parse::<FailMode>().is_err());
+}
+
+#[test]
+fn slow_phase_multiplies_delays_then_ends() -> TestResult {
+    let phase: SlowPhase = "5x@0s+1s".parse()?;
+    assert_eq!(phase.factor, 5);
+    assert_eq!((phase.after, phase.for_), (ms(0), ms(1_000)));
+    assert_eq!(phase.to_string(), "5x@0s+1s");
+    let mut cfg = config("20");
+    cfg.slow = Some(phase);
+    let b = backend::spawn(cfg)?;
+    // The phase is timed from the bind, which happened before this.
+    let started = Instant::now();
+    let mut c = Client::new(b.local_addr())?;
+    let r = c.get("/")?;
+    assert_eq!(r.num("x-latency-ms"), 100, "inside the phase: 5 x 20 ms");
+    assert!(r.elapsed >= ms(100), "took {:?}", r.elapsed);
+    thread::sleep((started + ms(1_300)).saturating_duration_since(Instant::now()));
+    let r = c.get("/")?;
+    assert_eq!(r.num("x-latency-ms"), 20, "after the phase");
+    assert!(r.elapsed < SLOW, "took {:?}", r.elapsed);
+
+    let mut zero = config("0");
+    zero.slow = Some("10x@0s+10s".parse()?);
+    let z = backend::spawn(zero)?;
+    let r = Client::new(z.local_addr())?.get("/")?;
+    assert_eq!(
+        r.num("x-latency-ms"),
+        10,
+        "an immediate profile counts as 1 ms"
+    );
+
+    let mut bad = config("0");
+    bad.slow = Some(SlowPhase { factor: 0, ..phase });
+    assert!(backend::spawn(bad).is_err(), "factor 0 is rejected");
+    assert!("10x@10s".parse::<SlowPhase>().is_err());
+    Ok(())
 }
 
 #[test]

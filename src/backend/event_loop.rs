@@ -124,6 +124,9 @@ impl EventLoop {
         if let Some(f) = cfg.fail {
             describe += &format!(", fail {f}");
         }
+        if let Some(p) = cfg.slow {
+            describe += &format!(", slow {p}");
+        }
         let service = cfg.service_ms.map(Duration::from_millis);
         Ok(EventLoop {
             poll,
@@ -134,7 +137,8 @@ impl EventLoop {
             ctx: Ctx {
                 name,
                 fail: cfg.fail,
-                scheduler: Scheduler::new(cfg.profile.clone(), cfg.capacity, service),
+                scheduler: Scheduler::new(cfg.profile.clone(), cfg.capacity, service)
+                    .with_slow(cfg.slow, Instant::now()),
                 injector: Injector::for_mode(cfg.fail),
                 counters: Arc::new(Counters::default()),
                 scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),

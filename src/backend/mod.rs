@@ -5,8 +5,8 @@
 //!
 //! One thread per backend: a mio event loop with a deadline heap, so
 //! hundreds of delayed requests cost no threads. Optional capacity mode
-//! models a saturating server (latency grows with load), and fail modes
-//! stand in for broken ones.
+//! models a saturating server (latency grows with load), fail modes stand
+//! in for broken ones, and a slow phase makes a server temporarily slower.
 //!
 //! Every response is `text/plain`, names the server and its latency, and
 //! echoes what the backend saw of the request:
@@ -24,7 +24,7 @@
 //!
 //! # Layout
 //! - `mod.rs`: [`BackendConfig`], [`run`], [`spawn`], [`StopSignal`].
-//! - `profile`: [`Profile`], [`FailMode`] and their parsing.
+//! - `profile`: [`Profile`], [`FailMode`], [`SlowPhase`] and their parsing.
 //! - `event_loop`: Poll, Slab, accept, timers.
 //! - `conn`: one connection's state machine.
 //! - `request` / `body`: request heads; streamed body framing.
@@ -41,7 +41,7 @@ mod schedule;
 mod stats;
 mod timer;
 
-pub use profile::{FailMode, MAX_DELAY_MS, ParseError, Profile};
+pub use profile::{FailMode, MAX_DELAY_MS, ParseError, Profile, SlowPhase};
 pub use stats::BackendStats;
 
 use std::io;
@@ -70,6 +70,9 @@ pub struct BackendConfig {
     /// profile's delays are the service times.
     pub service_ms: Option<u64>,
     pub fail: Option<FailMode>,
+    /// A temporary slowdown, timed from the backend's start (`--slow
+    /// 10x@10s+10s`): see [`SlowPhase`].
+    pub slow: Option<SlowPhase>,
     pub backlog: u32,
 }
 
@@ -84,6 +87,7 @@ impl BackendConfig {
             capacity: None,
             service_ms: None,
             fail: None,
+            slow: None,
             backlog: DEFAULT_BACKLOG,
         }
     }
@@ -100,6 +104,9 @@ impl BackendConfig {
         }
         if self.capacity == Some(0) {
             return bad("--capacity must be at least 1".into());
+        }
+        if self.slow.is_some_and(|p| p.factor == 0) {
+            return bad("--slow factor must be at least 1".into());
         }
         match self.service_ms {
             Some(_) if self.capacity.is_none() => bad("--service-ms needs --capacity".into()),

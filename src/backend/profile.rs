@@ -224,6 +224,115 @@ impl fmt::Display for FailMode {
     }
 }
 
+/// A temporary slowdown (`--slow 10x@10s+10s`): from `after` (counted from
+/// the backend's start) for `for_`, every delay is `factor` times the
+/// profile's. A zero delay (profile `0`) counts as 1 ms, so it becomes
+/// `factor` ms. In capacity mode the service time is scaled the same way
+/// (queue waits then grow by themselves). Delays stay capped at
+/// [`MAX_DELAY_MS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlowPhase {
+    /// Start of the phase, from the backend's start.
+    pub after: Duration,
+    /// Length of the phase.
+    pub for_: Duration,
+    /// Multiplier of every delay during the phase (at least 1).
+    pub factor: u32,
+}
+
+impl SlowPhase {
+    /// Is the phase on at `elapsed` since the backend started? The window
+    /// is half-open: `[after, after + for_)`.
+    pub fn active(&self, elapsed: Duration) -> bool {
+        elapsed >= self.after && elapsed - self.after < self.for_
+    }
+
+    /// The delay to use for a request admitted at `elapsed` whose profile
+    /// (or service) delay is `delay`.
+    pub fn apply(&self, delay: Duration, elapsed: Duration) -> Duration {
+        if !self.active(elapsed) || self.factor <= 1 {
+            return delay;
+        }
+        let base = if delay.is_zero() {
+            Duration::from_millis(1)
+        } else {
+            delay
+        };
+        base.saturating_mul(self.factor)
+            .min(Duration::from_millis(MAX_DELAY_MS))
+    }
+}
+
+/// `500ms`, `10s`, `2m`, or bare seconds (`10`).
+fn parse_span(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (num, unit_ms) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1_000)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60_000)
+    } else {
+        (s, 1_000)
+    };
+    let n: u64 = num.trim().parse().ok()?;
+    let ms = n.checked_mul(unit_ms)?;
+    // One day at most: far beyond any benchmark, and no overflow anywhere.
+    (ms <= 86_400_000).then(|| Duration::from_millis(ms))
+}
+
+fn fmt_span(f: &mut fmt::Formatter<'_>, d: Duration) -> fmt::Result {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(1000) {
+        write!(f, "{}s", ms / 1000)
+    } else {
+        write!(f, "{ms}ms")
+    }
+}
+
+impl FromStr for SlowPhase {
+    type Err = ParseError;
+
+    /// `FACTORx@AFTER+FOR`, e.g. `10x@10s+10s` (10 times slower from 10 s
+    /// after start, for 10 s). Times take `ms`, `s` or `m`; bare numbers are
+    /// seconds. FACTOR is 1 to 10000.
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        let bad = || {
+            ParseError::new(
+                "slow phase",
+                s,
+                "FACTORx@AFTER+FOR such as 10x@10s+10s (FACTOR 1-10000; times in ms, s or m, up to a day)",
+            )
+        };
+        let t = s.trim().to_ascii_lowercase();
+        let (factor, rest) = t.split_once('@').ok_or_else(bad)?;
+        let factor: u32 = factor
+            .trim()
+            .strip_suffix('x')
+            .and_then(|f| f.trim().parse().ok())
+            .filter(|f| (1..=10_000).contains(f))
+            .ok_or_else(bad)?;
+        let (after, for_) = rest.split_once('+').ok_or_else(bad)?;
+        let after = parse_span(after).ok_or_else(bad)?;
+        let for_ = parse_span(for_).ok_or_else(bad)?;
+        Ok(SlowPhase {
+            after,
+            for_,
+            factor,
+        })
+    }
+}
+
+impl fmt::Display for SlowPhase {
+    /// `10x@10s+10s`: parses back to the same value.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}x@", self.factor)?;
+        fmt_span(f, self.after)?;
+        f.write_str("+")?;
+        fmt_span(f, self.for_)
+    }
+}
+
 /// Picks which requests get the injected status: request `n` is picked when
 /// `floor(n * rate)` steps up, so exactly `rate` of every run of requests
 /// is picked, spread evenly (rate 0.5: every second request).
@@ -345,5 +454,89 @@ mod tests {
         let n = (0..1000).filter(|_| fifth.pick() == Some(502)).count();
         assert_eq!(n, 200);
         assert!(Injector::for_mode(Some(FailMode::Hang)).is_none());
+    }
+
+    #[test]
+    fn slow_phases_parse_and_print_back() {
+        let p: SlowPhase = "10x@10s+10s".parse().unwrap();
+        assert_eq!(
+            p,
+            SlowPhase {
+                after: Duration::from_secs(10),
+                for_: Duration::from_secs(10),
+                factor: 10
+            }
+        );
+        assert_eq!(p.to_string(), "10x@10s+10s");
+        let q: SlowPhase = " 3X@500ms+2m ".parse().unwrap();
+        assert_eq!(q.factor, 3);
+        assert_eq!(q.after, Duration::from_millis(500));
+        assert_eq!(q.for_, Duration::from_secs(120));
+        assert_eq!(q.to_string(), "3x@500ms+120s");
+        assert_eq!(q.to_string().parse::<SlowPhase>(), Ok(q));
+        let bare: SlowPhase = "2x@5+1".parse().unwrap();
+        assert_eq!(
+            (bare.after, bare.for_),
+            (Duration::from_secs(5), Duration::from_secs(1))
+        );
+        for bad in [
+            "",
+            "10",
+            "10x",
+            "10@10s+10s",
+            "x@1s+1s",
+            "0x@1s+1s",
+            "10001x@1s+1s",
+            "10x@10s",
+            "10x@+10s",
+            "10x@10s+",
+            "10x@-1s+1s",
+            "10x@1h+1s",
+            "10x@1.5s+1s",
+            "10x@1s+90000s",
+        ] {
+            let e = bad.parse::<SlowPhase>().unwrap_err().to_string();
+            assert!(e.contains("invalid slow phase"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn slow_phase_window_and_factor() {
+        let p: SlowPhase = "10x@10s+5s".parse().unwrap();
+        let s = Duration::from_secs;
+        let d20 = Duration::from_millis(20);
+        assert_eq!(p.apply(d20, s(0)), d20);
+        assert_eq!(p.apply(d20, Duration::from_millis(9_999)), d20);
+        assert_eq!(
+            p.apply(d20, s(10)),
+            Duration::from_millis(200),
+            "starts at `after`"
+        );
+        assert_eq!(
+            p.apply(d20, Duration::from_millis(14_999)),
+            Duration::from_millis(200)
+        );
+        assert_eq!(p.apply(d20, s(15)), d20, "ends at after + for");
+        assert_eq!(
+            p.apply(Duration::ZERO, s(12)),
+            Duration::from_millis(10),
+            "zero counts as 1 ms"
+        );
+        assert_eq!(p.apply(Duration::ZERO, s(20)), Duration::ZERO);
+        let huge = SlowPhase {
+            factor: 10_000,
+            ..p
+        };
+        assert_eq!(
+            huge.apply(Duration::from_millis(MAX_DELAY_MS), s(11)),
+            Duration::from_millis(MAX_DELAY_MS),
+            "capped"
+        );
+        let one = SlowPhase { factor: 1, ..p };
+        assert_eq!(
+            one.apply(Duration::ZERO, s(11)),
+            Duration::ZERO,
+            "1x changes nothing"
+        );
     }
 }

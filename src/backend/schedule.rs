@@ -9,11 +9,15 @@
 //! and the rest wait first-in, first-out. Its latency is queue wait plus
 //! service time. Like a real server, the scheduler does not notice clients
 //! that leave: an abandoned request still takes its turn and its slot.
+//!
+//! Slow phase (`--slow FACTORx@AFTER+FOR`): a request admitted inside the
+//! phase's window (measured from the scheduler's start) has its delay, or
+//! its service time in capacity mode, multiplied by the factor.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::profile::Profile;
+use super::profile::{Profile, SlowPhase};
 use super::timer::Timer;
 
 /// A request whose answer is due now.
@@ -60,6 +64,9 @@ pub struct Scheduler {
     admitted: u64,
     capacity: Option<Capacity>,
     timer: Timer<Entry>,
+    /// Optional slowdown window, timed from `started`.
+    slow: Option<SlowPhase>,
+    started: Instant,
 }
 
 impl Scheduler {
@@ -75,7 +82,16 @@ impl Scheduler {
                 queue: VecDeque::new(),
             }),
             timer: Timer::default(),
+            slow: None,
+            started: Instant::now(),
         }
+    }
+
+    /// Adds a slow phase, timed from `started` (the backend's start).
+    pub fn with_slow(mut self, slow: Option<SlowPhase>, started: Instant) -> Self {
+        self.slow = slow;
+        self.started = started;
+        self
     }
 
     /// Admits a request whose head completed at `now`. `Some(latency)`:
@@ -83,7 +99,13 @@ impl Scheduler {
     pub fn admit(&mut self, key: usize, id: u64, now: Instant) -> Option<Duration> {
         let delay = self.profile.delay(self.admitted);
         self.admitted += 1;
+        let (slow, started) = (self.slow, self.started);
+        let slowed = |d: Duration| match slow {
+            Some(p) => p.apply(d, now.saturating_duration_since(started)),
+            None => d,
+        };
         let Some(cap) = &mut self.capacity else {
+            let delay = slowed(delay);
             if delay.is_zero() {
                 return Some(Duration::ZERO);
             }
@@ -105,7 +127,7 @@ impl Scheduler {
             key,
             id,
             arrived: now,
-            service: cap.service.unwrap_or(delay),
+            service: slowed(cap.service.unwrap_or(delay)),
         };
         if cap.busy < cap.slots && cap.queue.is_empty() {
             start(cap, &mut self.timer, q, now).map(|d| d.latency)
@@ -234,5 +256,47 @@ mod tests {
         s.expire(t0 + ms(60), &mut out);
         let lat: Vec<u128> = out.iter().map(|d| d.latency.as_millis()).collect();
         assert_eq!(lat, [20, 60], "second waits 20 then serves 40");
+    }
+
+    #[test]
+    fn slow_phase_scales_delays_inside_its_window() {
+        let t0 = Instant::now();
+        let slow = "10x@100ms+50ms".parse().ok();
+        let mut s = Scheduler::new("20".parse().unwrap(), None, None).with_slow(slow, t0);
+        let mut out = Vec::new();
+        // Admitted at 0, 100 (phase on), 149 (still on), 150 (off again).
+        for (id, at) in [(0u64, 0u64), (1, 100), (2, 149), (3, 150)] {
+            assert_eq!(s.admit(id as usize, id, t0 + ms(at)), None);
+        }
+        s.expire(t0 + ms(1_000), &mut out);
+        let mut got: Vec<(u64, u128)> = out.iter().map(|d| (d.id, d.latency.as_millis())).collect();
+        got.sort_unstable();
+        assert_eq!(got, [(0, 20), (1, 200), (2, 200), (3, 20)]);
+    }
+
+    #[test]
+    fn slow_phase_scales_service_time_and_immediate_profiles() {
+        let t0 = Instant::now();
+        let slow = "10x@0s+1s".parse().ok();
+        let mut cap =
+            Scheduler::new(Profile::immediate(), Some(1), Some(ms(20))).with_slow(slow, t0);
+        assert_eq!(cap.admit(0, 0, t0), None);
+        assert_eq!(cap.admit(1, 1, t0), None);
+        let mut out = Vec::new();
+        cap.expire(t0 + ms(199), &mut out);
+        assert!(out.is_empty(), "service is 200 ms in the phase");
+        cap.expire(t0 + ms(200), &mut out);
+        cap.expire(t0 + ms(400), &mut out);
+        let lat: Vec<u128> = out.iter().map(|d| d.latency.as_millis()).collect();
+        assert_eq!(lat, [200, 400], "second waits 200 then serves 200");
+
+        let mut zero = Scheduler::new(Profile::immediate(), None, None).with_slow(slow, t0);
+        assert_eq!(zero.admit(0, 0, t0 + ms(10)), None, "0 ms becomes 10 ms");
+        assert_eq!(zero.next_deadline(), Some(t0 + ms(20)));
+        assert_eq!(
+            zero.admit(1, 1, t0 + ms(1_000)),
+            Some(Duration::ZERO),
+            "after the phase"
+        );
     }
 }

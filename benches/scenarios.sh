@@ -1,0 +1,472 @@
+#!/usr/bin/env bash
+# benches/scenarios.sh: the routing scenario suite. Every routing policy in
+# front of the same simulated backends, in five situations:
+#
+#   1  seed          backends A, B, C (the seed's profiles); wrk -t4 -c100;
+#                    --slo-ms 205
+#   2  capacity      three backends `--profile 0 --capacity 4|8|16
+#                    --service-ms 20` (200, 400, 800 req/s); wrk -t4 -c40
+#   3  slow phase    three 20 ms backends; one is 10x slower (200 ms) from
+#                    T1 = DURATION/3 to T2 = 2*DURATION/3, then recovers
+#   4  killed        three 20 ms backends; one is SIGKILLed at T1 and
+#                    restarted on the same port at T2
+#   5  black hole    three 20 ms backends plus one `--fail hang`; proxy
+#                    --backend-timeout 2s
+#   baseline         three 20 ms backends, no fault: the reference for the
+#                    p99 ratios of 3, 4 and 5 (run when any of them is)
+#
+# For every scenario and every policy: start fresh backends (so every run
+# starts equal), start `tidegate proxy --policy P --workers $WORKERS
+# --log-csv FILE --slo-ms D`, run wrk (under timeout) and do the scenario's
+# fault on schedule, SIGINT the proxy and wait (it drains and writes every
+# CSV row), stop the backends. benches/scenarios_report.py then computes the
+# tables from the CSVs and wrk outputs (seed_report.py's method).
+#
+# Scenario 3 needs a slow phase. When `tidegate backend --help` lists
+# `--slow`, the slow backend is started with `--slow 10xAFTER+FOR` (timed
+# from its start; the script starts wrk a fixed LEAD after it). Otherwise the
+# slow backend is restarted: at T1 killed (SIGKILL, the quickest stop) and
+# started again with profile 200 on the same port, at T2 killed and started
+# with profile 20. Each restart leaves the port closed for ~0.1-0.3 s and
+# resets the proxy's connections to it, so this method adds connect failures
+# and retries, and usually an outlier ejection (5 consecutive failures) of
+# the slow backend right at T1 and T2, which a pure slowdown would not
+# cause: with it, the slow backend's share in the slow phase and right after
+# T2 measures the ejection as much as the policy.
+# SLOW_METHOD=restart forces it; SLOW_METHOD=flag insists on --slow.
+#
+# Policies the binary rejects at start-up (`--policy P` exits with an error)
+# are skipped with a note in the report; the check runs once, up front.
+#
+# Environment (defaults in brackets):
+#   DURATION        wrk duration of every run [30s]; scenarios 3-5 want
+#                   >= 30s (their fault times are fractions of it)
+#   POLICIES        ["round-robin sma ewma least-conn p2c peak-ewma
+#                    predictive tail-budget"]
+#   SCENARIOS       which scenarios, in order ["1 2 3 4 5"]; the baseline
+#                   runs (first) when 3, 4 or 5 is among them
+#   WORKERS         proxy --workers [2]
+#   THREADS         wrk -t [4]
+#   CONNS_1         wrk -c of scenario 1 [100]
+#   CONNS           wrk -c of the other scenarios [40]
+#   WRK_TIMEOUT     wrk --timeout [10s] (wrk's default, 2 s, would count
+#                   scenario 5's 2 s backend timeouts as socket errors)
+#   SLO_1           --slo-ms of scenario 1 [205]
+#   SLO_2           --slo-ms of scenario 2 [100]
+#   SLO_F           --slo-ms of 3, 4, 5 and the baseline [50]
+#   SLOW_FACTOR     scenario 3's slowdown [10]
+#   SLOW_METHOD     auto | flag | restart [auto]
+#   HANG_TIMEOUT    scenario 5's --backend-timeout [2s]
+#   LEAD            seconds from starting the backends to starting wrk in
+#                   scenario 3 with --slow [3]
+#   BASE_PORT       backends on BASE_PORT .. BASE_PORT+3 [18481]
+#   PROXY_PORT      [18490]
+#   PAUSE           seconds between runs [1]
+#   TIDEGATE_BIN    use this executable instead of building
+#   OUT_DIR         [bench-out]
+#
+# Writes bench-out/scenarios.md; raw CSVs, wrk outputs and logs in
+# bench-out/scenarios/. Runtime: (#scenarios + 1) x #policies x
+# (DURATION + ~2 s); with DURATION=30s and 3 policies ~10 min.
+
+# shellcheck source=lib.sh source-path=SCRIPTDIR
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+DURATION="${DURATION:-30s}"
+POLICIES="${POLICIES:-round-robin sma ewma least-conn p2c peak-ewma predictive tail-budget}"
+SCENARIOS="${SCENARIOS:-1 2 3 4 5}"
+WORKERS="${WORKERS:-2}"
+THREADS="${THREADS:-4}"
+CONNS_1="${CONNS_1:-100}"
+CONNS="${CONNS:-40}"
+WRK_TIMEOUT="${WRK_TIMEOUT:-10s}"
+SLO_1="${SLO_1:-205}"
+SLO_2="${SLO_2:-100}"
+SLO_F="${SLO_F:-50}"
+SLOW_FACTOR="${SLOW_FACTOR:-10}"
+SLOW_METHOD="${SLOW_METHOD:-auto}"
+HANG_TIMEOUT="${HANG_TIMEOUT:-2s}"
+LEAD="${LEAD:-3}"
+BASE_PORT="${BASE_PORT:-18481}"
+PROXY_PORT="${PROXY_PORT:-18490}"
+PAUSE="${PAUSE:-1}"
+
+command -v wrk >/dev/null 2>&1 || die "wrk is not installed (apt-get install wrk)"
+command -v python3 >/dev/null 2>&1 || die "python3 is needed for the report"
+
+# dur_s 30s|2m|45 -> whole seconds.
+dur_s() {
+    [[ "$1" =~ ^([0-9]+)([smh]?)$ ]] || die "bad duration '$1' (use e.g. 30s, 2m)"
+    local n="${BASH_REMATCH[1]}"
+    case "${BASH_REMATCH[2]}" in
+    '' | s) echo "$n" ;;
+    m) echo $((n * 60)) ;;
+    h) echo $((n * 3600)) ;;
+    esac
+}
+DURATION_S="$(dur_s "$DURATION")"
+((DURATION_S >= 3)) || die "DURATION must be at least 3s"
+for s in $SCENARIOS; do
+    [[ "$s" =~ ^[1-5]$ ]] || die "bad scenario '$s' in SCENARIOS (1-5)"
+done
+[[ "$SLOW_METHOD" =~ ^(auto|flag|restart)$ ]] || die "SLOW_METHOD is auto, flag or restart"
+
+# Fault times, seconds after wrk starts (fractions of DURATION).
+T1="$(awk -v d="$DURATION_S" 'BEGIN {printf "%.3f", d / 3}')"
+T2="$(awk -v d="$DURATION_S" 'BEGIN {printf "%.3f", 2 * d / 3}')"
+
+# ---------------------------------------------------------------- helpers
+
+now() { date +%s.%N; }
+
+# sleep_until EPOCH: sleeps (interruptibly) until that time; at once if past.
+sleep_until() {
+    local d
+    d="$(awk -v t="$1" -v n="$(now)" 'BEGIN {d = t - n; if (d < 0) d = 0; printf "%.3f", d}')"
+    sleep "$d" &
+    wait $! || true
+}
+
+# add EPOCH SECONDS -> EPOCH
+add() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.6f", a + b}'; }
+
+# try_start_server LOGFILE CMD...: start_server that fails softly. Returns 1
+# (and leaves nothing running) if the process exits before listening or does
+# not listen within 20 s. Sets SERVER_PID, SERVER_REAL_PID.
+try_start_server() {
+    local logfile="$1"
+    shift
+    local addr="" prev="" a port i
+    for a in "$@"; do
+        if [[ "$prev" == --listen ]]; then addr="$a"; fi
+        prev="$a"
+    done
+    port="$(addr_port "$addr")"
+    if port_listening "$port"; then
+        die "port $port is already in use by another process (see BASE_PORT / PROXY_PORT)"
+    fi
+    timeout --signal=INT --kill-after=10 "$SERVER_TIMEOUT" "$@" >"$logfile" 2>&1 &
+    SERVER_PID=$!
+    BENCH_PIDS+=("$SERVER_PID")
+    SERVER_REAL_PID=""
+    for ((i = 0; i < 200; i++)); do
+        if ! pid_alive "$SERVER_PID"; then
+            wait "$SERVER_PID" 2>/dev/null || true
+            _forget_pid "$SERVER_PID"
+            return 1
+        fi
+        if [[ -z "$SERVER_REAL_PID" ]]; then
+            SERVER_REAL_PID="$(pgrep -P "$SERVER_PID" 2>/dev/null | head -n 1 || true)"
+        fi
+        if [[ -n "$SERVER_REAL_PID" ]] && port_listening "$port"; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    stop_pid "$SERVER_PID" INT 5 || true
+    return 1
+}
+
+# Builds `tidegate` (release) unless TIDEGATE_BIN is set.
+build_tidegate() {
+    if [[ -z "${TIDEGATE_BIN:-}" ]]; then
+        local json
+        log "building tidegate (release)"
+        json="$(cd "$REPO_ROOT" && cargo build --release --bin tidegate --message-format=json-render-diagnostics)" ||
+            die "cargo build --release --bin tidegate failed"
+        TIDEGATE_BIN="$(_cargo_executable tidegate <<<"$json")"
+    fi
+    [[ -n "$TIDEGATE_BIN" && -x "$TIDEGATE_BIN" ]] || die "no executable at '$TIDEGATE_BIN'"
+    log "tidegate: $TIDEGATE_BIN"
+}
+
+raise_nofile
+build_tidegate
+
+RAW="$OUT_DIR/scenarios"
+mkdir -p "$RAW"
+rm -f "$RAW"/*.csv "$RAW"/*.wrk.txt "$RAW"/*.log "$RAW"/runs.tsv "$RAW"/meta.txt "$RAW"/skipped.tsv
+REPORT="$OUT_DIR/scenarios.md"
+
+# ---------------------------------------------------------------- backends
+
+# Per backend name: wrapper PID, real PID, port, log files (comma-separated).
+declare -A BK_WRAP=() BK_REAL=() BK_PORT=() BK_LOGS=()
+BK_ORDER=()
+
+# start_backend TAG NAME PORT ARGS...: `tidegate backend --listen
+# 127.0.0.1:PORT --name NAME ARGS...`, log RAW/TAG.backend-NAME[.N].log.
+start_backend() {
+    local tag="$1" name="$2" port="$3" logf n=1
+    shift 3
+    logf="$tag.backend-$name.log"
+    while [[ -e "$RAW/$logf" && ",${BK_LOGS[$name]:-}," == *",$logf,"* ]]; do
+        n=$((n + 1))
+        logf="$tag.backend-$name.$n.log"
+    done
+    start_server "$RAW/$logf" "$TIDEGATE_BIN" backend --listen "127.0.0.1:$port" --name "$name" "$@"
+    BK_WRAP[$name]="$SERVER_PID"
+    BK_REAL[$name]="$SERVER_REAL_PID"
+    BK_PORT[$name]="$port"
+    BK_LOGS[$name]="${BK_LOGS[$name]:+${BK_LOGS[$name]},}$logf"
+    if [[ " ${BK_ORDER[*]-} " != *" $name "* ]]; then BK_ORDER+=("$name"); fi
+}
+
+# stop_backend NAME [SIGNAL]: SIGINT (graceful) by default; KILL is sent to
+# the backend process itself (a crash: the kernel resets its connections),
+# then the timeout wrapper is collected.
+stop_backend() {
+    local name="$1" sig="${2:-INT}"
+    if [[ "$sig" == KILL && -n "${BK_REAL[$name]:-}" ]]; then
+        kill -s KILL "${BK_REAL[$name]}" 2>/dev/null || true
+        stop_pid "${BK_WRAP[$name]}" INT 5 || true
+    else
+        stop_pid "${BK_WRAP[$name]}" "$sig" 10 || true
+    fi
+    BK_WRAP[$name]=""
+    BK_REAL[$name]=""
+}
+
+stop_all_backends() {
+    local name
+    for name in "${BK_ORDER[@]-}"; do
+        if [[ -n "$name" && -n "${BK_WRAP[$name]:-}" ]]; then stop_backend "$name"; fi
+    done
+    BK_ORDER=()
+    BK_WRAP=() BK_REAL=() BK_PORT=() BK_LOGS=()
+}
+
+backends_spec() {
+    local name out=""
+    for name in "${BK_ORDER[@]}"; do out+="$name=${BK_PORT[$name]} "; done
+    echo "${out% }"
+}
+
+backend_logs_spec() {
+    local name out=""
+    for name in "${BK_ORDER[@]}"; do out+="$name=${BK_LOGS[$name]} "; done
+    echo "${out% }"
+}
+
+# ---------------------------------------------------------------- wrk
+
+# start_wrk OUTFILE CONNS: wrk in the background (under timeout); sets
+# WRK_PID and WRK_T0.
+start_wrk() {
+    local out="$1" conns="$2"
+    WRK_T0="$(now)"
+    timeout --signal=INT --kill-after=10 $((DURATION_S + 30)) \
+        wrk -t"$THREADS" -c"$conns" -d"$DURATION" --timeout "$WRK_TIMEOUT" --latency \
+        "http://127.0.0.1:$PROXY_PORT/" >"$out" 2>&1 &
+    WRK_PID=$!
+    BENCH_PIDS+=("$WRK_PID")
+}
+
+# wait_wrk: waits for it; sets WRK_RC and WRK_T1.
+wait_wrk() {
+    WRK_RC=0
+    wait "$WRK_PID" || WRK_RC=$?
+    _forget_pid "$WRK_PID"
+    WRK_T1="$(now)"
+    ((WRK_RC == 0)) || log "warning: wrk exited with $WRK_RC"
+}
+
+# ---------------------------------------------------------------- policies
+
+# Which policies does this binary accept? Probe each once: start the proxy
+# (backend: a port nobody listens on) and see whether it comes up.
+SUPPORTED=()
+printf 'policy\treason\n' >"$RAW/skipped.tsv"
+for policy in $POLICIES; do
+    if try_start_server "$RAW/probe-$policy.log" "$TIDEGATE_BIN" proxy --listen "127.0.0.1:$PROXY_PORT" \
+        --backend "127.0.0.1:$BASE_PORT" --policy "$policy" --workers 1; then
+        stop_pid "$SERVER_PID" INT 10 || true
+        SUPPORTED+=("$policy")
+        rm -f "$RAW/probe-$policy.log"
+    else
+        reason="$(grep -m1 -iE 'error|invalid|unknown' "$RAW/probe-$policy.log" || head -n 1 "$RAW/probe-$policy.log" || true)"
+        log "skipping policy $policy: ${reason:-the proxy did not start}"
+        printf '%s\t%s\n' "$policy" "${reason:-the proxy did not start}" >>"$RAW/skipped.tsv"
+    fi
+done
+((${#SUPPORTED[@]} > 0)) || die "the binary accepts none of POLICIES ($POLICIES)"
+log "policies: ${SUPPORTED[*]}"
+
+# Scenario 3's method.
+HAS_SLOW=0
+if "$TIDEGATE_BIN" backend --help 2>/dev/null | grep -q -- '--slow'; then HAS_SLOW=1; fi
+case "$SLOW_METHOD" in
+auto) if ((HAS_SLOW)); then SLOW_USE=flag; else SLOW_USE=restart; fi ;;
+flag)
+    ((HAS_SLOW)) || die "SLOW_METHOD=flag but \`tidegate backend --help\` has no --slow"
+    SLOW_USE=flag
+    ;;
+restart) SLOW_USE=restart ;;
+esac
+
+RUN_SCEN=()
+want_baseline=0
+for s in $SCENARIOS; do
+    if [[ "$s" == 3 || "$s" == 4 || "$s" == 5 ]]; then want_baseline=1; fi
+done
+if ((want_baseline)); then RUN_SCEN+=(base); fi
+for s in $SCENARIOS; do RUN_SCEN+=("$s"); done
+
+{
+    echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ); machine: $(describe_machine)"
+    echo "wrk: $(wrk -v 2>&1 | head -n 1 || true); \`wrk -t$THREADS -c$CONNS_1\` (scenario 1) or \`-c$CONNS\` (the others), \`-d$DURATION --timeout $WRK_TIMEOUT --latency\`"
+    echo "proxy: \`tidegate proxy --workers $WORKERS --policy P --log-csv FILE --slo-ms D\` on 127.0.0.1:$PROXY_PORT (other settings: defaults; scenario 5 adds \`--backend-timeout $HANG_TIMEOUT\`)"
+    echo "fault times: T1 = ${T1} s, T2 = ${T2} s after wrk starts (DURATION/3, 2*DURATION/3)"
+    echo "scenario 3 method: $(if [[ "$SLOW_USE" == flag ]]; then echo "\`--slow ${SLOW_FACTOR}x@...\` on the slow backend"; else echo "restart (the binary has no --slow: the slow backend is restarted with profile $((20 * SLOW_FACTOR)) at T1 and with 20 at T2)"; fi)"
+    echo "policies run: ${SUPPORTED[*]}"
+    echo "backends restarted for every run"
+} >"$RAW/meta.txt"
+printf 'scenario\tpolicy\tkey\tcsv\twrk\tproxy_log\tproxy_rc\tbackends\tbackend_logs\tfault\tt0\tt_end\tp1\tp2\tslo_ms\tnote\tload\n' >"$RAW/runs.tsv"
+
+port() { echo $((BASE_PORT + $1)); }
+
+# ---------------------------------------------------------------- runs
+
+first=1
+for scen in "${RUN_SCEN[@]}"; do
+    for policy in "${SUPPORTED[@]}"; do
+        ((first)) || sleep "$PAUSE"
+        first=0
+        key="s$scen-$policy"
+        csv="$key.csv"
+        rm -f "$RAW/$csv"
+        fault="-" p1="-" p2="-" note="" conns="$CONNS" slo="$SLO_F"
+        extra=()
+        load="$(cut -d' ' -f1 /proc/loadavg)"
+        log "scenario $scen, policy $policy (load $load)"
+
+        # Backends.
+        t_b="$(now)"
+        case "$scen" in
+        1)
+            conns="$CONNS_1" slo="$SLO_1"
+            i=0
+            for n in A B C; do
+                start_backend "$key" "$n" "$(port $i)" --profile "$n"
+                i=$((i + 1))
+            done
+            ;;
+        2)
+            slo="$SLO_2"
+            i=0
+            for c in 4 8 16; do
+                start_backend "$key" "cap$c" "$(port $i)" --profile 0 --capacity "$c" --service-ms 20
+                i=$((i + 1))
+            done
+            ;;
+        3)
+            fault=slow
+            if [[ "$SLOW_USE" == flag ]]; then
+                after_ms="$(awk -v l="$LEAD" -v t="$T1" 'BEGIN {printf "%d", (l + t) * 1000}')"
+                for_ms="$(awk -v a="$T1" -v b="$T2" 'BEGIN {printf "%d", (b - a) * 1000}')"
+                t_b="$(now)"
+                start_backend "$key" slow "$(port 0)" --profile 20 --slow "${SLOW_FACTOR}x@${after_ms}ms+${for_ms}ms"
+                p1="$(add "$t_b" "$(awk -v m="$after_ms" 'BEGIN {print m / 1000}')")"
+                p2="$(add "$p1" "$(awk -v m="$for_ms" 'BEGIN {print m / 1000}')")"
+                note="--slow ${SLOW_FACTOR}x@${after_ms}ms+${for_ms}ms"
+            else
+                start_backend "$key" slow "$(port 0)" --profile 20
+                note="restart"
+            fi
+            start_backend "$key" ok1 "$(port 1)" --profile 20
+            start_backend "$key" ok2 "$(port 2)" --profile 20
+            ;;
+        4)
+            fault=killed
+            start_backend "$key" killed "$(port 0)" --profile 20
+            start_backend "$key" ok1 "$(port 1)" --profile 20
+            start_backend "$key" ok2 "$(port 2)" --profile 20
+            note="SIGKILL at T1, restart at T2"
+            ;;
+        5)
+            fault=hang
+            start_backend "$key" hang "$(port 0)" --profile 20 --fail hang
+            start_backend "$key" ok1 "$(port 1)" --profile 20
+            start_backend "$key" ok2 "$(port 2)" --profile 20
+            start_backend "$key" ok3 "$(port 3)" --profile 20
+            extra=(--backend-timeout "$HANG_TIMEOUT")
+            note="--backend-timeout $HANG_TIMEOUT"
+            ;;
+        base)
+            start_backend "$key" ok1 "$(port 0)" --profile 20
+            start_backend "$key" ok2 "$(port 1)" --profile 20
+            start_backend "$key" ok3 "$(port 2)" --profile 20
+            ;;
+        esac
+
+        # Proxy.
+        pb=()
+        for n in "${BK_ORDER[@]}"; do pb+=(--backend "127.0.0.1:${BK_PORT[$n]}"); done
+        if ! try_start_server "$RAW/$key.proxy.log" "$TIDEGATE_BIN" proxy --listen "127.0.0.1:$PROXY_PORT" \
+            "${pb[@]}" --policy "$policy" --workers "$WORKERS" --log-csv "$RAW/$csv" --slo-ms "$slo" \
+            "${extra[@]+"${extra[@]}"}"; then
+            log "warning: the proxy did not start (see $RAW/$key.proxy.log); run skipped"
+            printf '%s\t%s\t%s\t-\t-\t%s\tnostart\t%s\t%s\t%s\t-\t-\t-\t-\t%s\t%s\t%s\n' "$scen" "$policy" "$key" \
+                "$key.proxy.log" "$(backends_spec)" "$(backend_logs_spec)" "$fault" "$slo" "${note:--}" "$load" >>"$RAW/runs.tsv"
+            stop_all_backends
+            continue
+        fi
+        proxy_pid="$SERVER_PID"
+        proxy_real="$SERVER_REAL_PID"
+
+        # Load, and the fault on schedule.
+        if [[ "$scen" == 3 && "$SLOW_USE" == flag ]]; then
+            sleep_until "$(add "$t_b" "$LEAD")"
+            late="$(awk -v t="$(now)" -v b="$t_b" -v l="$LEAD" 'BEGIN {print (t - b > l + 0.2) ? 1 : 0}')"
+            ((late == 0)) || log "warning: wrk starts $(awk -v t="$(now)" -v b="$t_b" 'BEGIN {printf "%.1f", t - b}') s after the slow backend (LEAD $LEAD): the phase is earlier in the run"
+        fi
+        start_wrk "$RAW/$key.wrk.txt" "$conns"
+        case "$scen" in
+        3)
+            if [[ "$SLOW_USE" == restart ]]; then
+                sleep_until "$(add "$WRK_T0" "$T1")"
+                p1="$(now)"
+                stop_backend slow KILL
+                start_backend "$key" slow "$(port 0)" --profile $((20 * SLOW_FACTOR))
+                sleep_until "$(add "$WRK_T0" "$T2")"
+                p2="$(now)"
+                stop_backend slow KILL
+                start_backend "$key" slow "$(port 0)" --profile 20
+            fi
+            ;;
+        4)
+            sleep_until "$(add "$WRK_T0" "$T1")"
+            p1="$(now)"
+            stop_backend killed KILL
+            sleep_until "$(add "$WRK_T0" "$T2")"
+            start_backend "$key" killed "$(port 0)" --profile 20
+            p2="$(now)"
+            ;;
+        5 | base | 1 | 2)
+            p1="$(add "$WRK_T0" "$T1")"
+            p2="$(add "$WRK_T0" "$T2")"
+            ;;
+        esac
+        wait_wrk
+
+        # SIGINT: the proxy drains (up to --drain-timeout, 10 s), writes the
+        # CSV and prints its summary; stop_pid escalates after 30 s.
+        proxy_rc=0
+        stop_pid "$proxy_pid" INT 30 || proxy_rc=$?
+        if ((proxy_rc != 0)); then
+            log "warning: proxy (pid $proxy_real) exited with status $proxy_rc (see $RAW/$key.proxy.log)"
+        fi
+        bspec="$(backends_spec)"
+        blogs="$(backend_logs_spec)"
+        stop_all_backends
+
+        log "  wrk: $(grep -E '^Requests/sec' "$RAW/$key.wrk.txt" | tr -s ' ' || echo 'no Requests/sec')" \
+            "; CSV rows: $(($(wc -l <"$RAW/$csv" 2>/dev/null || echo 1) - 1))"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scen" "$policy" "$key" "$csv" \
+            "$key.wrk.txt" "$key.proxy.log" "$proxy_rc" "$bspec" "$blogs" "$fault" "$WRK_T0" "$WRK_T1" \
+            "$p1" "$p2" "$slo" "${note:--}" "$load" >>"$RAW/runs.tsv"
+    done
+done
+
+python3 "$BENCH_DIR/scenarios_report.py" "$RAW" | tee "$REPORT"
+log "report: $REPORT; raw CSVs, wrk outputs and logs: $RAW/"
