@@ -80,6 +80,10 @@ struct BackendArgs {
     /// Fault mode: refuse, hang, garbage, reset, or status:CODE:RATE.
     #[arg(long, value_name = "MODE")]
     fail: Option<String>,
+    /// Slow phase: FACTORx@AFTER+FOR, e.g. 10x@10s+10s (10 times slower from
+    /// 10 s after start, for 10 s).
+    #[arg(long, value_name = "SPEC")]
+    slow: Option<String>,
     /// Listen backlog.
     #[arg(long, default_value_t = DEFAULT_BACKLOG, value_name = "N")]
     backlog: u32,
@@ -354,6 +358,12 @@ fn backend_cmd(args: &BackendArgs) -> Result<(), StartError> {
         cfg.fail = Some(
             fail.parse()
                 .map_err(|e: backend::ParseError| bad("--fail", fail, e.to_string()))?,
+        );
+    }
+    if let Some(slow) = &args.slow {
+        cfg.slow = Some(
+            slow.parse()
+                .map_err(|e: backend::ParseError| bad("--slow", slow, e.to_string()))?,
         );
     }
     cfg.validate()

@@ -46,8 +46,10 @@ impl Exchange {
         let end = if reused { End::Abandoned } else { End::Failed };
         let can_retry = !ex.retried && !ex.relayed && ex.body_sent == 0;
         if can_retry && shared.retry_budget.try_retry(now) {
-            let exclude = if reused { None } else { Some(ex.backend) };
-            if let Some(next) = shared.choose(now, exclude) {
+            // Even a stale pooled connection retries elsewhere: when a
+            // backend dies, all its pooled connections fail at once, and the
+            // same backend would only fail the retry too.
+            if let Some(next) = shared.choose(now, Some(ex.backend)) {
                 ProxyStats::bump(&shared.stats.retries);
                 ex.end_attempt(env, 0, elapsed, end);
                 ex.retried = true;
