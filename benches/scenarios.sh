@@ -89,6 +89,7 @@ HANG_TIMEOUT="${HANG_TIMEOUT:-2s}"
 LEAD="${LEAD:-3}"
 BASE_PORT="${BASE_PORT:-18481}"
 PROXY_PORT="${PROXY_PORT:-18490}"
+ADMIN_PORT="${ADMIN_PORT:-$((PROXY_PORT + 1))}"
 PAUSE="${PAUSE:-1}"
 
 command -v wrk >/dev/null 2>&1 || die "wrk is not installed (apt-get install wrk)"
@@ -404,7 +405,7 @@ for scen in "${RUN_SCEN[@]}"; do
         for n in "${BK_ORDER[@]}"; do pb+=(--backend "127.0.0.1:${BK_PORT[$n]}"); done
         if ! try_start_server "$RAW/$key.proxy.log" "$TIDEGATE_BIN" proxy --listen "127.0.0.1:$PROXY_PORT" \
             "${pb[@]}" --policy "$policy" --workers "$WORKERS" --log-csv "$RAW/$csv" --slo-ms "$slo" \
-            "${extra[@]+"${extra[@]}"}"; then
+            --admin "127.0.0.1:$ADMIN_PORT" "${extra[@]+"${extra[@]}"}"; then
             log "warning: the proxy did not start (see $RAW/$key.proxy.log); run skipped"
             printf '%s\t%s\t%s\t-\t-\t%s\tnostart\t%s\t%s\t%s\t-\t-\t-\t-\t%s\t%s\t%s\n' "$scen" "$policy" "$key" \
                 "$key.proxy.log" "$(backends_spec)" "$(backend_logs_spec)" "$fault" "$slo" "${note:--}" "$load" >>"$RAW/runs.tsv"
@@ -448,6 +449,9 @@ for scen in "${RUN_SCEN[@]}"; do
             ;;
         esac
         wait_wrk
+        # The policy's own view at the end of the run (estimates, weights,
+        # predictive's R^2), from the admin endpoint.
+        timeout 5 curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" >"$RAW/$key.metrics.txt" 2>/dev/null || true
 
         # SIGINT: the proxy drains (up to --drain-timeout, 10 s), writes the
         # CSV and prints its summary; stop_pid escalates after 30 s.
@@ -469,4 +473,20 @@ for scen in "${RUN_SCEN[@]}"; do
 done
 
 python3 "$BENCH_DIR/scenarios_report.py" "$RAW" | tee "$REPORT"
+# Predictive's prediction quality (rolling R^2 per backend) at the end of
+# each run, as scraped from /metrics.
+{
+    echo
+    echo "## Predictive: rolling R^2 per backend at the end of each run"
+    echo
+    echo "| run | backend | R^2 |"
+    echo "| --- | --- | --- |"
+    for f in "$RAW"/*predictive*.metrics.txt; do
+        [[ -e "$f" ]] || continue
+        run="$(basename "$f" .metrics.txt)"
+        grep -E '^tidegate_policy_gauge\{.*name="r_squared"' "$f" |
+            sed -E 's/.*backend="([^"]*)".* ([^ ]+)$/\1 \2/' |
+            while read -r b v; do printf '| %s | %s | %.3f |\n' "$run" "$b" "$v"; done
+    done
+} | tee -a "$REPORT"
 log "report: $REPORT; raw CSVs, wrk outputs and logs: $RAW/"

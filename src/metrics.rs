@@ -46,6 +46,8 @@ pub struct BackendMetrics {
     buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     sum_micros: AtomicU64,
     failures: AtomicU64,
+    /// Answered within `--slo-ms`.
+    within_slo: AtomicU64,
 }
 
 impl BackendMetrics {
@@ -57,6 +59,7 @@ impl BackendMetrics {
             buckets: Default::default(),
             sum_micros: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            within_slo: AtomicU64::new(0),
         }
     }
 }
@@ -74,6 +77,8 @@ struct Slot {
 #[derive(Debug)]
 pub struct Metrics {
     backends: Vec<BackendMetrics>,
+    /// `--slo-ms` in µs, if set.
+    slo_micros: Option<u64>,
     recent: Vec<Slot>,
     next: AtomicUsize,
 }
@@ -98,6 +103,8 @@ pub struct BackendSnapshot {
     pub count: u64,
     pub sum_seconds: f64,
     pub failures: u64,
+    /// Answered requests within `--slo-ms` (0 without it).
+    pub within_slo: u64,
 }
 
 impl BackendSnapshot {
@@ -124,9 +131,12 @@ pub fn quantile_from_buckets(cumulative: &[u64], q: f64) -> Option<f64> {
 }
 
 impl Metrics {
-    pub fn new(names: impl IntoIterator<Item = String>) -> Self {
+    /// Metrics for backends named `names`; `slo` (`--slo-ms`) enables the
+    /// per-backend deadline share.
+    pub fn new(names: impl IntoIterator<Item = String>, slo: Option<Duration>) -> Self {
         Metrics {
             backends: names.into_iter().map(BackendMetrics::new).collect(),
+            slo_micros: slo.map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
             recent: (0..RECENT).map(|_| Slot::default()).collect(),
             next: AtomicUsize::new(0),
         }
@@ -180,6 +190,9 @@ impl Metrics {
         }
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         b.sum_micros.fetch_add(micros, Relaxed);
+        if self.slo_micros.is_some_and(|slo| micros <= slo) {
+            b.within_slo.fetch_add(1, Relaxed);
+        }
         self.remember(backend, status, micros, at);
     }
 
@@ -242,6 +255,7 @@ impl Metrics {
                     count: acc,
                     sum_seconds: b.sum_micros.load(Relaxed) as f64 / 1e6,
                     failures: b.failures.load(Relaxed),
+                    within_slo: b.within_slo.load(Relaxed),
                 }
             })
             .collect()
@@ -345,7 +359,10 @@ mod tests {
 
     #[test]
     fn requests_land_in_class_bucket_and_ring() {
-        let m = Metrics::new(["a".to_string(), "b".to_string()]);
+        let m = Metrics::new(
+            ["a".to_string(), "b".to_string()],
+            Some(Duration::from_millis(100)),
+        );
         let t = UNIX_EPOCH + Duration::from_secs(1_000);
         m.started(1);
         assert_eq!(m.snapshot()[1].in_flight, 1);
@@ -381,11 +398,12 @@ mod tests {
         assert_eq!(r.len(), 2);
         assert_eq!((r[0].backend, r[0].status, r[0].latency_ms), (1, 200, 30.0));
         assert_eq!(r[1].latency_ms, 20_000.0);
+        assert_eq!(s.within_slo, 1, "30 ms is within 100 ms, 20 s is not");
     }
 
     #[test]
     fn the_ring_keeps_only_the_latest() {
-        let m = Metrics::new(["a".to_string()]);
+        let m = Metrics::new(["a".to_string()], None);
         for i in 0..(RECENT as u64 + 10) {
             m.started(0);
             m.finished(
@@ -403,7 +421,7 @@ mod tests {
 
     #[test]
     fn prometheus_text_has_families_and_escaped_labels() {
-        let m = Metrics::new(["x\"y".to_string()]);
+        let m = Metrics::new(["x\"y".to_string()], None);
         m.started(0);
         m.finished(
             0,

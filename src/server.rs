@@ -161,7 +161,7 @@ impl Server {
             timeouts: cfg.timeouts,
             selector,
             stats: ProxyStats::default(),
-            metrics: Metrics::new(cfg.backends.iter().map(|b| b.name.clone())),
+            metrics: Metrics::new(cfg.backends.iter().map(|b| b.name.clone()), cfg.slo),
             latencies: Mutex::new(crate::proxy::summary::new_histogram()),
             slo: cfg.slo,
             ejector: Ejector::new(

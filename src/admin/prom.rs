@@ -115,6 +115,20 @@ fn policy(out: &mut String, v: &View) {
             "Share of answered requests within --slo-ms.",
         );
         let _ = writeln!(out, "tidegate_slo_share{{slo_ms=\"{slo_ms}\"}} {share}");
+        family(
+            out,
+            "tidegate_backend_slo_share",
+            "gauge",
+            "Share of each backend's answered requests within --slo-ms.",
+        );
+        for b in v.backends.iter().filter(|b| b.snap.count > 0) {
+            let share = b.snap.within_slo as f64 / b.snap.count as f64;
+            let _ = writeln!(
+                out,
+                "tidegate_backend_slo_share{{backend=\"{}\",slo_ms=\"{slo_ms}\"}} {share}",
+                label(&b.snap.name)
+            );
+        }
     }
 }
 

@@ -116,13 +116,9 @@ impl<E: Estimator> Lowest<E> {
 
     /// Round-robin over the non-excluded backends.
     fn fallback(&self, exclude: Option<usize>) -> Option<usize> {
-        let n = self.slots.len();
-        let others = n - usize::from(exclude.is_some_and(|x| x < n));
-        if others == 0 {
-            return None;
-        }
-        let k = self.fallback_turn.fetch_add(1, ORDER) % others;
-        (0..n).filter(|&i| Some(i) != exclude).nth(k)
+        super::rotate(&self.fallback_turn, self.slots.len(), |i| {
+            Some(i) != exclude
+        })
     }
 
     fn log_choice(&self, what: &str, i: usize) {

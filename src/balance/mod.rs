@@ -51,6 +51,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 pub use predictive::Predictive;
@@ -334,6 +335,18 @@ pub fn build(
         Policy::Predictive => Arc::new(Predictive::new(backends, now)),
         Policy::TailBudget { slo } => Arc::new(TailBudget::new(backends, slo, now)),
     })
+}
+
+/// Takes the next turn of `turn` among the backends `0..n` that `ok`
+/// accepts: a lock-free rotation (relaxed: the counter publishes nothing
+/// but its own value). `None` when no backend is acceptable.
+pub(crate) fn rotate(turn: &AtomicUsize, n: usize, ok: impl Fn(usize) -> bool) -> Option<usize> {
+    let count = (0..n).filter(|&i| ok(i)).count();
+    if count == 0 {
+        return None;
+    }
+    let k = turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % count;
+    (0..n).filter(|&i| ok(i)).nth(k)
 }
 
 /// Short labels for the estimates log line: the port when every backend's

@@ -275,13 +275,9 @@ impl Predictive {
         exclude: Option<usize>,
         measured_only: bool,
     ) -> Option<usize> {
-        let ok = |i: &usize| Some(*i) != exclude && (!measured_only || self.measured(*i));
-        let n = (0..self.slots.len()).filter(ok).count();
-        if n == 0 {
-            return None;
-        }
-        let k = turn.fetch_add(1, ORDER) % n;
-        (0..self.slots.len()).filter(ok).nth(k)
+        super::rotate(turn, self.slots.len(), |i| {
+            Some(i) != exclude && (!measured_only || self.measured(i))
+        })
     }
 
     fn log_choice(&self, what: &str, i: usize) {
