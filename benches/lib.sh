@@ -27,6 +27,17 @@ mkdir -p "$OUT_DIR"
 # ---------------------------------------------------------------- logging
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+# dur_s 30s|2m|45 -> whole seconds.
+dur_s() {
+    [[ "$1" =~ ^([0-9]+)([smh]?)$ ]] || die "bad duration '$1' (use e.g. 30s, 2m)"
+    local n="${BASH_REMATCH[1]}"
+    case "${BASH_REMATCH[2]}" in
+    '' | s) echo "$n" ;;
+    m) echo $((n * 60)) ;;
+    h) echo $((n * 3600)) ;;
+    esac
+}
+
 die() {
     log "error: $*"
     exit 1

@@ -70,16 +70,6 @@ REPORT="$OUT_DIR/proxy_overhead.md"
 command -v wrk >/dev/null 2>&1 || die "wrk is not installed (\"$ANCHORS/anchors.sh\" install)"
 [[ "$REPS" =~ ^[1-9][0-9]*$ && "$CPU_REPS" =~ ^[1-9][0-9]*$ ]] || die "REPS and CPU_REPS must be positive integers"
 
-# dur_s 10s|2m|45 -> whole seconds.
-dur_s() {
-    [[ "$1" =~ ^([0-9]+)([smh]?)$ ]] || die "bad duration '$1' (use e.g. 10s, 1m)"
-    local n="${BASH_REMATCH[1]}"
-    case "${BASH_REMATCH[2]}" in
-    '' | s) echo "$n" ;;
-    m) echo $((n * 60)) ;;
-    h) echo $((n * 3600)) ;;
-    esac
-}
 DURATION_S="$(dur_s "$DURATION")"
 CPU_DURATION_S="$(dur_s "$CPU_DURATION")"
 

@@ -56,16 +56,6 @@ PAUSE="${PAUSE:-2}"
 command -v wrk >/dev/null 2>&1 || die "wrk is not installed (apt-get install wrk)"
 command -v python3 >/dev/null 2>&1 || die "python3 is needed for the report"
 
-# dur_s 30s|2m|45 -> whole seconds.
-dur_s() {
-    [[ "$1" =~ ^([0-9]+)([smh]?)$ ]] || die "bad duration '$1' (use e.g. 30s, 2m)"
-    local n="${BASH_REMATCH[1]}"
-    case "${BASH_REMATCH[2]}" in
-    '' | s) echo "$n" ;;
-    m) echo $((n * 60)) ;;
-    h) echo $((n * 3600)) ;;
-    esac
-}
 DURATION_S="$(dur_s "$DURATION")"
 ((DURATION_S > 0)) || die "DURATION must be > 0"
 
