@@ -46,10 +46,12 @@ impl Exchange {
         let end = if reused { End::Abandoned } else { End::Failed };
         let can_retry = !ex.retried && !ex.relayed && ex.body_sent == 0;
         if can_retry && shared.retry_budget.try_retry(now) {
-            // Even a stale pooled connection retries elsewhere: when a
-            // backend dies, all its pooled connections fail at once, and the
-            // same backend would only fail the retry too.
-            if let Some(next) = shared.choose(now, Some(ex.backend)) {
+            // Prefer another backend even after a stale pooled connection:
+            // when a backend dies, all its pooled connections fail at once
+            // and it would fail the retry too. With no other backend, a
+            // stale pooled connection is retried on a fresh one to the same.
+            let other = shared.choose(now, Some(ex.backend));
+            if let Some(next) = other.or(reused.then_some(ex.backend)) {
                 ProxyStats::bump(&shared.stats.retries);
                 ex.end_attempt(env, 0, elapsed, end);
                 ex.retried = true;
