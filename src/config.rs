@@ -182,6 +182,8 @@ pub struct ProxyConfig {
     pub eject_5xx: bool,
     /// `--eject-after`: consecutive failures that eject a backend (0: never).
     pub eject_after: u32,
+    /// `--health-check PATH` and `--health-interval`: active checks.
+    pub health_check: Option<(String, Duration)>,
 }
 
 /// Resolves every `--backend`; at least one is required.

@@ -17,6 +17,7 @@
 //! - `stats`: counters shared between threads; the run summary.
 //! - `connlog`: `--log-connections`, written by its own thread.
 //! - `health`: passive outlier ejection and the retry budget (atomics, time passed in).
+//! - `health_check`: optional active checks (`--health-check`), rise 2 / fall 3.
 //! - `metrics`: lock-free per-backend counters, latency histograms and the
 //!   recent-requests ring; Prometheus text rendering.
 //! - `admin`: `--admin ADDR`: `/metrics` (Prometheus), `/stats` (JSON) and
@@ -56,6 +57,7 @@ pub mod config;
 pub mod connlog;
 pub mod echo;
 pub mod health;
+pub mod health_check;
 pub mod http;
 pub mod io;
 pub mod limits;

@@ -161,6 +161,12 @@ struct ProxyArgs {
     /// Count 5xx answers as failures for outlier ejection.
     #[arg(long)]
     eject_5xx: bool,
+    /// Actively check each backend with GET PATH (down after 3 failures, up after 2 passes).
+    #[arg(long, value_name = "PATH")]
+    health_check: Option<String>,
+    /// Interval between active health checks.
+    #[arg(long, default_value = "2s", value_name = "DURATION")]
+    health_interval: String,
     /// Eject a backend after this many consecutive failures (0: never).
     #[arg(long, default_value_t = tidegate::health::EJECT_AFTER, value_name = "N")]
     eject_after: u32,
@@ -220,6 +226,21 @@ impl ProxyArgs {
             slo: self.slo_ms.map(Duration::from_millis),
             eject_5xx: self.eject_5xx,
             eject_after: self.eject_after,
+            health_check: match &self.health_check {
+                Some(path) => {
+                    let interval =
+                        config::parse_duration("--health-interval", &self.health_interval)?;
+                    if !path.starts_with('/') || interval.is_zero() {
+                        return Err(ConfigError::BadValue {
+                            flag: "--health-check",
+                            value: path.clone(),
+                            why: "expected an absolute path like /healthz and a non-zero --health-interval".into(),
+                        });
+                    }
+                    Some((path.clone(), interval))
+                }
+                None => None,
+            },
         })
     }
 }
@@ -429,6 +450,8 @@ fn demo(args: &DemoArgs) -> Result<(), StartError> {
         slo_ms: None,
         eject_5xx: false,
         eject_after: tidegate::health::EJECT_AFTER,
+        health_check: None,
+        health_interval: "2s".into(),
         admin: Some(args.admin.clone()),
     };
     let cfg = proxy_args.config()?;

@@ -19,6 +19,7 @@ use crate::config::{ConfigError, EchoConfig, ProxyConfig, ServerConfig};
 use crate::connlog;
 use crate::echo::{EchoCtx, EchoSession};
 use crate::health::{Ejector, RetryBudget};
+use crate::health_check::{self, ActiveHealth};
 use crate::metrics::Metrics;
 use crate::proxy::{ProxyCtx, ProxySession, ProxyStats, Shared, csvlog};
 use crate::session::Session;
@@ -171,7 +172,15 @@ impl Server {
                 cfg.eject_after,
             ),
             retry_budget: RetryBudget::new(Instant::now()),
+            active: cfg
+                .health_check
+                .as_ref()
+                .map(|_| ActiveHealth::new(cfg.backends.len())),
         });
+        if let Some((path, interval)) = &cfg.health_check {
+            health_check::spawn(&shared, path.clone(), *interval)
+                .map_err(io_err("starting the health checker"))?;
+        }
         let (csv, writer) = match &cfg.log_csv {
             Some(path) => {
                 let urls = cfg

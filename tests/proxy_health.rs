@@ -75,3 +75,77 @@ fn a_killed_backend_is_ejected_and_a_restarted_one_comes_back() -> TestResult {
     );
     Ok(())
 }
+
+/// `--health-check`: a backend failing its checks is taken out after FALL
+/// of them, before any client request has to fail on it (ejection is off
+/// here), and put back after RISE good ones.
+#[test]
+fn active_checks_take_a_failing_backend_out_and_bring_it_back() -> TestResult {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+    use util::scripted::{Reply, Scripted};
+
+    let healthy = Arc::new(AtomicBool::new(true));
+    let flaky = {
+        let healthy = Arc::clone(&healthy);
+        Scripted::start(move |seen| {
+            let ok = healthy.load(Relaxed) || !seen.head.starts_with("GET /healthz ");
+            let status: &[u8] = if ok {
+                b"200 OK"
+            } else {
+                b"503 Service Unavailable"
+            };
+            let mut r = b"HTTP/1.1 ".to_vec();
+            r.extend_from_slice(status);
+            r.extend_from_slice(b"\r\nContent-Length: 5\r\nX-Backend: flaky\r\n\r\nflaky");
+            Reply::Send(r)
+        })?
+    };
+    let steady = proxy::backend("0", "steady")?;
+    let interval = Duration::from_millis(50);
+    let opts = Opts {
+        policy: Policy::RoundRobin,
+        health_check: Some(("/healthz".into(), interval)),
+        ..Opts::default()
+    };
+    let p = proxy::start(&[steady.local_addr(), flaky.addr], opts)?;
+    let active = p
+        .handles
+        .shared
+        .active
+        .as_ref()
+        .ok_or("health checks are on")?;
+    let wait = |up: bool| util::wait_until(Duration::from_secs(5), || active.is_up(1) == up);
+
+    healthy.store(false, Relaxed);
+    assert!(
+        wait(false),
+        "marked down after {} failed checks",
+        tidegate::health_check::FALL
+    );
+    let mut c = p.client()?;
+    for _ in 0..10 {
+        let r = c.get("/")?;
+        assert_eq!(
+            (r.status, r.header("x-backend")),
+            (200, Some("steady")),
+            "no traffic to a down backend"
+        );
+    }
+    healthy.store(true, Relaxed);
+    assert!(
+        wait(true),
+        "back up after {} good checks",
+        tidegate::health_check::RISE
+    );
+    let flaky_answers = (0..10)
+        .filter_map(|_| c.get("/").ok())
+        .filter(|r| r.header("x-backend") == Some("flaky"))
+        .count();
+    assert!(
+        flaky_answers >= 4,
+        "back in rotation: {flaky_answers} of 10"
+    );
+    assert_eq!(p.stat(|s| &s.status_5xx), 0);
+    Ok(())
+}

@@ -57,6 +57,8 @@ pub struct Shared {
     pub ejector: crate::health::Ejector,
     /// Caps retries at a share of recent requests.
     pub retry_budget: crate::health::RetryBudget,
+    /// With `--health-check`: the checker's up/down verdicts.
+    pub active: Option<crate::health_check::ActiveHealth>,
 }
 
 impl Shared {
@@ -65,15 +67,20 @@ impl Shared {
     /// fails open with its first choice rather than refusing the request.
     pub fn choose(&self, now: std::time::Instant, exclude: Option<usize>) -> Option<usize> {
         use crate::health::Admit;
+        // Health checks first: admitting claims an ejected backend's probe.
+        let usable = |b: usize| {
+            self.active.as_ref().is_none_or(|a| a.is_up(b))
+                && self.ejector.admit(b, now) != Admit::No
+        };
         let first = self.selector.pick(now, exclude)?;
-        if self.ejector.admit(first, now) != Admit::No {
+        if usable(first) {
             return Some(first);
         }
         let mut last = first;
         // Bounded: one try per backend.
         for _ in 0..self.backends.len() {
             match self.selector.pick(now, Some(last)) {
-                Some(b) if Some(b) != exclude && self.ejector.admit(b, now) != Admit::No => {
+                Some(b) if Some(b) != exclude && usable(b) => {
                     return Some(b);
                 }
                 Some(b) => last = b,

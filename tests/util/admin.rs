@@ -55,6 +55,7 @@ pub fn start(backends: &[(&str, SocketAddr)], opts: Opts) -> io::Result<AdminPro
         log_csv: opts.csv,
         slo: Some(std::time::Duration::from_millis(200)),
         eject_5xx: false,
+        health_check: None,
         eject_after: 0,
     };
     let listener =

@@ -27,6 +27,8 @@ pub struct Opts {
     pub timeouts: Timeouts,
     pub csv: Option<PathBuf>,
     pub workers: usize,
+    /// `--health-check PATH` with its interval.
+    pub health_check: Option<(String, Duration)>,
 }
 
 impl Default for Opts {
@@ -43,6 +45,7 @@ impl Default for Opts {
             },
             csv: None,
             workers: 1,
+            health_check: None,
         }
     }
 }
@@ -73,6 +76,7 @@ pub fn start(backends: &[SocketAddr], opts: Opts) -> io::Result<TestProxy> {
         log_csv: opts.csv,
         slo: None,
         eject_5xx: false,
+        health_check: opts.health_check,
         eject_after: tidegate::health::EJECT_AFTER,
     };
     let (server, handles) = Server::proxy(&cfg).map_err(|e| io::Error::other(e.to_string()))?;
