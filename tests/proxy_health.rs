@@ -4,6 +4,7 @@
 
 mod util;
 
+use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use tidegate::backend::{self, BackendConfig};
@@ -123,6 +124,29 @@ fn active_checks_take_a_failing_backend_out_and_bring_it_back() -> TestResult {
         "marked down after {} failed checks",
         tidegate::health_check::FALL
     );
+    // The verdict is visible in /metrics.
+    let live = tidegate::server::LiveStats {
+        accept: Default::default(),
+        workers: Vec::new(),
+    };
+    let sources = tidegate::admin::Sources {
+        shared: Arc::clone(&p.handles.shared),
+        live,
+        csv_rows: None,
+    };
+    let admin = tidegate::admin::start("127.0.0.1:0".parse()?, sources)?;
+    let mut m = util::connect(admin.local_addr())?;
+    m.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")?;
+    let mut text = String::new();
+    m.read_to_string(&mut text)?;
+    assert!(
+        text.contains(&format!(
+            "tidegate_backend_up{{backend=\"{}\"}} 0\n",
+            flaky.addr
+        )),
+        "{text}"
+    );
+    admin.stop();
     let mut c = p.client()?;
     for _ in 0..10 {
         let r = c.get("/")?;

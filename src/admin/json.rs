@@ -107,7 +107,7 @@ fn backends(o: &mut String, v: &View) {
         let _ = write!(
             o,
             "{}{{\"name\":{},\"addr\":{},\"requests\":{},\"by_class\":{{{}}},\"in_flight\":{},\
-             \"failures\":{},\"ejections\":{},\"ejected\":{},\"within_slo\":{},\"answered\":{},\"sum_ms\":{},\"mean_ms\":{},\
+             \"failures\":{},\"ejections\":{},\"ejected\":{},\"up\":{},\"within_slo\":{},\"answered\":{},\"sum_ms\":{},\"mean_ms\":{},\
              \"p95_ms\":{},\"estimate_ms\":{},\"gauges\":{{{}}},\"buckets\":{}}}",
             sep(i),
             string(&s.name),
@@ -118,6 +118,7 @@ fn backends(o: &mut String, v: &View) {
             s.failures,
             b.ejections,
             b.ejected,
+            b.up.map_or("null", |u| if u { "true" } else { "false" }),
             s.within_slo,
             s.count,
             num(Some(s.sum_seconds * 1000.0)),

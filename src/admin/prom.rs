@@ -107,6 +107,24 @@ fn policy(out: &mut String, v: &View) {
             u8::from(b.ejected)
         );
     }
+    if v.backends.iter().any(|b| b.up.is_some()) {
+        family(
+            out,
+            "tidegate_backend_up",
+            "gauge",
+            "1 while active health checks (--health-check) pass.",
+        );
+        for b in &v.backends {
+            if let Some(up) = b.up {
+                let _ = writeln!(
+                    out,
+                    "tidegate_backend_up{{backend=\"{}\"}} {}",
+                    label(&b.snap.name),
+                    u8::from(up)
+                );
+            }
+        }
+    }
     if let Some((slo_ms, share)) = v.slo {
         family(
             out,

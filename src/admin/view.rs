@@ -87,6 +87,8 @@ pub struct BackendView {
     /// Times ejected by outlier detection, and whether it is out now.
     pub ejections: u64,
     pub ejected: bool,
+    /// With `--health-check`: the checker's verdict.
+    pub up: Option<bool>,
 }
 
 /// Cumulative per-backend counters at one second tick.
@@ -179,6 +181,7 @@ impl Sources {
                     .filter(|e| e.is_finite()),
                 ejections: shared.ejector.times_ejected(i),
                 ejected: shared.ejector.is_ejected(i),
+                up: shared.active.as_ref().map(|a| a.is_up(i)),
             })
             .collect();
         let answered: u64 = shared.metrics.snapshot().iter().map(|b| b.count).sum();
