@@ -77,34 +77,52 @@ for line in sys.stdin:
     fi | tail -n 1
 }
 
+# _build VAR NAME CARGO-ARGS...: unless VAR is already set, runs `cargo
+# CARGO-ARGS` in the repository and sets VAR to the executable of target NAME.
+_build() {
+    local var="$1" name="$2" json
+    shift 2
+    [[ -z "${!var:-}" ]] || return 0
+    log "building $name (cargo $*)"
+    json="$(cd "$REPO_ROOT" && cargo "$@" --message-format=json-render-diagnostics)" || die "cargo $* failed"
+    printf -v "$var" '%s' "$(_cargo_executable "$name" <<<"$json")"
+}
+
+# Builds `tidegate` (release) unless TIDEGATE_BIN is set; sets TIDEGATE_BIN.
+build_tidegate() {
+    _build TIDEGATE_BIN tidegate build --release --bin tidegate
+    [[ -n "$TIDEGATE_BIN" && -x "$TIDEGATE_BIN" ]] || die "no executable at '$TIDEGATE_BIN'"
+    log "tidegate: $TIDEGATE_BIN"
+}
+
+# run_bounded SECONDS OUTFILE CMD...: runs CMD under `timeout` (SIGINT, KILL
+# 10 s later) in the background, stdout+stderr to OUTFILE, and waits for it;
+# a background job + `wait`, so that an INT/TERM to this script runs the trap
+# at once (which stops it by PID). Sets RUN_RC; never fails the script.
+# shellcheck disable=SC2034 # RUN_RC is read by the calling scripts.
+run_bounded() {
+    local secs="$1" out="$2" pid
+    shift 2
+    RUN_RC=0
+    timeout --signal=INT --kill-after=10 "$secs" "$@" >"$out" 2>&1 &
+    pid=$!
+    BENCH_PIDS+=("$pid")
+    wait "$pid" || RUN_RC=$?
+    _forget_pid "$pid"
+}
+
 # Builds (release) the server, the load client and the tokio baseline, once,
 # and sets TIDEGATE_BIN, CLIENT_BIN, TOKIO_BIN. Any of them already set in the
 # environment is kept as is.
 build_all() {
-    local json
     if [[ "${NO_BUILD:-0}" == 1 ]]; then
         : "${TIDEGATE_BIN:?NO_BUILD=1 needs TIDEGATE_BIN}" "${CLIENT_BIN:?NO_BUILD=1 needs CLIENT_BIN}" \
             "${TOKIO_BIN:?NO_BUILD=1 needs TOKIO_BIN}"
     fi
     cd "$REPO_ROOT"
-    if [[ -z "${TIDEGATE_BIN:-}" ]]; then
-        log "building tidegate (release)"
-        json="$(cargo build --release --bin tidegate --message-format=json-render-diagnostics)" ||
-            die "cargo build --release --bin tidegate failed"
-        TIDEGATE_BIN="$(_cargo_executable tidegate <<<"$json")"
-    fi
-    if [[ -z "${CLIENT_BIN:-}" ]]; then
-        log "building echo_client (release example)"
-        json="$(cargo build --release --example echo_client --message-format=json-render-diagnostics)" ||
-            die "cargo build --release --example echo_client failed (is examples/echo_client.rs there?)"
-        CLIENT_BIN="$(_cargo_executable echo_client <<<"$json")"
-    fi
-    if [[ -z "${TOKIO_BIN:-}" ]]; then
-        log "building tokio_echo (cargo bench --no-run)"
-        json="$(cargo bench --no-run --bench tokio_echo --message-format=json-render-diagnostics)" ||
-            die "cargo bench --no-run --bench tokio_echo failed"
-        TOKIO_BIN="$(_cargo_executable tokio_echo <<<"$json")"
-    fi
+    _build TIDEGATE_BIN tidegate build --release --bin tidegate
+    _build CLIENT_BIN echo_client build --release --example echo_client
+    _build TOKIO_BIN tokio_echo bench --no-run --bench tokio_echo
     local b
     for b in "$TIDEGATE_BIN" "$CLIENT_BIN" "$TOKIO_BIN"; do
         [[ -n "$b" && -x "$b" ]] || die "no executable at '$b'"

@@ -102,32 +102,7 @@ trap 'exit 143' TERM
 
 # ---------------------------------------------------------------- build
 
-build_tidegate() {
-    if [[ -z "${TIDEGATE_BIN:-}" ]]; then
-        local json
-        log "building tidegate (release)"
-        json="$(cd "$REPO_ROOT" && cargo build --release --bin tidegate --message-format=json-render-diagnostics)" ||
-            die "cargo build --release --bin tidegate failed"
-        TIDEGATE_BIN="$(_cargo_executable tidegate <<<"$json")"
-    fi
-    [[ -n "$TIDEGATE_BIN" && -x "$TIDEGATE_BIN" ]] || die "no executable at '$TIDEGATE_BIN'"
-    log "tidegate: $TIDEGATE_BIN"
-}
 
-# run_bounded SECONDS OUTFILE CMD...: runs CMD under `timeout` (SIGINT, KILL
-# 10 s later) in the background, stdout+stderr to OUTFILE, and waits for it;
-# a background job + `wait`, so that an INT/TERM to this script runs the trap
-# at once (which stops it by PID). Sets RUN_RC; never fails the script.
-run_bounded() {
-    local secs="$1" out="$2" pid
-    shift 2
-    RUN_RC=0
-    timeout --signal=INT --kill-after=10 "$secs" "$@" >"$out" 2>&1 &
-    pid=$!
-    BENCH_PIDS+=("$pid")
-    wait "$pid" || RUN_RC=$?
-    _forget_pid "$pid"
-}
 
 # ---------------------------------------------------------------- /proc
 

@@ -158,18 +158,6 @@ try_start_server() {
     return 1
 }
 
-# Builds `tidegate` (release) unless TIDEGATE_BIN is set.
-build_tidegate() {
-    if [[ -z "${TIDEGATE_BIN:-}" ]]; then
-        local json
-        log "building tidegate (release)"
-        json="$(cd "$REPO_ROOT" && cargo build --release --bin tidegate --message-format=json-render-diagnostics)" ||
-            die "cargo build --release --bin tidegate failed"
-        TIDEGATE_BIN="$(_cargo_executable tidegate <<<"$json")"
-    fi
-    [[ -n "$TIDEGATE_BIN" && -x "$TIDEGATE_BIN" ]] || die "no executable at '$TIDEGATE_BIN'"
-    log "tidegate: $TIDEGATE_BIN"
-}
 
 raise_nofile
 build_tidegate
