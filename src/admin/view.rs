@@ -183,8 +183,8 @@ impl Sources {
                 ejected: shared.ejector.is_ejected(i),
                 up: shared.active.as_ref().map(|a| a.is_up(i)),
             })
-            .collect();
-        let answered: u64 = shared.metrics.snapshot().iter().map(|b| b.count).sum();
+            .collect::<Vec<BackendView>>();
+        let answered: u64 = backends.iter().map(|b| b.snap.count).sum();
         let slo = shared.slo.map(|d| {
             let share = if answered == 0 {
                 1.0
