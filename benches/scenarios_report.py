@@ -226,12 +226,7 @@ def main():
         print(__doc__.strip())
         return 0 if len(sys.argv) == 2 else 2
     d = sys.argv[1]
-    meta = []
-    try:
-        with open(os.path.join(d, "meta.txt")) as fh:
-            meta = [ln.rstrip("\n") for ln in fh if ln.strip()]
-    except OSError:
-        pass
+    meta = sr.read_lines(os.path.join(d, "meta.txt"))
     skipped = []
     try:
         with open(os.path.join(d, "skipped.tsv")) as fh:

@@ -173,17 +173,21 @@ def last_line(path, pattern):
     return hits
 
 
+def read_lines(path):
+    """The non-empty lines of an optional file (none if it is missing)."""
+    try:
+        with open(path) as fh:
+            return [ln.rstrip("\n") for ln in fh if ln.strip()]
+    except OSError:
+        return []
+
+
 def main():
     if len(sys.argv) != 2 or sys.argv[1] in ("-h", "--help"):
         print(__doc__.strip())
         return 0 if len(sys.argv) == 2 else 2
     d = sys.argv[1]
-    meta = []
-    try:
-        with open(os.path.join(d, "meta.txt")) as fh:
-            meta = [ln.rstrip("\n") for ln in fh if ln.strip()]
-    except OSError:
-        pass
+    meta = read_lines(os.path.join(d, "meta.txt"))
     with open(os.path.join(d, "runs.tsv")) as fh:
         runs = list(csv.DictReader(fh, delimiter="\t"))
 
