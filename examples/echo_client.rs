@@ -1,4 +1,4 @@
-//! Echo load client: a thin CLI over `tidegate::loadgen`.
+//! Echo load client: a thin CLI over `tidegate::tools::loadgen`.
 //!
 //! Opens `--connections` connections to an echo server, all concurrently,
 //! then has each send `--requests` messages of `--size` bytes one at a time,
@@ -23,7 +23,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use tidegate::loadgen::{self, FailureKind, LoadConfig, LoadError, MAX_WAIT};
+use tidegate::tools::loadgen::{self, FailureKind, LoadConfig, LoadError, MAX_WAIT};
 
 /// File descriptors needed besides one per connection: stdio, the CSV file,
 /// one epoll instance per thread (added separately), and slack for whatever
@@ -34,7 +34,7 @@ const FD_OVERHEAD: u64 = 32;
 const EXIT_USAGE: u8 = 2;
 
 #[derive(Debug, Parser)]
-#[command(about = "Event-driven echo load client (tidegate::loadgen)")]
+#[command(about = "Event-driven echo load client (tidegate::tools::loadgen)")]
 struct Args {
     /// Echo server address.
     #[arg(long)]

@@ -20,10 +20,10 @@ use std::time::Instant;
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 
-use crate::buffer::{Outbuf, WriteError};
-use crate::connlog::{ConnLog, ConnRecord};
-use crate::io::{self as sio, Fault, Io};
-use crate::session::{Accepted, CloseReason, Env, Ready, Session, Side, Step, token};
+use crate::runtime::buffer::{Outbuf, WriteError};
+use crate::runtime::connlog::{ConnLog, ConnRecord};
+use crate::runtime::io::{self as sio, Fault, Io};
+use crate::runtime::session::{Accepted, CloseReason, Env, Ready, Session, Side, Step, token};
 
 /// Size of each worker's scratch read buffer. 64 KiB drains a full loopback
 /// segment burst in one syscall; it is shared by all of a worker's

@@ -2,40 +2,28 @@
 //! directly on mio (epoll).
 //!
 //! # Layout
+//! - `runtime/`: what moves bytes and knows nothing of HTTP: the acceptor,
+//!   the worker event loop, the [`runtime::session::Session`] trait and
+//!   token scheme, timers, buffers, `io` (the one place that looks at
+//!   `io::ErrorKind`), fd limits, connection stats, the connection log.
+//! - `server`: starts the acceptor and workers for a mode, runs, stops,
+//!   summarises (the one module that knows both echo and proxy).
 //! - `config`: validated settings per mode; the [`config::ConfigError`] enum.
-//! - `limits`: raising RLIMIT_NOFILE at start.
-//! - `server`: start the acceptor and workers, run, stop, summarise.
-//! - `acceptor`: the listener, accept-until-WouldBlock, fd exhaustion
-//!   (reserve descriptor, backoff), round-robin hand-off, signals.
-//! - `worker`: one thread's Poll + Slab event loop, generic over a session.
-//! - `session`: the [`session::Session`] trait, the token scheme, [`session::Step`].
-//! - `buffer`: [`buffer::Outbuf`], write-through output with a queue for what the socket refuses.
 //! - `echo`: echo mode's session state machine.
-//! - `timers`: the per-worker deadline heap sessions use for timeouts.
-//! - `io`: non-blocking read/write/accept outcomes: the one place that looks
-//!   at `io::ErrorKind`.
-//! - `stats`: counters shared between threads; the run summary.
-//! - `connlog`: `--log-connections`, written by its own thread.
-//! - `health`: passive outlier ejection and the retry budget (atomics, time passed in).
-//! - `health_check`: optional active checks (`--health-check`), rise 2 / fall 3.
+//! - `proxy/`: proxy mode: the session state machine, the backend side of
+//!   one exchange, the backend socket pool, the request log writer.
+//! - `http/`: pure HTTP/1.1 framing (request and response heads, body
+//!   framing, chunked, hop-by-hop rules, canned error responses). No sockets.
+//! - `balance/`: the `Selector` trait and one file per routing policy,
+//!   shared lock-free by all workers. No clocks: time is passed in.
+//! - `health/`: passive outlier ejection, the retry budget, and optional
+//!   active checks (`active`).
 //! - `metrics`: lock-free per-backend counters, latency histograms and the
 //!   recent-requests ring; Prometheus text rendering.
-//! - `admin`: `--admin ADDR`: `/metrics` (Prometheus), `/stats` (JSON) and
-//!   the live dashboard, on its own thread; reads the proxy's atomics only.
-//! - `ratelimit`: keeps repeated warnings from flooding the log.
-//! - `proxy`: proxy mode: `session` (client side), `exchange` (backend side
-//!   of one request, fail-over), `upstream` (backend sockets, keep-alive
-//!   pool), `csvlog` (`--log-csv` writer thread).
-//! - `http`: pure HTTP/1.1 framing (request and response heads, body
-//!   framing, chunked, hop-by-hop rules, canned error responses). No sockets.
-//! - `balance`: the `Selector` trait and one file per routing policy
-//!   (round-robin, SMA, EWMA, least-conn, P2C, peak-EWMA, predictive,
-//!   tail-budget), shared lock-free by all workers. No clocks.
-//! - `backend`: the simulated backend server (`tidegate backend`): profiles,
-//!   capacity queue, fault modes, its own single-threaded event loop.
-//! - `loadgen`: the event-driven echo load client behind `examples/echo_client.rs`
-//!   (config + `run`, `conn` state machine, `worker` event loop, `payload`, `report`).
-//! - `report`: `tidegate report`: CSV request logs to the seed's Tables 1-3 (markdown) and an SVG chart.
+//! - `admin/`: `--admin ADDR`: `/metrics`, `/stats`, the dashboard, on its
+//!   own thread; reads the proxy's atomics only.
+//! - `tools/`: the simulated backend (`tidegate backend`), the echo load
+//!   client, and `tidegate report`.
 //!
 //! # Error policy
 //! Nothing read from the network can panic: socket errors become a
@@ -48,26 +36,14 @@
 #![forbid(unsafe_code)]
 #![warn(rust_2018_idioms, missing_debug_implementations)]
 
-pub mod acceptor;
 pub mod admin;
-pub mod backend;
 pub mod balance;
-pub mod buffer;
 pub mod config;
-pub mod connlog;
 pub mod echo;
 pub mod health;
-pub mod health_check;
 pub mod http;
-pub mod io;
-pub mod limits;
-pub mod loadgen;
 pub mod metrics;
 pub mod proxy;
-pub mod ratelimit;
-pub mod report;
+pub mod runtime;
 pub mod server;
-pub mod session;
-pub mod stats;
-pub mod timers;
-pub mod worker;
+pub mod tools;

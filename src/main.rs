@@ -12,14 +12,14 @@ use log::{info, warn};
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 use tidegate::admin::{self, AdminListener};
-use tidegate::backend::{self, BackendConfig, Profile, StopSignal};
 use tidegate::balance::{self, Policy};
 use tidegate::config::{
     self, ConfigError, DEFAULT_BACKLOG, EchoConfig, ProxyConfig, ServerConfig, Timeouts,
 };
-use tidegate::limits;
-use tidegate::report::{self, ReportArgs};
+use tidegate::runtime::limits;
 use tidegate::server::{Server, StartError};
+use tidegate::tools::backend::{self, BackendConfig, Profile, StopSignal};
+use tidegate::tools::report::{self, ReportArgs};
 
 #[derive(Debug, Parser)]
 #[command(

@@ -13,18 +13,18 @@ use log::{error, info};
 use mio::net::UnixStream;
 use signal_hook::consts::{SIGINT, SIGTERM};
 
-use crate::acceptor::{self, Acceptor, ListenError, ShutdownHandle};
 use crate::balance;
 use crate::config::{ConfigError, EchoConfig, ProxyConfig, ServerConfig};
-use crate::connlog;
 use crate::echo::{EchoCtx, EchoSession};
+use crate::health::active::{self as health_check, ActiveHealth};
 use crate::health::{Ejector, RetryBudget};
-use crate::health_check::{self, ActiveHealth};
 use crate::metrics::Metrics;
 use crate::proxy::{ProxyCtx, ProxySession, ProxyStats, Shared, csvlog};
-use crate::session::Session;
-use crate::stats::{AcceptStats, Summary, WorkerStats};
-use crate::worker;
+use crate::runtime::acceptor::{self, Acceptor, ListenError, ShutdownHandle};
+use crate::runtime::connlog;
+use crate::runtime::session::Session;
+use crate::runtime::stats::{AcceptStats, Summary, WorkerStats};
+use crate::runtime::worker;
 
 /// Why a server could not start.
 #[derive(Debug)]
@@ -175,10 +175,15 @@ impl Server {
             active: cfg
                 .health_check
                 .as_ref()
-                .map(|_| ActiveHealth::new(cfg.backends.len())),
+                .map(|_| Arc::new(ActiveHealth::new(cfg.backends.len()))),
         });
-        if let Some((path, interval)) = &cfg.health_check {
-            health_check::spawn(&shared, path.clone(), *interval)
+        if let (Some((path, interval)), Some(active)) = (&cfg.health_check, &shared.active) {
+            let targets = cfg
+                .backends
+                .iter()
+                .map(|b| (b.addr, b.name.clone()))
+                .collect();
+            health_check::spawn(active, targets, path.clone(), *interval)
                 .map_err(io_err("starting the health checker"))?;
         }
         let (csv, writer) = match &cfg.log_csv {

@@ -11,7 +11,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tidegate::backend::{self, BackendConfig, BackendHandle, FailMode, SlowPhase, StopSignal};
+use tidegate::tools::backend::{
+    self, BackendConfig, BackendHandle, FailMode, SlowPhase, StopSignal,
+};
 use util::{TestResult, connect};
 
 /// Generous bound for a response that should take well under a second.

@@ -6,7 +6,7 @@ mod util;
 use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
-use tidegate::backend::{self, BackendConfig};
+use tidegate::tools::backend::{self, BackendConfig};
 use util::client::Client;
 use util::{Proc, TestResult, run_bin as run, wait_until};
 

@@ -7,9 +7,9 @@ mod util;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use tidegate::backend::{self, BackendConfig};
 use tidegate::balance::Policy;
 use tidegate::health;
+use tidegate::tools::backend::{self, BackendConfig};
 use util::TestResult;
 use util::proxy::{self, Opts};
 
@@ -122,7 +122,7 @@ fn active_checks_take_a_failing_backend_out_and_bring_it_back() -> TestResult {
     assert!(
         wait(false),
         "marked down after {} failed checks",
-        tidegate::health_check::FALL
+        tidegate::health::active::FALL
     );
     // The verdict is visible in /metrics.
     let live = tidegate::server::LiveStats {
@@ -160,7 +160,7 @@ fn active_checks_take_a_failing_backend_out_and_bring_it_back() -> TestResult {
     assert!(
         wait(true),
         "back up after {} good checks",
-        tidegate::health_check::RISE
+        tidegate::health::active::RISE
     );
     let flaky_answers = (0..10)
         .filter_map(|_| c.get("/").ok())

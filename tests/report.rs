@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use tidegate::report::{
+use tidegate::tools::report::{
     self, ReportArgs, ReportError, RunStats, parse_csv, render_svg, render_tables, summarize,
 };
 

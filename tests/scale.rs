@@ -5,8 +5,8 @@ mod util;
 
 use std::time::Duration;
 
-use tidegate::limits;
-use tidegate::loadgen::{self, LoadConfig};
+use tidegate::runtime::limits;
+use tidegate::tools::loadgen::{self, LoadConfig};
 
 use util::{TestResult, echo_server};
 

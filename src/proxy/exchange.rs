@@ -14,9 +14,9 @@ use super::{PENDING_LIMIT, ProxyStats};
 use crate::balance::Outcome;
 use crate::config::{BackendConn, Timeouts};
 use crate::http::{self, BodyFramer, BodyKind, Peer, RequestHead};
-use crate::io::{self as sio, Connect, Io};
 use crate::metrics::End;
-use crate::session::{CloseReason, Ready};
+use crate::runtime::io::{self as sio, Connect, Io};
+use crate::runtime::session::{CloseReason, Ready};
 
 /// Interim (1xx) responses relayed per call before yielding; a backend
 /// sending endless 100 Continues cannot pin the worker.

@@ -12,7 +12,7 @@ use super::session::{Env2, ProxySession};
 use crate::balance::Outcome;
 use crate::http;
 use crate::metrics::End;
-use crate::session::CloseReason;
+use crate::runtime::session::CloseReason;
 
 impl Exchange {
     /// The backend failed before any response byte was relayed: retry once

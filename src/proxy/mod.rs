@@ -24,7 +24,7 @@ use hdrhistogram::Histogram;
 
 use crate::balance::Selector;
 use crate::config::{BackendAddr, BackendConn, Timeouts};
-use crate::ratelimit::RateLimit;
+use crate::runtime::ratelimit::RateLimit;
 
 pub use session::ProxySession;
 
@@ -58,7 +58,7 @@ pub struct Shared {
     /// Caps retries at a share of recent requests.
     pub retry_budget: crate::health::RetryBudget,
     /// With `--health-check`: the checker's up/down verdicts.
-    pub active: Option<crate::health_check::ActiveHealth>,
+    pub active: Option<Arc<crate::health::active::ActiveHealth>>,
 }
 
 impl Shared {

@@ -27,10 +27,12 @@ use mio::{Interest, Token};
 use super::csvlog::{Outcome, Row};
 use super::exchange::Exchange;
 use super::{PENDING_LIMIT, ProxyCtx, ProxyStats};
-use crate::buffer::{Outbuf, WriteError};
 use crate::http::{self, HttpError};
-use crate::io::{self as sio, Fault, Io};
-use crate::session::{Accepted, CloseReason, Env, Ready, Route, Session, Side, Step, token};
+use crate::runtime::buffer::{Outbuf, WriteError};
+use crate::runtime::io::{self as sio, Fault, Io};
+use crate::runtime::session::{
+    Accepted, CloseReason, Env, Ready, Route, Session, Side, Step, token,
+};
 
 /// Rounds of "flush, read, advance" per call before yielding to other
 /// sessions (returning `Step::Again`).

@@ -16,8 +16,8 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry};
 use slab::Slab;
 
-use crate::io::{self as sio, Io};
-use crate::session::{Side, token};
+use crate::runtime::io::{self as sio, Io};
+use crate::runtime::session::{Side, token};
 
 /// Idle connections kept per backend per worker. Like nginx's `keepalive`
 /// directive: enough for the request concurrency one worker sees against

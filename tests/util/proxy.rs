@@ -8,12 +8,12 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use tidegate::backend::{self, BackendConfig, BackendHandle};
 use tidegate::balance::Policy;
 use tidegate::config::{BackendAddr, BackendConn, ProxyConfig, ServerConfig, Timeouts};
 use tidegate::proxy::ProxyStats;
+use tidegate::runtime::stats::Summary;
 use tidegate::server::{ProxyHandles, RunningServer, Server};
-use tidegate::stats::Summary;
+use tidegate::tools::backend::{self, BackendConfig, BackendHandle};
 
 use super::client::Client;
 

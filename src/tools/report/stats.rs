@@ -167,7 +167,7 @@ pub fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::csv::parse_reader;
+    use crate::tools::report::csv::parse_reader;
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-9

@@ -14,6 +14,8 @@
 //! floor so a quiet proxy can still retry, so a dying backend cannot double
 //! the load on the others.
 
+pub mod active;
+
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! after `RISE` good ones. One checker thread probes every backend each
 //! `--health-interval` with a blocking `GET` (it is not a worker, so
 //! blocking is fine) and publishes the verdicts as atomics that
-//! `Shared::choose` reads. It holds only a `Weak` to the proxy's state, so it
+//! `Shared::choose` reads. It holds only a `Weak` to the verdicts, so it
 //! ends by itself once the proxy is gone.
 
 use std::io::{Read, Write};
@@ -12,8 +12,6 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
-
-use crate::proxy::Shared;
 
 /// Good checks in a row that bring a backend back (HAProxy's `rise 2`).
 pub const RISE: u32 = 2;
@@ -89,33 +87,37 @@ pub fn check(addr: SocketAddr, host: &str, path: &str, timeout: Duration) -> boo
     head.starts_with(b"HTTP/1.") && matches!(head.get(9), Some(b'2' | b'3'))
 }
 
-/// Starts the checker thread for `shared`'s backends.
+/// Starts the checker thread for `targets` (address and name per backend,
+/// in index order). It holds only a `Weak` to the verdicts, so it ends by
+/// itself once the proxy drops them.
 pub fn spawn(
-    shared: &Arc<Shared>,
+    health: &Arc<ActiveHealth>,
+    targets: Vec<(SocketAddr, String)>,
     path: String,
     interval: Duration,
 ) -> std::io::Result<JoinHandle<()>> {
-    let weak: Weak<Shared> = Arc::downgrade(shared);
+    let weak: Weak<ActiveHealth> = Arc::downgrade(health);
     let timeout = interval.min(CHECK_TIMEOUT).max(Duration::from_millis(10));
     thread::Builder::new()
         .name("tidegate-health".into())
         .spawn(move || {
             loop {
-                let Some(shared) = weak.upgrade() else { return };
-                let Some(active) = &shared.active else { return };
-                for (i, b) in shared.backends.iter().enumerate() {
-                    let ok = check(b.addr, &b.name, &path, timeout);
+                for (i, (addr, name)) in targets.iter().enumerate() {
+                    let ok = check(*addr, name, &path, timeout);
+                    let Some(active) = weak.upgrade() else { return };
                     match active.report(i, ok) {
                         Some(true) => {
-                            log::info!("backend {} is up ({RISE} good health checks)", b.name)
+                            log::info!("backend {name} is up ({RISE} good health checks)")
                         }
                         Some(false) => {
-                            log::warn!("backend {} is down ({FALL} failed health checks)", b.name)
+                            log::warn!("backend {name} is down ({FALL} failed health checks)")
                         }
                         None => {}
                     }
                 }
-                drop(shared);
+                if weak.strong_count() == 0 {
+                    return;
+                }
                 thread::sleep(interval);
             }
         })

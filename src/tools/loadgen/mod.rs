@@ -14,7 +14,7 @@
 //! [`Report`], never returned as errors.
 //!
 //! ```no_run
-//! use tidegate::loadgen::{self, LoadConfig};
+//! use tidegate::tools::loadgen::{self, LoadConfig};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let cfg = LoadConfig {
 //!     target: "127.0.0.1:8000".parse()?,

@@ -32,7 +32,7 @@ use super::request::{self, Head, Parsed};
 use super::response::{self, CONTINUE, GARBAGE, Reply};
 use super::schedule::Scheduler;
 use super::stats::Counters;
-use crate::io::{self as sio, Io};
+use crate::runtime::io::{self as sio, Io};
 
 /// Size of the loop's shared read buffer: 64 KiB drains a loopback burst in
 /// one syscall and is shared by every connection.

@@ -17,9 +17,11 @@ use log::{debug, error, trace};
 use mio::{Events, Poll, Token, Waker};
 use slab::Slab;
 
-use crate::session::{Accepted, CloseReason, Env, Ready, Route, Session, Side, Step, split};
-use crate::stats::{AcceptStats, WorkerStats};
-use crate::timers::{FIRE_BATCH, Timers};
+use crate::runtime::session::{
+    Accepted, CloseReason, Env, Ready, Route, Session, Side, Step, split,
+};
+use crate::runtime::stats::{AcceptStats, WorkerStats};
+use crate::runtime::timers::{FIRE_BATCH, Timers};
 
 /// The waker's token. Session tokens are `key << 1 | side` and keys stay far
 /// below `usize::MAX >> 2`, so this can never collide.
@@ -135,7 +137,7 @@ impl<S: Session> Worker<S> {
                 self.timeout(now)
             };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if crate::io::is_interrupted(&e) {
+                if crate::runtime::io::is_interrupted(&e) {
                     continue;
                 }
                 error!(

@@ -13,11 +13,11 @@ use mio::net::{TcpListener, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::io::{AcceptFault, classify_accept, is_addr_in_use, is_interrupted};
-use crate::ratelimit::RateLimit;
-use crate::session::Accepted;
-use crate::stats::AcceptStats;
-use crate::worker::{Msg, WorkerHandle};
+use crate::runtime::io::{AcceptFault, classify_accept, is_addr_in_use, is_interrupted};
+use crate::runtime::ratelimit::RateLimit;
+use crate::runtime::session::Accepted;
+use crate::runtime::stats::AcceptStats;
+use crate::runtime::worker::{Msg, WorkerHandle};
 
 pub const LISTENER: Token = Token(0);
 pub const WAKE: Token = Token(1);

@@ -30,9 +30,9 @@ use super::schedule::{Due, Scheduler};
 use super::stats::{BackendStats, Counters};
 use super::timer::Timer;
 use super::{BackendConfig, StopSignal};
-use crate::acceptor::{ListenError, listen};
-use crate::io::{AcceptFault, classify_accept, is_addr_in_use, is_interrupted};
-use crate::ratelimit::RateLimit;
+use crate::runtime::acceptor::{ListenError, listen};
+use crate::runtime::io::{AcceptFault, classify_accept, is_addr_in_use, is_interrupted};
+use crate::runtime::ratelimit::RateLimit;
 
 /// The stop waker's token. Connection tokens are slab keys, which stay far
 /// below these two.

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::session::CloseReason;
+use crate::runtime::session::CloseReason;
 
 /// One closed connection.
 #[derive(Debug, Clone, Copy)]

@@ -5,7 +5,7 @@
 
 use std::io::Write;
 
-use crate::io::{self as sio, Fault, Io};
+use crate::runtime::io::{self as sio, Fault, Io};
 
 /// A drained buffer larger than this is freed rather than kept, so a burst
 /// leaves no lasting memory behind on an idle connection.

@@ -12,8 +12,9 @@ use std::time::Instant;
 use mio::net::TcpStream;
 use mio::{Registry, Token};
 
-use crate::stats::WorkerStats;
-use crate::timers::Timers;
+pub use crate::runtime::close::CloseReason;
+use crate::runtime::stats::WorkerStats;
+use crate::runtime::timers::Timers;
 
 /// Which socket of a session an event is for. A session owns at most two
 /// sockets (the client's and, in proxy mode, a backend's), so the side is
@@ -79,19 +80,6 @@ pub enum Step {
     Again,
     /// Remove and close the session.
     Close(CloseReason),
-}
-
-/// Why a session ended; counted per worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
-    /// The peer closed cleanly and everything owed to it was sent.
-    Done,
-    /// The peer reset the connection or vanished mid-write.
-    Reset,
-    /// Any other socket error.
-    Error,
-    /// The server is shutting down.
-    Shutdown,
 }
 
 /// A freshly accepted client connection, handed from the acceptor.

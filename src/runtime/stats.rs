@@ -7,7 +7,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
-use crate::session::CloseReason;
+use crate::runtime::close::CloseReason;
 
 /// Counters owned by one worker.
 #[derive(Debug, Default)]
