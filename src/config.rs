@@ -151,6 +151,12 @@ pub struct Timeouts {
     pub idle: Duration,
     /// `--drain-timeout`: on shutdown, in-flight requests get this long.
     pub drain: Duration,
+    /// `--client-timeout`: a client that sends no body byte, or reads no
+    /// response byte, for this long mid-exchange gets 408 or a close.
+    pub client: Duration,
+    /// `--tunnel-timeout`: a switched (WebSocket) connection with no byte
+    /// either way for this long is closed.
+    pub tunnel: Duration,
 }
 
 impl Default for Timeouts {
@@ -163,6 +169,11 @@ impl Default for Timeouts {
             header: Duration::from_secs(10),
             idle: Duration::from_secs(60),
             drain: Duration::from_secs(10),
+            // nginx's client_body_timeout is 60 s; 30 s frees a stalled
+            // upload's backend connection sooner.
+            client: Duration::from_secs(30),
+            // A WebSocket is long-lived; one hour of silence is a dead peer.
+            tunnel: Duration::from_secs(3600),
         }
     }
 }

@@ -155,6 +155,13 @@ struct ProxyArgs {
     /// On SIGINT/SIGTERM, in-flight requests get this long to finish.
     #[arg(long, default_value = "10s", value_name = "DURATION")]
     drain_timeout: String,
+    /// A client sending no body byte, or reading no response byte, this
+    /// long mid-request: 408 (or a close once the response started).
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    client_timeout: String,
+    /// A WebSocket (Upgrade) tunnel with no byte either way this long is closed.
+    #[arg(long, default_value = "1h", value_name = "DURATION")]
+    tunnel_timeout: String,
     /// Report the share of requests answered within this many milliseconds.
     #[arg(long, value_name = "MS")]
     slo_ms: Option<u64>,
@@ -221,6 +228,8 @@ impl ProxyArgs {
                 header: config::parse_duration("--header-timeout", &self.header_timeout)?,
                 idle: config::parse_duration("--idle-timeout", &self.idle_timeout)?,
                 drain: config::parse_duration("--drain-timeout", &self.drain_timeout)?,
+                client: config::parse_duration("--client-timeout", &self.client_timeout)?,
+                tunnel: config::parse_duration("--tunnel-timeout", &self.tunnel_timeout)?,
             },
             log_csv: self.log_csv.clone(),
             slo: self.slo_ms.map(Duration::from_millis),
@@ -447,6 +456,8 @@ fn demo(args: &DemoArgs) -> Result<(), StartError> {
         header_timeout: "10s".into(),
         idle_timeout: "60s".into(),
         drain_timeout: "10s".into(),
+        client_timeout: "30s".into(),
+        tunnel_timeout: "1h".into(),
         slo_ms: None,
         eject_5xx: false,
         eject_after: tidegate::health::EJECT_AFTER,

@@ -71,7 +71,7 @@ fn request(buf: &[u8]) -> Result<Option<RequestHead>, HttpError> {
 
 fn response(buf: &[u8], method: Method) -> Result<Option<ResponseHead>, HttpError> {
     let mut headers = [EMPTY_HEADER; MAX_HEADERS];
-    parse_response(buf, method, &mut headers).map(|r| r.map(|r| r.head))
+    parse_response(buf, method, false, &mut headers).map(|r| r.map(|r| r.head))
 }
 
 /// A prefix either needs more bytes or already gives the whole input's answer.
@@ -181,7 +181,7 @@ proptest! {
             prefix_agrees(response(bytes.get(..cut).unwrap_or_default(), method), &whole)?;
         }
         let mut headers = [EMPTY_HEADER; MAX_HEADERS];
-        if let Ok(Some(resp)) = parse_response(&bytes, method, &mut headers) {
+        if let Ok(Some(resp)) = parse_response(&bytes, method, false, &mut headers) {
             let mut out = Vec::new();
             resp.write_head(false, 1, &mut out);
             let again = response(&out, method).map(|h| h.map(|h| (h.head_len, h.status, h.body)));

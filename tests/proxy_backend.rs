@@ -72,7 +72,7 @@ fn a_silent_backend_gives_504_after_the_backend_timeout() -> TestResult {
     assert_eq!(r.status, 504, "{}", r.head);
     assert!(took >= Duration::from_millis(290), "{took:?}");
     assert!(took < Duration::from_secs(3), "{took:?}");
-    assert_eq!(p.stat(|s| &s.timeouts), 1);
+    assert_eq!(p.stat(|s| &s.backend_timeouts), 1);
     assert_eq!(p.stat(|s| &s.status_5xx), 1);
     assert_eq!(
         p.stat(|s| &s.retries),

@@ -5,7 +5,8 @@
 //! ```text
 //! { "policy", "uptime_s", "now_ms",
 //!   "requests": {"total", "ok", "4xx", "5xx"}, "retries",
-//!   "failures": {"connect", "reset", "bad_response", "timeout", "client_abort"},
+//!   "failures": {"connect", "backend_reset", "bad_response", "backend_timeout",
+//!                "backend_unavailable", "client_timeout", "client_abort", "client_bad_body"},
 //!   "ejections",
 //!   "latency": {"count", "mean_ms", "p50_ms", "p95_ms", "p99_ms"},
 //!   "connections": {"accepted", "open", "workers": [open per worker]},

@@ -186,11 +186,33 @@ fn requests(out: &mut String, v: &View) {
         out,
         "tidegate_failures_total",
         "counter",
-        "Failed backend attempts and client aborts, by kind.",
+        "Failed exchanges by kind and by the side at fault (backend or client).",
     );
     for (kind, n) in FAILURE_KINDS.iter().zip(v.failures) {
-        let _ = writeln!(out, "tidegate_failures_total{{kind=\"{kind}\"}} {n}");
+        let side = if kind.starts_with("client") {
+            "client"
+        } else {
+            "backend"
+        };
+        let _ = writeln!(
+            out,
+            "tidegate_failures_total{{kind=\"{kind}\",side=\"{side}\"}} {n}"
+        );
     }
+    single(
+        out,
+        "tidegate_tunnels_total",
+        "counter",
+        "Connections switched to a byte tunnel by a 101 (WebSocket).",
+        v.tunnels.0,
+    );
+    single(
+        out,
+        "tidegate_tunnels_open",
+        "gauge",
+        "Tunnels open now.",
+        v.tunnels.1,
+    );
 }
 
 fn connections(out: &mut String, v: &View) {

@@ -41,16 +41,21 @@ pub struct Requests {
 }
 
 /// Failures by kind, in [`FAILURE_KINDS`] order.
-pub type Failures = [u64; 5];
+pub type Failures = [u64; 8];
 
 /// Label values of `tidegate_failures_total{kind}` and keys of the
 /// `/stats` `failures` object, in [`Failures`] order.
-pub const FAILURE_KINDS: [&str; 5] = [
+/// Each names the side at fault: the first five are the backend's, the
+/// last three the client's.
+pub const FAILURE_KINDS: [&str; 8] = [
     "connect",
-    "reset",
+    "backend_reset",
     "bad_response",
-    "timeout",
+    "backend_timeout",
+    "backend_unavailable",
+    "client_timeout",
     "client_abort",
+    "client_bad_body",
 ];
 
 /// Everything reported, read at one moment.
@@ -62,6 +67,8 @@ pub struct View {
     pub now_ms: u64,
     pub requests: Requests,
     pub failures: Failures,
+    /// Tunnels opened in all, and open now.
+    pub tunnels: (u64, u64),
     pub backends: Vec<BackendView>,
     pub accepted: u64,
     pub open: usize,
@@ -210,9 +217,13 @@ impl Sources {
                 g(&s.connect_failures),
                 g(&s.backend_resets),
                 g(&s.bad_responses),
-                g(&s.timeouts),
+                g(&s.backend_timeouts),
+                g(&s.unavailable),
+                g(&s.client_timeouts),
                 g(&s.client_aborts),
+                g(&s.bad_bodies),
             ],
+            tunnels: (g(&s.tunnels), g(&s.tunnels_open)),
             backends,
             accepted: self.live.accept.accepted.load(Relaxed),
             open: self.live.accept.open.load(Relaxed),

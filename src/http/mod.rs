@@ -24,8 +24,9 @@
 //!   is an error (the next hop might read it differently).
 //! - Requests: a transfer coding other than `chunked` is 501; `chunked` not
 //!   last or twice is 400; Transfer-Encoding in HTTP/1.0 is 400; CONNECT is 501.
-//! - Responses: 101 is an error (we strip Upgrade, so no switch was asked
-//!   for); Content-Length with Transfer-Encoding, or Transfer-Encoding in
+//! - Upgrade: forwarded only on an HTTP/1.1 GET that lists `upgrade` in
+//!   `Connection` (RFC 9110 §7.8); a 101 to any other request is an error.
+//! - Responses: Content-Length with Transfer-Encoding, or Transfer-Encoding in
 //!   HTTP/1.0, is an error; Content-Length must be valid even where it does not
 //!   frame the body (HEAD, 204, 304).
 //! - Content-Length fields (and a request's Transfer-Encoding) are forwarded

@@ -76,6 +76,10 @@ pub struct RequestHead {
     pub keep_alive: bool,
     /// `Expect: 100-continue` on an HTTP/1.1 request (ignored on 1.0, RFC 9110 §10.1.1).
     pub expect_continue: bool,
+    /// A protocol switch is asked for (RFC 9110 §7.8): an HTTP/1.1 GET
+    /// with `Upgrade` listed in `Connection`. Only then are `Upgrade` and
+    /// `Connection: upgrade` forwarded, and only then may a 101 come back.
+    pub upgrade: bool,
 }
 
 /// A valid request head, borrowing the caller's buffer and header slots.
@@ -109,7 +113,8 @@ impl<'h, 'b> ParsedRequest<'h, 'b> {
     /// verbatim; nginx speaks 1.0 upstream by default for the same reason),
     /// end-to-end fields in order (hop-by-hop ones removed,
     /// framing fields normalised), `X-Forwarded-For` extended with
-    /// `client_ip`, and `Connection: close` if `backend_close`.
+    /// `client_ip`, and `Connection: close` if `backend_close` (or, for an
+    /// upgrade request, its `Upgrade` field and `Connection: upgrade`).
     ///
     /// An HTTP/1.0 request without Host is forwarded without one.
     pub fn write_head(&self, client_ip: IpAddr, backend_close: bool, out: &mut Vec<u8>) {
@@ -158,7 +163,13 @@ impl<'h, 'b> ParsedRequest<'h, 'b> {
         if last_xff.is_none() {
             let _ = write!(out, "X-Forwarded-For: {ip}\r\n");
         }
-        if backend_close {
+        if self.head.upgrade {
+            // Hop-by-hop, so dropped above; a switch forwards them as asked.
+            for h in headers.iter().filter(|h| is(h, "upgrade")) {
+                write_field(out, h.name, h.value);
+            }
+            out.extend_from_slice(b"Connection: upgrade\r\n");
+        } else if backend_close {
             out.extend_from_slice(b"Connection: close\r\n");
         }
         out.extend_from_slice(b"\r\n");
@@ -213,6 +224,10 @@ pub fn parse_request<'h, 'b>(
         body: body_kind(headers, minor)?,
         keep_alive: fields::persistent(headers, minor),
         expect_continue: minor == 1 && fields::has_token(headers, "expect", "100-continue"),
+        upgrade: minor == 1
+            && method == "GET"
+            && fields::count(headers, "upgrade") > 0
+            && fields::has_token(headers, "connection", "upgrade"),
     };
     Ok(Some(ParsedRequest {
         head,

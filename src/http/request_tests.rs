@@ -41,6 +41,7 @@ fn valid_requests() {
         body: BodyKind::None,
         keep_alive: true,
         expect_continue: false,
+        upgrade: false,
     };
     assert_eq!(head, Ok(Some(want)));
 
@@ -513,5 +514,37 @@ fn every_split_point() {
                 assert_eq!(prefix, whole, "{req:?} at {cut}");
             }
         }
+    }
+}
+
+#[test]
+fn upgrade_is_forwarded_only_when_asked_for_on_a_get() {
+    let ip: std::net::IpAddr = [10, 0, 0, 1].into();
+    let rewrite = |req: &[u8]| {
+        let mut headers = [EMPTY_HEADER; MAX_HEADERS];
+        let Ok(Some(p)) = parse_request(req, &mut headers) else {
+            panic!("must parse: {req:?}");
+        };
+        let mut out = Vec::new();
+        p.write_head(ip, true, &mut out);
+        (p.head.upgrade, String::from_utf8_lossy(&out).into_owned())
+    };
+    let (up, head) = rewrite(
+        b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    );
+    assert!(up);
+    assert_eq!(
+        head,
+        "GET /ws HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.0.0.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"
+    );
+    // Not listed in Connection, not a GET, or HTTP/1.0: stripped as hop-by-hop.
+    for req in [
+        &b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n"[..],
+        b"POST /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\nContent-Length: 0\r\n\r\n",
+        b"GET /ws HTTP/1.0\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+    ] {
+        let (up, head) = rewrite(req);
+        assert!(!up, "{head}");
+        assert!(!head.to_ascii_lowercase().contains("upgrade"), "{head}");
     }
 }

@@ -14,7 +14,7 @@ use super::{BodyKind, HttpError, MAX_HEADERS, Method};
 pub struct ResponseHead {
     /// Bytes of the buffer taken by the head; the body starts here.
     pub head_len: usize,
-    /// 100..=599, never 101.
+    /// 100..=599. A 101 is only accepted when the request asked to switch.
     pub status: u16,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor: u8,
@@ -24,6 +24,11 @@ pub struct ResponseHead {
     /// The backend connection can carry another request after this body:
     /// persistent per RFC 9112 §9.3 and not close-delimited.
     pub keep_alive: bool,
+    /// `101 Switching Protocols`: after this head the connection carries
+    /// another protocol, in both directions.
+    pub switching: bool,
+    /// A `Retry-After` field is present (on a 503: try elsewhere).
+    pub retry_after: bool,
 }
 
 /// A valid response head, borrowing the caller's buffer and header slots.
@@ -63,7 +68,12 @@ impl<'h, 'b> ParsedResponse<'h, 'b> {
         out.extend_from_slice(self.reason);
         out.extend_from_slice(b"\r\n");
         fields::write_end_to_end(out, self.headers, self.length, |_, _, _| false);
-        if !self.head.is_interim {
+        if self.head.switching {
+            for h in self.headers.iter().filter(|h| fields::is(h, "upgrade")) {
+                write_field(out, h.name, h.value);
+            }
+            write_field(out, "Connection", b"upgrade");
+        } else if !self.head.is_interim {
             if client_close {
                 write_field(out, "Connection", b"close");
             } else if client_minor == 0 {
@@ -75,13 +85,15 @@ impl<'h, 'b> ParsedResponse<'h, 'b> {
 }
 
 /// Parse and validate the response head at the start of `buf`, sent in answer
-/// to a `request_method` request.
+/// to a `request_method` request (`upgrade_asked`: one that may be answered
+/// with 101).
 ///
 /// `Ok(None)`: incomplete (and within limits); call again with more bytes.
 /// Pass `[EMPTY_HEADER; MAX_HEADERS]` as `headers`.
 pub fn parse_response<'h, 'b>(
     buf: &'b [u8],
     request_method: Method,
+    upgrade_asked: bool,
     headers: &'h mut [Header<'b>],
 ) -> Result<Option<ParsedResponse<'h, 'b>>, HttpError> {
     let window = head::window(buf);
@@ -108,9 +120,10 @@ pub fn parse_response<'h, 'b>(
     if !(100..=599).contains(&status) {
         return Err(HttpError::BadResponse("status code out of range"));
     }
-    if status == 101 {
-        // We strip Upgrade from requests, so a switch is a backend bug.
-        return Err(HttpError::BadResponse("protocol upgrade not supported"));
+    let switching = status == 101;
+    if switching && !upgrade_asked {
+        // Upgrade is stripped unless asked for, so this switch is a backend bug.
+        return Err(HttpError::BadResponse("protocol switch nobody asked for"));
     }
     let length = fields::content_length(headers).map_err(HttpError::BadResponse)?;
     let te = fields::transfer_encoding(headers);
@@ -130,24 +143,29 @@ pub fn parse_response<'h, 'b>(
         }
     }
 
-    let is_interim = status < 200;
-    let body = if request_method.is_head() || is_interim || status == 204 || status == 304 {
-        BodyKind::None
-    } else if te.present && te.chunked_final {
-        BodyKind::Chunked
-    } else if te.present {
-        // §6.3 rule 4: another coding last means read until close.
-        BodyKind::CloseDelimited
-    } else {
-        length.map_or(BodyKind::CloseDelimited, BodyKind::Length)
-    };
+    let is_interim = status < 200 && !switching;
+    let body =
+        if request_method.is_head() || is_interim || switching || status == 204 || status == 304 {
+            BodyKind::None
+        } else if te.present && te.chunked_final {
+            BodyKind::Chunked
+        } else if te.present {
+            // §6.3 rule 4: another coding last means read until close.
+            BodyKind::CloseDelimited
+        } else {
+            length.map_or(BodyKind::CloseDelimited, BodyKind::Length)
+        };
     let head = ResponseHead {
         head_len,
         status,
         minor,
         is_interim,
         body,
-        keep_alive: fields::persistent(headers, minor) && body != BodyKind::CloseDelimited,
+        keep_alive: !switching
+            && fields::persistent(headers, minor)
+            && body != BodyKind::CloseDelimited,
+        switching,
+        retry_after: fields::count(headers, "retry-after") > 0,
     };
     // httparse checked the line: "HTTP/1.x NNN" then SP and the reason, or the end.
     let reason = head::start_line(visible).get(13..).unwrap_or_default();

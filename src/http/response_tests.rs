@@ -3,12 +3,12 @@ use crate::http::{EMPTY_HEADER, MAX_HEAD, MAX_REQUEST_LINE};
 
 fn parse(buf: &[u8], method: Method) -> Result<Option<ResponseHead>, HttpError> {
     let mut headers = [EMPTY_HEADER; MAX_HEADERS];
-    parse_response(buf, method, &mut headers).map(|r| r.map(|r| r.head))
+    parse_response(buf, method, false, &mut headers).map(|r| r.map(|r| r.head))
 }
 
 fn rewrite(buf: &str, client_close: bool, client_minor: u8) -> String {
     let mut headers = [EMPTY_HEADER; MAX_HEADERS];
-    let Ok(Some(resp)) = parse_response(buf.as_bytes(), Method::Get, &mut headers) else {
+    let Ok(Some(resp)) = parse_response(buf.as_bytes(), Method::Get, false, &mut headers) else {
         panic!("not a complete response: {buf:?}");
     };
     let mut out = b"previous".to_vec();
@@ -314,4 +314,34 @@ fn every_split_point() {
             }
         }
     }
+}
+
+#[test]
+fn a_switch_is_accepted_only_when_asked_for() {
+    let buf = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nframes";
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let Ok(Some(p)) = parse_response(buf, Method::Get, true, &mut headers) else {
+        panic!("a 101 to an upgrade request must parse");
+    };
+    assert!(p.head.switching && !p.head.is_interim && !p.head.keep_alive);
+    assert_eq!(p.head.body, BodyKind::None);
+    assert_eq!(&buf[p.head.head_len..], b"frames");
+    let mut out = Vec::new();
+    p.write_head(false, 1, &mut out);
+    assert_eq!(
+        out,
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"
+    );
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    assert!(parse_response(buf, Method::Get, false, &mut headers).is_err());
+}
+
+#[test]
+fn retry_after_is_noticed() {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let buf = b"HTTP/1.1 503 Busy\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n";
+    let Ok(Some(p)) = parse_response(buf, Method::Get, false, &mut headers) else {
+        panic!("must parse");
+    };
+    assert!(p.head.retry_after);
 }

@@ -37,12 +37,16 @@ pub enum Outcome {
     BackendReset,
     /// The backend's response was malformed (502).
     BadResponse,
-    /// No response within --backend-timeout (504).
-    Timeout,
+    /// No progress from the backend within --backend-timeout (504).
+    BackendTimeout,
+    /// No progress from the client within --client-timeout (408, or a close).
+    ClientTimeout,
     /// The response was cut off after its head was relayed.
     Truncated,
     /// The client went away before the response was complete.
-    ClientAborted,
+    ClientAbort,
+    /// The request switched protocols (101) and became a byte tunnel.
+    Upgraded,
 }
 
 impl Outcome {
@@ -53,9 +57,11 @@ impl Outcome {
             Outcome::ConnectFailed => "connect_failed",
             Outcome::BackendReset => "backend_reset",
             Outcome::BadResponse => "bad_response",
-            Outcome::Timeout => "timeout",
+            Outcome::BackendTimeout => "backend_timeout",
+            Outcome::ClientTimeout => "client_timeout",
             Outcome::Truncated => "truncated",
-            Outcome::ClientAborted => "client_aborted",
+            Outcome::ClientAbort => "client_abort",
+            Outcome::Upgraded => "upgraded",
         }
     }
 }

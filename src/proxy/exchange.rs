@@ -1,30 +1,47 @@
 //! The backend side of one proxied request: acquire a connection (pool or
-//! fresh connect), forward the head and body, relay the response, and fail
-//! over once when the backend fails before answering.
+//! fresh connect), forward the head and body, read and relay the response.
+//!
+//! An exchange never decides what a failure means for the session: every
+//! step returns a [`Flow`], and a failure is a [`Fault`] owned by the side
+//! that caused it; the session turns it into a retry, an answer or a close.
 //!
 //! Latency is measured as in the seed: from the first request byte written
 //! to the backend until the last response byte is read.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use super::csvlog::Outcome as LogOutcome;
-use super::failure::warn_backend;
-use super::session::{Env2, ProxySession};
-use super::{PENDING_LIMIT, ProxyStats};
-use crate::balance::Outcome;
-use crate::config::{BackendConn, Timeouts};
+use super::client::Client;
+use super::fault::{BackendFault, ClientFault, Fault, Progress};
+use super::net::Net;
+use super::session::Buffers;
+use super::{PENDING_LIMIT, ProxyCtx};
+use crate::config::BackendConn;
 use crate::http::{self, BodyFramer, BodyKind, Peer, RequestHead};
-use crate::metrics::End;
 use crate::runtime::io::{self as sio, Connect, Io};
-use crate::runtime::session::{CloseReason, Ready};
+use crate::runtime::session::Env;
 
 /// Interim (1xx) responses relayed per call before yielding; a backend
 /// sending endless 100 Continues cannot pin the worker.
 const INTERIM_PER_TURN: usize = 8;
 
+/// What one step of an exchange achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Nothing can move until the next event.
+    Stalled,
+    /// Bytes moved; call again.
+    Moved,
+    /// The response was relayed in full.
+    Complete,
+    /// The backend switched protocols (101 relayed): become a tunnel.
+    Switched,
+    /// The exchange failed; the session decides what follows.
+    Failed(Fault),
+}
+
 /// Where the response is.
 #[derive(Debug)]
-pub(super) enum Resp {
+pub enum Resp {
     /// No final response head yet.
     AwaitHead,
     /// Relaying the body.
@@ -33,48 +50,49 @@ pub(super) enum Resp {
 
 /// One request in flight.
 #[derive(Debug)]
-pub(super) struct Exchange {
-    /// The backend whose in-flight gauge this request holds, until the
-    /// attempt ends (see [`Exchange::end_attempt`]).
-    pub(super) attempt: Option<usize>,
-    pub(super) req: RequestHead,
-    pub(super) backend: usize,
-    pub(super) upstream: Option<usize>,
-    pub(super) req_body: BodyFramer,
-    pub(super) req_done: bool,
-    /// Request body bytes handed to the backend side (not retryable after).
-    pub(super) body_sent: u64,
-    pub(super) resp: Resp,
-    /// Response bytes relayed to the client (none: failing over is safe).
-    pub(super) relayed: bool,
-    /// Where the final response head starts in the client's byte stream
-    /// (`bytes_out` plus what was owed when it was queued).
-    pub(super) resp_at: u64,
-    pub(super) status: u16,
-    pub(super) resp_keep_alive: bool,
-    pub(super) close_after: bool,
-    pub(super) backend_eof: bool,
-    pub(super) retried: bool,
+pub struct Exchange {
+    pub req: RequestHead,
+    /// The backend of the current attempt.
+    pub backend: usize,
+    /// The backend whose in-flight gauge this attempt holds, until
+    /// [`Exchange::end_attempt`] releases it.
+    pub attempt: Option<usize>,
+    /// Our connection to it (a key of the worker's `Upstreams`).
+    pub upstream: Option<usize>,
+    pub req_body: BodyFramer,
+    pub req_done: bool,
+    /// Request body bytes handed to the backend side (not replayable).
+    pub body_sent: u64,
+    pub resp: Resp,
+    /// A response byte (an interim or the final head) was queued for the
+    /// client: failing over is no longer possible.
+    pub relayed: bool,
+    /// Where the final response head starts in the client's byte stream.
+    pub resp_at: u64,
+    pub status: u16,
+    pub resp_keep_alive: bool,
+    /// Close the client connection after this response.
+    pub close_after: bool,
+    pub backend_eof: bool,
+    pub retried: bool,
     /// When the current connection attempt started.
-    pub(super) conn_started: Instant,
-    pub(super) first_write: Option<Instant>,
-    /// Last progress on the backend side, for --backend-timeout.
-    pub(super) last_progress: Instant,
+    pub conn_started: Instant,
+    /// When the first request byte reached the current connection.
+    pub first_write: Option<Instant>,
+    /// Last progress on either side; inactivity timeouts count from here
+    /// and are charged to the side the exchange is waiting on.
+    pub last_progress: Instant,
 }
 
 impl Exchange {
-    /// Starts proxying `req`, whose rewritten head is in `s.bufs.head`.
-    pub(super) fn start(
-        req: RequestHead,
-        s: &mut ProxySession,
-        env: &mut Env2<'_, '_>,
-    ) -> Exchange {
-        let mut ex = Exchange {
-            attempt: None,
+    /// A new exchange for `req` (its rewritten head is in `bufs.head`).
+    pub fn new(req: RequestHead, now: Instant) -> Self {
+        Exchange {
             req_body: BodyFramer::new(req.body, Peer::Client),
             req_done: req.body == BodyKind::None,
             req,
             backend: 0,
+            attempt: None,
             upstream: None,
             body_sent: 0,
             resp: Resp::AwaitHead,
@@ -85,385 +103,331 @@ impl Exchange {
             close_after: false,
             backend_eof: false,
             retried: false,
-            conn_started: env.now,
+            conn_started: now,
             first_write: None,
-            last_progress: env.now,
-        };
-        ProxyStats::bump(&env.ctx.shared.stats.requests);
-        s.bufs.bout.clear();
-        s.bufs.bin.clear();
-        s.bufs.bout.push(&s.bufs.head);
-        env.ctx.shared.retry_budget.request(env.now);
-        let picked = env.ctx.shared.choose(env.now, None);
-        ex.attach(picked, s.key, env);
-        ex
+            last_progress: now,
+        }
     }
 
-    /// Connects to `backend` (pooled if allowed); on failure leaves
-    /// `upstream` empty, which the next pump turns into a fail-over.
-    pub(super) fn attach(&mut self, backend: Option<usize>, owner: usize, env: &mut Env2<'_, '_>) {
+    /// How far the current attempt got.
+    pub fn progress(&self) -> Progress {
+        if self.relayed {
+            Progress::Answered
+        } else if self.first_write.is_some() {
+            Progress::Sent
+        } else {
+            Progress::Unsent
+        }
+    }
+
+    /// Connects to `backend` (a pooled connection if allowed); a failed
+    /// connect leaves `upstream` empty, which the next pump reports.
+    pub fn attach<N: Net>(
+        &mut self,
+        backend: usize,
+        owner: usize,
+        bufs: &mut Buffers,
+        env: &mut Env<'_, ProxyCtx<N>>,
+    ) {
         self.upstream = None;
+        self.backend = backend;
         self.conn_started = env.now;
         self.last_progress = env.now;
-        let Some(b) = backend else { return };
-        self.backend = b;
-        env.ctx.shared.metrics.started(b);
-        env.ctx.shared.selector.on_send(b, env.now);
-        self.attempt = Some(b);
+        self.first_write = None;
+        self.backend_eof = false;
+        bufs.bout.clear();
+        bufs.bout.push(&bufs.head);
+        bufs.bin.clear();
+        env.ctx.shared.metrics.started(backend);
+        env.ctx.shared.selector.on_send(backend, env.now);
+        self.attempt = Some(backend);
         let ctx = &mut *env.ctx;
-        let pooled = match ctx.shared.backend_conn {
-            BackendConn::Persistent => ctx.upstreams.checkout(b, owner, env.now),
-            BackendConn::Close => None,
-        };
-        if let Some(key) = pooled {
-            self.upstream = Some(key);
-            if let Some(up) = ctx.upstreams.get_mut(key) {
-                // A pooled socket is connected and had room when parked.
-                up.write_ready = true;
+        if ctx.shared.backend_conn == BackendConn::Persistent {
+            // Bounded by the pool's size: each turn removes one entry.
+            while let Some(key) = ctx.upstreams.checkout(backend, owner, env.now) {
+                // A request that may not be replayed must not go out on a
+                // connection the backend already closed (RFC 9110 §9.2.2).
+                if !self.req.method.is_idempotent()
+                    && !ctx.upstreams.still_open(key, &mut ctx.scratch)
+                {
+                    ctx.upstreams.close(key);
+                    continue;
+                }
+                if let Some(up) = ctx.upstreams.get_mut(key) {
+                    // A pooled socket is connected and had room when parked.
+                    up.write_ready = true;
+                }
+                self.upstream = Some(key);
+                return;
             }
-            return;
         }
-        let Some(addr) = ctx.shared.backends.get(b).map(|b| b.addr) else {
+        let Some(addr) = ctx.shared.backends.get(backend).map(|b| b.addr) else {
             return;
         };
-        match ctx.upstreams.connect(b, addr, owner, env.registry, env.now) {
+        match ctx
+            .upstreams
+            .connect(backend, addr, owner, env.registry, env.now)
+        {
             Ok(key) => self.upstream = Some(key),
-            Err(e) => warn_backend(env, b, &format!("connect failed: {e}")),
+            Err(e) => log::debug!("connect to backend {backend} failed at once: {e}"),
         }
+    }
+
+    /// Whether the current connection was reused from the pool.
+    pub fn reused<N: Net>(&self, ctx: &ProxyCtx<N>) -> bool {
+        self.upstream
+            .and_then(|k| ctx.upstreams.get(k))
+            .is_some_and(|u| u.uses > 1)
+    }
+
+    /// Whether the connect of the current attempt is still in progress.
+    pub fn connecting<N: Net>(&self, ctx: &ProxyCtx<N>) -> bool {
+        self.upstream
+            .and_then(|k| ctx.upstreams.get(k))
+            .is_some_and(|u| u.connecting)
     }
 
     /// The request body still has bytes to come from the client.
-    pub(super) fn wants_body(&self) -> bool {
+    pub fn wants_body(&self) -> bool {
         !self.req_done
     }
 
-    pub(super) fn deadline(&self, t: &Timeouts) -> Instant {
-        if self.first_write.is_none() && self.upstream.is_some() {
-            self.conn_started + t.connect
-        } else {
-            self.last_progress + t.backend
-        }
+    /// Whether the exchange waits on the client rather than the backend:
+    /// a body that does not arrive, or a response the client does not read.
+    pub fn waits_on_client<N: Net>(&self, client: &Client<N>, bufs: &Buffers) -> bool {
+        let body_stalled = !self.req_done && bufs.bout.is_empty() && client.input.is_empty();
+        let not_reading = client.out.owed() >= PENDING_LIMIT;
+        body_stalled || not_reading
     }
 
-    /// Readiness on our backend socket.
-    pub(super) fn on_backend_ready(s: &mut ProxySession, ev: Ready, env: &mut Env2<'_, '_>) {
-        let Some(key) = s.exchange.as_ref().and_then(|ex| ex.upstream) else {
-            return;
-        };
-        if let Some(up) = env.ctx.upstreams.get_mut(key) {
-            up.read_ready |= ev.readable;
-            up.read_closed |= ev.read_closed;
-            up.write_ready |= ev.writable;
+    /// Moves request body bytes from the client's input to the backend.
+    pub fn forward_body<N: Net>(
+        &mut self,
+        client: &mut Client<N>,
+        bufs: &mut Buffers,
+        ctx: &ProxyCtx<N>,
+    ) -> Flow {
+        if self.req_done {
+            // A FIN after a complete request: answer, then close.
+            self.close_after |= client.eof;
+            return Flow::Stalled;
         }
-    }
-
-    /// Moves request body bytes from the client buffer to the backend.
-    pub(super) fn advance_request(
-        s: &mut ProxySession,
-        env: &mut Env2<'_, '_>,
-    ) -> Result<bool, CloseReason> {
-        let Some(ex) = s.exchange.as_mut() else {
-            return Ok(false);
-        };
-        if ex.req_done {
-            // The client's FIN after a complete request: answer, then close.
-            ex.close_after |= s.c_eof;
-            return Ok(false);
+        if client.eof && client.input.is_empty() {
+            return Flow::Failed(Fault::Client(ClientFault::Abort));
         }
-        if s.c_eof && s.cin.is_empty() {
-            return Err(Self::client_gone(s, env));
-        }
-        let connected = ex
+        let connected = self
             .upstream
-            .and_then(|k| env.ctx.upstreams.get(k))
+            .and_then(|k| ctx.upstreams.get(k))
             .is_some_and(|u| !u.connecting);
-        if !connected || s.cin.is_empty() || s.bufs.bout.owed() >= PENDING_LIMIT {
-            return Ok(false);
+        if !connected || client.input.is_empty() || bufs.bout.owed() >= PENDING_LIMIT {
+            return Flow::Stalled;
         }
-        match ex.req_body.advance(&s.cin) {
+        match self.req_body.advance(&client.input) {
             Ok(a) => {
-                s.bufs.bout.push(s.cin.get(..a.used).unwrap_or_default());
-                s.cin.drain(..a.used);
-                ex.body_sent += a.used as u64;
-                ex.req_done = a.done;
-                Ok(a.used > 0 || a.done)
+                bufs.bout
+                    .push(client.input.get(..a.used).unwrap_or_default());
+                client.input.drain(..a.used);
+                self.body_sent += a.used as u64;
+                self.req_done = a.done;
+                if a.used > 0 || a.done {
+                    Flow::Moved
+                } else {
+                    Flow::Stalled
+                }
             }
             Err(e) => {
-                // A malformed body: the backend has half a request, so both go.
-                log::debug!("{}: bad request body: {e}", s.peer);
-                let relayed = ex.relayed;
-                Self::release(s, env, false);
-                if relayed {
-                    return Err(CloseReason::Error);
-                }
-                // Nothing of a response went out yet: tell the client.
-                let Some(ex) = s.exchange.take() else {
-                    return Err(CloseReason::Error);
-                };
-                let status = e.status();
-                let latency = env.now.saturating_duration_since(ex.conn_started);
-                let stats = &env.ctx.shared.stats;
-                ProxyStats::bump(if status >= 500 {
-                    &stats.status_5xx
-                } else {
-                    &stats.status_4xx
-                });
-                s.log_row(
-                    env,
-                    Some(ex.backend),
-                    latency,
-                    status,
-                    LogOutcome::BadRequest,
-                );
-                s.cout.push(http::error_response(status));
-                s.begin_closing();
-                Ok(true)
+                log::debug!("{}: bad request body: {e}", client.peer);
+                Flow::Failed(Fault::Client(ClientFault::BadBody))
             }
         }
     }
 
-    /// Backend I/O and response relaying; returns whether anything moved.
-    pub(super) fn pump(s: &mut ProxySession, env: &mut Env2<'_, '_>) -> Result<bool, CloseReason> {
-        let Some(ex) = s.exchange.as_mut() else {
-            return Ok(false);
-        };
-        let Some(key) = ex.upstream else {
-            Self::fail_over(s, env, LogOutcome::ConnectFailed);
-            return Ok(true);
+    /// Backend I/O, then response relaying.
+    pub fn pump<N: Net>(
+        &mut self,
+        client: &mut Client<N>,
+        bufs: &mut Buffers,
+        draining: bool,
+        env: &mut Env<'_, ProxyCtx<N>>,
+    ) -> Flow {
+        let Some(key) = self.upstream else {
+            return Flow::Failed(Fault::Backend(BackendFault::ConnectFailed));
         };
         let ctx = &mut *env.ctx;
         let Some(up) = ctx.upstreams.get_mut(key) else {
-            ex.upstream = None;
-            return Ok(true);
+            self.upstream = None;
+            return Flow::Failed(Fault::Backend(BackendFault::Reset));
         };
-        let mut progress = false;
+        let mut moved = false;
         if up.connecting {
             if !(up.write_ready || up.read_ready || up.read_closed) {
-                return Ok(false);
+                return Flow::Stalled;
             }
-            match sio::connect_result(&up.stream) {
+            match N::connect_result(&up.stream) {
                 Connect::Pending => {
                     up.write_ready = false;
-                    return Ok(false);
+                    return Flow::Stalled;
                 }
                 Connect::Failed(e) => {
-                    warn_backend(env, ex.backend, &format!("connect failed: {e}"));
-                    Self::fail_over(s, env, LogOutcome::ConnectFailed);
-                    return Ok(true);
+                    log::debug!("connect to backend {} failed: {e}", self.backend);
+                    return Flow::Failed(Fault::Backend(BackendFault::ConnectFailed));
                 }
                 Connect::Connected => {
                     up.connecting = false;
                     up.write_ready = true;
-                    progress = true;
+                    moved = true;
                 }
             }
         }
-        if !s.bufs.bout.is_empty() && up.write_ready {
-            match s.bufs.bout.flush(&mut up.stream) {
+        if !bufs.bout.is_empty() && up.write_ready {
+            match bufs.bout.flush(&mut up.stream) {
                 Ok(sent) => {
                     if sent.bytes > 0 {
-                        ex.first_write.get_or_insert(env.now);
-                        ex.last_progress = env.now;
-                        progress = true;
+                        self.first_write.get_or_insert(env.now);
+                        self.last_progress = env.now;
+                        moved = true;
                     }
                     up.write_ready = !sent.blocked;
                 }
-                Err(_) => {
-                    Self::fail_over(s, env, LogOutcome::BackendReset);
-                    return Ok(true);
-                }
+                Err(_) => return Flow::Failed(Fault::Backend(BackendFault::Reset)),
             }
         }
-        if up.read_ready && !ex.backend_eof && s.cout.owed() < PENDING_LIMIT {
+        if up.read_ready && !self.backend_eof && client.out.owed() < PENDING_LIMIT {
             let scratch = &mut ctx.scratch;
             match sio::read(&mut up.stream, scratch) {
                 Io::Done(n) => {
                     if n < scratch.len() && !up.read_closed {
                         up.read_ready = false;
                     }
-                    s.bufs
-                        .bin
+                    bufs.bin
                         .extend_from_slice(scratch.get(..n).unwrap_or_default());
-                    ex.last_progress = env.now;
-                    progress = true;
+                    self.last_progress = env.now;
+                    moved = true;
                 }
                 Io::WouldBlock => up.read_ready = false,
                 Io::Closed => {
-                    ex.backend_eof = true;
-                    progress = true;
+                    self.backend_eof = true;
+                    moved = true;
                 }
-                Io::Failed(_) => {
-                    if ex.relayed || !s.bufs.bin.is_empty() {
-                        return Self::truncated(s, env, LogOutcome::BackendReset);
-                    }
-                    Self::fail_over(s, env, LogOutcome::BackendReset);
-                    return Ok(true);
-                }
+                Io::Failed(_) => return Flow::Failed(Fault::Backend(BackendFault::Reset)),
             }
         }
-        Ok(Self::relay(s, env)? || progress)
+        match self.relay(client, bufs, draining) {
+            Flow::Stalled if moved => Flow::Moved,
+            flow => flow,
+        }
     }
 
     /// Parses and relays what the backend sent.
-    fn relay(s: &mut ProxySession, env: &mut Env2<'_, '_>) -> Result<bool, CloseReason> {
-        let mut progress = false;
+    fn relay<N: Net>(
+        &mut self,
+        client: &mut Client<N>,
+        bufs: &mut Buffers,
+        draining: bool,
+    ) -> Flow {
+        let mut flow = Flow::Stalled;
         for _ in 0..INTERIM_PER_TURN {
-            let Some(ex) = s.exchange.as_mut() else {
-                return Ok(progress);
-            };
-            match &mut ex.resp {
+            match &mut self.resp {
                 Resp::AwaitHead => {
-                    if s.bufs.bin.is_empty() {
-                        if ex.backend_eof {
-                            Self::fail_over(s, env, LogOutcome::BackendReset);
-                            return Ok(true);
+                    if bufs.bin.is_empty() {
+                        if self.backend_eof {
+                            return Flow::Failed(Fault::Backend(BackendFault::Reset));
                         }
-                        return Ok(progress);
+                        return flow;
                     }
-                    let client_close =
-                        !ex.req.keep_alive || s.draining || !ex.req_done || ex.close_after;
-                    let at = s.bytes_out + s.cout.owed() as u64;
-                    let mut fields = [httparse::EMPTY_HEADER; http::MAX_HEADERS];
-                    let parsed = match http::parse_response(&s.bufs.bin, ex.req.method, &mut fields)
-                    {
-                        // RFC 9112 §6.1: no chunked reply to an HTTP/1.0 request
-                        // (we forward 1.0 requests as 1.0); relaying it verbatim
-                        // would hand the client a body it cannot read.
-                        Ok(Some(p)) if ex.req.minor == 0 && p.head.body == BodyKind::Chunked => {
-                            Err(http::HttpError::BadResponse(
-                                "chunked reply to an HTTP/1.0 request",
-                            ))
-                        }
-                        Ok(Some(p)) => {
-                            let close = client_close || p.head.body == BodyKind::CloseDelimited;
-                            // RFC 9110 §15.2: no 1xx to an HTTP/1.0 client.
-                            if !(p.head.is_interim && ex.req.minor == 0) {
-                                p.write_head(close, ex.req.minor, s.cout.tail());
-                            }
-                            Ok(Some(p.head))
-                        }
-                        Ok(None) => Ok(None),
-                        Err(e) => Err(e),
-                    };
-                    match parsed {
-                        Ok(None) if ex.backend_eof => {
-                            Self::bad_response(s, env, "response head cut short");
-                            return Ok(true);
-                        }
-                        Ok(None) => return Ok(progress),
-                        Err(e) => {
-                            Self::bad_response(s, env, &e.to_string());
-                            return Ok(true);
-                        }
-                        Ok(Some(head)) => {
-                            s.bufs.bin.drain(..head.head_len);
-                            ex.relayed = true;
-                            progress = true;
-                            if head.is_interim {
-                                continue;
-                            }
-                            ex.status = head.status;
-                            ex.resp_at = at;
-                            ex.resp_keep_alive = head.keep_alive;
-                            ex.close_after = client_close || head.body == BodyKind::CloseDelimited;
-                            ex.resp = Resp::Body(BodyFramer::new(head.body, Peer::Backend));
-                        }
+                    match self.relay_head(client, bufs, draining) {
+                        Flow::Moved => flow = Flow::Moved,
+                        other => return other,
                     }
                 }
                 Resp::Body(framer) => {
-                    let a = match framer.advance(&s.bufs.bin) {
-                        Ok(a) => a,
-                        Err(_) => return Self::truncated(s, env, LogOutcome::BadResponse),
+                    let Ok(a) = framer.advance(&bufs.bin) else {
+                        return Flow::Failed(Fault::Backend(BackendFault::BadResponse));
                     };
-                    s.cout.push(s.bufs.bin.get(..a.used).unwrap_or_default());
-                    s.bufs.bin.drain(..a.used);
-                    progress |= a.used > 0;
-                    if a.done
-                        || (ex.backend_eof && s.bufs.bin.is_empty() && framer.at_eof().is_ok())
-                    {
-                        Self::complete(s, env);
-                        return Ok(true);
+                    client.out.push(bufs.bin.get(..a.used).unwrap_or_default());
+                    bufs.bin.drain(..a.used);
+                    let drained = self.backend_eof && bufs.bin.is_empty();
+                    if a.done || (drained && framer.at_eof().is_ok()) {
+                        return Flow::Complete;
                     }
-                    if ex.backend_eof && s.bufs.bin.is_empty() {
-                        return Self::truncated(s, env, LogOutcome::BackendReset);
+                    if drained {
+                        return Flow::Failed(Fault::Backend(BackendFault::Reset));
                     }
-                    return Ok(progress);
+                    return if a.used > 0 { Flow::Moved } else { flow };
                 }
             }
         }
-        Ok(progress)
+        flow
     }
 
-    /// Ends the current attempt in the metrics; later calls do nothing, so
-    /// every exit path may call it.
-    pub(super) fn end_attempt(
+    /// Parses one response head from `bufs.bin` and queues it for the
+    /// client: `Moved` after a head (interim or final), `Stalled` when more
+    /// bytes are needed, `Switched` after a 101.
+    fn relay_head<N: Net>(
         &mut self,
-        env: &Env2<'_, '_>,
-        status: u16,
-        latency: Duration,
-        end: End,
-    ) {
-        if let Some(b) = self.attempt.take() {
-            env.ctx
-                .shared
-                .metrics
-                .finished(b, status, latency, end, SystemTime::now());
-            let shared = &env.ctx.shared;
-            shared.selector.on_done(b, env.now);
-            match end {
-                End::Answered => {
-                    let bad = shared.ejector.eject_5xx && status >= 500;
-                    shared.ejector.record(b, !bad, env.now);
+        client: &mut Client<N>,
+        bufs: &mut Buffers,
+        draining: bool,
+    ) -> Flow {
+        let client_close = !self.req.keep_alive || draining || !self.req_done || self.close_after;
+        let at = client.bytes_out + client.out.owed() as u64;
+        let mut fields = [httparse::EMPTY_HEADER; http::MAX_HEADERS];
+        let bad = Flow::Failed(Fault::Backend(BackendFault::BadResponse));
+        let parsed =
+            match http::parse_response(&bufs.bin, self.req.method, self.req.upgrade, &mut fields) {
+                Ok(Some(p)) => p,
+                Ok(None) if self.backend_eof => return bad,
+                Ok(None) => return Flow::Stalled,
+                Err(e) => {
+                    log::debug!("backend {}: bad response: {e}", self.backend);
+                    return bad;
                 }
-                End::Failed => shared.ejector.record(b, false, env.now),
-                End::Abandoned => shared.ejector.release(b),
-            }
+            };
+        let head = parsed.head;
+        // RFC 9112 §6.1: no chunked reply to an HTTP/1.0 request (we
+        // forward 1.0 requests as 1.0); relayed verbatim, the client could
+        // not read it.
+        if self.req.minor == 0 && head.body == BodyKind::Chunked {
+            return bad;
         }
+        if head.status == 503 && head.retry_after && self.may_retry_unavailable() {
+            return Flow::Failed(Fault::Backend(BackendFault::Unavailable));
+        }
+        let close = client_close || head.body == BodyKind::CloseDelimited;
+        // RFC 9110 §15.2: no 1xx to an HTTP/1.0 client.
+        if !(head.is_interim && self.req.minor == 0) {
+            parsed.write_head(close, self.req.minor, client.out.tail());
+        }
+        bufs.bin.drain(..head.head_len);
+        self.relayed = true;
+        if head.is_interim {
+            return Flow::Moved;
+        }
+        self.status = head.status;
+        self.resp_at = at;
+        self.resp_keep_alive = head.keep_alive;
+        self.close_after = close;
+        if head.switching {
+            return Flow::Switched;
+        }
+        self.resp = Resp::Body(BodyFramer::new(head.body, Peer::Backend));
+        Flow::Moved
     }
 
-    /// The response was relayed in full.
-    fn complete(s: &mut ProxySession, env: &mut Env2<'_, '_>) {
-        let now = env.now;
-        let Some(ex) = s.exchange.as_mut() else {
-            return;
-        };
-        let latency = now.saturating_duration_since(ex.first_write.unwrap_or(ex.conn_started));
-        ex.end_attempt(env, ex.status, latency, End::Answered);
-        env.ctx.record_latency(latency);
-        let Some(ex) = s.exchange.as_ref() else {
-            return;
-        };
-        let shared = &env.ctx.shared;
-        shared
-            .selector
-            .observe(ex.backend, Outcome::Success { latency }, now);
-        let stats = &shared.stats;
-        ProxyStats::bump(match ex.status {
-            500.. => &stats.status_5xx,
-            400..=499 => &stats.status_4xx,
-            _ => &stats.ok,
-        });
-        s.log_row(env, Some(ex.backend), latency, ex.status, LogOutcome::Ok);
-        let reuse = shared.backend_conn == BackendConn::Persistent
-            && ex.resp_keep_alive
-            && ex.req_done
-            && !ex.backend_eof
-            && s.bufs.bin.is_empty();
-        let keep_client = !ex.close_after && ex.req_done;
-        Self::release(s, env, reuse);
-        s.bufs.bin.clear();
-        s.exchange_done(keep_client, now);
+    /// A 503 with Retry-After is only diverted when a retry is allowed;
+    /// otherwise it is relayed as it is.
+    fn may_retry_unavailable(&self) -> bool {
+        super::fault::may_retry(
+            self.req.method,
+            BackendFault::Unavailable,
+            self.progress(),
+            self.retried,
+            self.body_sent > 0,
+        )
     }
 
-    /// Gives the backend connection back to the pool or closes it.
-    pub(super) fn release(s: &mut ProxySession, env: &mut Env2<'_, '_>, reuse: bool) {
-        let Some(key) = s.exchange.as_mut().and_then(|ex| ex.upstream.take()) else {
-            return;
-        };
-        if reuse {
-            env.ctx.upstreams.checkin(key, env.now);
-        } else {
-            env.ctx.upstreams.close(key);
-        }
+    /// Time since the current attempt's first write (or its start).
+    pub fn latency(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.first_write.unwrap_or(self.conn_started))
     }
 }

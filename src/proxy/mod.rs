@@ -1,20 +1,34 @@
 //! Proxy mode: an HTTP/1.1 reverse proxy whose sessions run on the same
 //! acceptor and workers as echo mode.
 //!
-//! - `session`: the client-side state machine (request heads, the exchange
-//!   life cycle, timeouts, errors to the client).
+//! - `session`: the state machine of one client connection (one enum:
+//!   Idle, Exchange, Tunnel, Closing) and every transition.
+//! - `fault`: who broke an exchange ([`fault::Fault`]: client or backend),
+//!   the retry rules of RFC 9110 §9.2.2, and what follows. Pure.
 //! - `exchange`: the backend side of one request (connect, forward, relay
-//!   the response, fail over).
-//! - `failure`: fail-over, 502/504 answers, truncated responses, client aborts.
+//!   the response), reporting a [`exchange::Flow`].
+//! - `tunnel`: the byte tunnel after `101 Switching Protocols`.
+//! - `client`: the client's socket and buffers.
+//! - `account`: metrics, selector, ejector, counters and log rows at the
+//!   end of an attempt.
+//! - `net`: the [`net::Net`] trait: TCP in production, in-memory in tests.
 //! - `upstream`: the per-worker table of backend sockets and the keep-alive pool.
 //! - `csvlog`: the `--log-csv` writer thread.
+//! - `summary`: the run summary.
 
+mod account;
+mod client;
 pub mod csvlog;
 mod exchange;
-mod failure;
+pub mod fault;
+pub mod net;
 pub mod session;
 pub mod summary;
+mod tunnel;
 pub mod upstream;
+
+#[cfg(test)]
+mod tests;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -103,8 +117,20 @@ pub struct ProxyStats {
     pub connect_failures: AtomicU64,
     pub backend_resets: AtomicU64,
     pub bad_responses: AtomicU64,
-    pub timeouts: AtomicU64,
+    /// No progress from a backend within --backend-timeout.
+    pub backend_timeouts: AtomicU64,
+    /// 503 + Retry-After answers diverted to another backend or answered.
+    pub unavailable: AtomicU64,
+    /// No progress from a client within --client-timeout (or a head
+    /// within --header-timeout).
+    pub client_timeouts: AtomicU64,
     pub client_aborts: AtomicU64,
+    /// Request bodies that broke their own framing.
+    pub bad_bodies: AtomicU64,
+    /// Protocol switches (101) turned into tunnels.
+    pub tunnels: AtomicU64,
+    /// Tunnels open now.
+    pub tunnels_open: AtomicU64,
     /// Answered requests within `--slo-ms`.
     pub within_slo: AtomicU64,
 }
@@ -113,14 +139,19 @@ impl ProxyStats {
     pub fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Relaxed);
     }
+
+    /// Decrements a gauge, never below zero.
+    pub fn drop_gauge(gauge: &AtomicU64) {
+        let _ = gauge.fetch_update(Relaxed, Relaxed, |v| v.checked_sub(1));
+    }
 }
 
 /// Per-worker state shared by that worker's proxy sessions.
 #[derive(Debug)]
-pub struct ProxyCtx {
+pub struct ProxyCtx<N: net::Net = net::Tcp> {
     pub worker: u16,
     pub shared: Arc<Shared>,
-    pub upstreams: upstream::Upstreams,
+    pub upstreams: upstream::Upstreams<N>,
     pub scratch: Box<[u8]>,
     pub csv: Option<csvlog::CsvLog>,
     pub warn: RateLimit,
@@ -128,13 +159,25 @@ pub struct ProxyCtx {
     pub latencies: Histogram<u64>,
 }
 
-impl ProxyCtx {
+impl ProxyCtx<net::Tcp> {
     pub fn new(worker: usize, shared: Arc<Shared>, csv: Option<csvlog::CsvLog>) -> Self {
+        Self::with_net(net::Tcp, worker, shared, csv)
+    }
+}
+
+impl<N: net::Net> ProxyCtx<N> {
+    /// A worker's context reaching backends through `net`.
+    pub fn with_net(
+        net: N,
+        worker: usize,
+        shared: Arc<Shared>,
+        csv: Option<csvlog::CsvLog>,
+    ) -> Self {
         let n = shared.backends.len();
         ProxyCtx {
             worker: u16::try_from(worker).unwrap_or(u16::MAX),
             shared,
-            upstreams: upstream::Upstreams::new(n),
+            upstreams: upstream::Upstreams::new(net, n),
             scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),
             csv,
             warn: RateLimit::new(WARN_EVERY),
@@ -154,7 +197,7 @@ impl ProxyCtx {
     }
 }
 
-impl Drop for ProxyCtx {
+impl<N: net::Net> Drop for ProxyCtx<N> {
     fn drop(&mut self) {
         if let Ok(mut all) = self.shared.latencies.lock() {
             // Same bounds on both sides, so adding cannot fail.

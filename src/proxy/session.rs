@@ -1,100 +1,104 @@
-//! One client connection of the proxy: a loop of request/response
-//! exchanges over a keep-alive connection.
+//! One client connection of the proxy: one state machine, one enum.
 //!
 //! ```text
-//!            head complete                 response relayed, keep-alive
-//!   Idle ───────────────────▶ Exchange ──────────────────────────────▶ Idle
-//!    │ ▲ (pipelined bytes       │ failure before any response byte:
-//!    │ │  are parsed at once)   │   retry once elsewhere, else 502/504
-//!    │ bad head: 4xx            │ close wanted / framing unsyncable
-//!    ▼                          ▼
-//!   Closing: flush what is owed, shut down writing, discard input
-//!            briefly (lingering close, so the last response is not lost
-//!            to a reset), then close.
+//!          head parsed                    response relayed, keep-alive
+//!   Idle ─────────────▶ Exchange ───────────────────────────────────▶ Idle
+//!    │ bad head: 4xx      │ │ │ 101 Switching Protocols
+//!    │ header timeout:408 │ │ └──────────────────────────▶ Tunnel ──▶ (closed)
+//!    │                    │ │ Fault::Backend, may retry (RFC 9110 §9.2.2):
+//!    │                    │ └──▶ Exchange (again, on another backend)
+//!    │                    │ Fault::Backend: 502/503/504 │ Fault::Client: 408/400
+//!    ▼                    ▼ response cut / client gone: close
+//!   Closing: flush what is owed, FIN, discard input briefly (lingering
+//!            close), then close; bounded by LINGER in all.
 //! ```
+//!
+//! Every failure is a [`Fault`] owned by one side; the transition it causes
+//! is decided in one place ([`ProxySession::on_flow`]). Only backend faults
+//! reach the selector, the ejector and the backend's failure metrics.
 //!
 //! Both sockets are registered once for READABLE | WRITABLE, edge-
 //! triggered; the session tracks readiness itself, so a request costs no
-//! `epoll_ctl` at all.
+//! `epoll_ctl` at all. The session is generic over [`Net`], so its unit
+//! tests drive it over in-memory streams.
 
-use std::io;
-use std::net::{Shutdown, SocketAddr};
-use std::time::{Duration, Instant, SystemTime};
+use std::mem;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
-use mio::{Interest, Token};
-
-use super::csvlog::{Outcome, Row};
-use super::exchange::Exchange;
+use super::account::{blame, count, count_status, end_attempt, log_row};
+use super::client::Client;
+use super::csvlog::Outcome as LogOutcome;
+use super::exchange::{Exchange, Flow, Resp};
+use super::fault::{self, BackendFault, ClientFault, Fault, Progress, Recovery};
+use super::net::{Net, Tcp};
+use super::tunnel::{Pass, Tunnel};
 use super::{PENDING_LIMIT, ProxyCtx, ProxyStats};
+use crate::balance::Outcome;
 use crate::http::{self, HttpError};
-use crate::runtime::buffer::{Outbuf, WriteError};
-use crate::runtime::io::{self as sio, Fault, Io};
+use crate::metrics::End;
+use crate::runtime::buffer::Outbuf;
 use crate::runtime::session::{
     Accepted, CloseReason, Env, Ready, Route, Session, Side, Step, token,
 };
 
-/// Rounds of "flush, read, advance" per call before yielding to other
-/// sessions (returning `Step::Again`).
+/// Rounds of "flush, pump, read, advance" per call before yielding to
+/// other sessions (returning `Step::Again`).
 const ROUNDS_PER_TURN: usize = 16;
 
-/// How long a closing connection keeps discarding the client's input after
-/// our last byte, so that unread input does not turn our close into a reset
-/// that destroys the response in flight (nginx's lingering_close).
+/// How long a closing connection may take to flush its last bytes and then
+/// discard the client's input, so that unread input does not turn our close
+/// into a reset that destroys the response in flight (nginx's
+/// lingering_close); also bounds a client that never reads its last answer.
 const LINGER: Duration = Duration::from_secs(2);
 
 /// Input discarded while lingering before closing anyway.
 const LINGER_BYTES: usize = 1 << 20;
 
-pub(super) type Env2<'a, 'b> = Env<'a, ProxyCtx>;
+/// Far enough ahead to mean "never" for a deadline that would overflow.
+const FAR: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// Where the client connection is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Phase {
-    /// Between requests, or reading a request head.
-    Idle,
-    /// A request is being proxied (`exchange` is set).
-    Exchange,
-    /// Flushing the last bytes, then lingering, then closing.
-    Closing,
+/// `at + d`, saturating instead of overflowing.
+pub fn after(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d)
+        .or_else(|| at.checked_add(FAR))
+        .unwrap_or(at)
 }
 
-/// One proxied client connection.
+/// Where the client connection is.
 #[derive(Debug)]
-pub struct ProxySession {
-    pub(super) client: TcpStream,
-    pub(super) key: usize,
-    pub(super) peer: SocketAddr,
-    pub(super) phase: Phase,
-    /// Bytes read from the client not yet consumed (head, body, pipelined).
-    pub(super) cin: Vec<u8>,
-    /// Bytes owed to the client.
-    pub(super) cout: Outbuf,
-    c_read_ready: bool,
-    c_write_blocked: bool,
-    c_read_closed: bool,
-    /// The client sent FIN.
-    pub(super) c_eof: bool,
-    pub(super) exchange: Option<Exchange>,
-    /// Buffers reused by every exchange of this connection.
-    pub(super) bufs: Buffers,
-    /// When the current request head started arriving.
+pub enum State {
+    /// Between requests, or reading a request head.
+    Idle(Idle),
+    /// A request is being proxied.
+    Exchange(Exchange),
+    /// Switched protocols: bytes both ways.
+    Tunnel(Tunnel),
+    /// Flushing the last bytes, then lingering, then closing.
+    Closing(Linger),
+}
+
+/// Waiting for (the rest of) a request head.
+#[derive(Debug, Clone, Copy)]
+pub struct Idle {
+    /// Since when the connection has been idle (for --idle-timeout).
+    since: Instant,
+    /// When the current head started arriving (for --header-timeout).
     head_started: Option<Instant>,
-    last_active: Instant,
-    /// Lingering started: shutdown(Write) sent, input discarded until then.
-    linger_until: Option<Instant>,
-    lingered: usize,
-    /// The earliest wake-up scheduled with the worker.
-    timer_at: Option<Instant>,
-    pub(super) draining: bool,
-    /// Bytes written to the client.
-    pub(super) bytes_out: u64,
+}
+
+/// Closing: `fin_sent` once everything owed was flushed.
+#[derive(Debug, Clone, Copy)]
+pub struct Linger {
+    started: Instant,
+    fin_sent: bool,
+    discarded: usize,
 }
 
 /// Per-connection buffers kept across exchanges, so steady keep-alive
 /// traffic allocates nothing per request.
 #[derive(Debug, Default)]
-pub(super) struct Buffers {
+pub struct Buffers {
     /// Bytes owed to the backend.
     pub bout: Outbuf,
     /// Bytes read from the backend, not yet relayed.
@@ -103,200 +107,126 @@ pub(super) struct Buffers {
     pub head: Vec<u8>,
 }
 
-impl ProxySession {
-    fn flush_client(&mut self) -> Result<bool, CloseReason> {
-        if self.cout.is_empty() || self.c_write_blocked {
-            return Ok(false);
-        }
-        let sent = self.cout.flush(&mut self.client).map_err(write_closed)?;
-        self.c_write_blocked = sent.blocked;
-        self.bytes_out += sent.bytes as u64;
-        Ok(sent.bytes > 0)
+/// One proxied client connection.
+#[derive(Debug)]
+pub struct ProxySession<N: Net = Tcp> {
+    key: usize,
+    client: Client<N>,
+    bufs: Buffers,
+    state: State,
+    /// The earliest wake-up scheduled with the worker.
+    timer_at: Option<Instant>,
+    draining: bool,
+}
+
+type Ev<'a, 'b, N> = Env<'a, ProxyCtx<N>>;
+
+impl<N: Net> ProxySession<N> {
+    /// A session for an accepted (and registered) client stream.
+    pub fn start(stream: N::Stream, peer: SocketAddr, key: usize, env: &mut Ev<'_, '_, N>) -> Self {
+        let mut s = ProxySession {
+            key,
+            client: Client::new(stream, peer),
+            bufs: Buffers::default(),
+            state: State::Idle(Idle {
+                since: env.now,
+                head_started: None,
+            }),
+            timer_at: None,
+            draining: false,
+        };
+        s.schedule(env);
+        s
     }
 
-    /// Whether the session wants more client bytes right now.
-    fn wants_client_input(&self) -> bool {
-        match self.phase {
-            // The parser enforces the head size limits; stop once past them.
-            Phase::Idle => self.cin.len() <= http::MAX_HEAD,
-            Phase::Exchange => match self.exchange.as_ref() {
-                Some(ex) if ex.wants_body() => self.bufs.bout.owed() < PENDING_LIMIT,
-                // The request is complete: read ahead (pipelined requests,
-                // bounded like a head) so that a client reset is noticed
-                // while the backend works, not only when the response is
-                // written.
-                Some(_) => self.cin.len() <= http::MAX_HEAD,
-                None => false,
-            },
-            Phase::Closing => false,
-        }
+    /// The state, for tests and debugging.
+    pub fn state(&self) -> &State {
+        &self.state
     }
 
-    fn read_client(&mut self, scratch: &mut [u8]) -> Result<bool, CloseReason> {
-        if !self.c_read_ready || self.c_eof {
-            return Ok(false);
-        }
-        match sio::read(&mut self.client, scratch) {
-            Io::Done(n) => {
-                if n < scratch.len() && !self.c_read_closed {
-                    self.c_read_ready = false;
+    /// The client's stream, for tests.
+    pub fn client_stream(&self) -> &N::Stream {
+        &self.client.stream
+    }
+
+    /// Readiness on one of the session's sockets.
+    pub fn on_ready(&mut self, ev: Ready, env: &mut Ev<'_, '_, N>) -> Step {
+        match ev.side {
+            Side::Client => {
+                self.client.read_ready |= ev.readable;
+                self.client.read_closed |= ev.read_closed;
+                if ev.writable {
+                    self.client.write_blocked = false;
                 }
-                self.cin
-                    .extend_from_slice(scratch.get(..n).unwrap_or_default());
-                Ok(true)
             }
-            Io::WouldBlock => {
-                self.c_read_ready = false;
-                Ok(false)
+            Side::Backend => {
+                let key = match &self.state {
+                    State::Exchange(ex) => ex.upstream,
+                    State::Tunnel(t) => Some(t.upstream),
+                    _ => None,
+                };
+                if let Some(up) = key.and_then(|k| env.ctx.upstreams.get_mut(k)) {
+                    up.read_ready |= ev.readable;
+                    up.read_closed |= ev.read_closed;
+                    up.write_ready |= ev.writable;
+                }
             }
-            Io::Closed => {
-                self.c_eof = true;
-                Ok(true)
-            }
-            Io::Failed(Fault::Reset) => Err(CloseReason::Reset),
-            Io::Failed(Fault::Other(_)) => Err(CloseReason::Error),
         }
+        self.drive(env).unwrap_or_else(Step::Close)
     }
 
-    /// Idle: parse a request head from `cin` and start its exchange.
-    fn advance_idle(&mut self, env: &mut Env2<'_, '_>) -> Result<bool, CloseReason> {
-        if self.cin.is_empty() {
-            if self.c_eof || self.draining {
-                return Err(CloseReason::Done);
-            }
-            return Ok(false);
-        }
-        self.head_started.get_or_insert(env.now);
-        let close_backend = env.ctx.shared.backend_conn == crate::config::BackendConn::Close;
-        let mut fields = [httparse::EMPTY_HEADER; http::MAX_HEADERS];
-        let parsed = match http::parse_request(&self.cin, &mut fields) {
-            Ok(Some(p)) => {
-                self.bufs.head.clear();
-                p.write_head(self.peer.ip(), close_backend, &mut self.bufs.head);
-                Ok(Some(p.head))
-            }
-            Ok(None) => Ok(None),
-            Err(e) => Err(e),
-        };
-        match parsed {
-            Ok(None) if self.c_eof => {
-                // The client gave up mid-head.
-                self.reject(HttpError::BadRequest("incomplete request head"), env);
-                Ok(true)
-            }
-            Ok(None) => Ok(false),
-            Err(e) => {
-                self.reject(e, env);
-                Ok(true)
-            }
-            Ok(Some(head)) => {
-                self.cin.drain(..head.head_len);
-                self.head_started = None;
-                let ex = Exchange::start(head, self, env);
-                self.exchange = Some(ex);
-                self.phase = Phase::Exchange;
-                Ok(true)
-            }
-        }
+    /// A deadline this session scheduled may have passed.
+    pub fn on_timeout(&mut self, env: &mut Ev<'_, '_, N>) -> Step {
+        self.timed_out(env)
+            .and_then(|()| self.drive(env))
+            .unwrap_or_else(Step::Close)
     }
 
-    /// Answers a bad request with its status and closes afterwards.
-    fn reject(&mut self, e: HttpError, env: &mut Env2<'_, '_>) {
-        let status = e.status();
-        log::debug!("{}: rejected request: {e} -> {status}", self.peer);
-        self.cout.push(http::error_response(status));
-        let stats = &env.ctx.shared.stats;
-        ProxyStats::bump(&stats.requests);
-        // 501 (CONNECT, unknown codings) and 505 are server errors.
-        ProxyStats::bump(if status >= 500 {
-            &stats.status_5xx
-        } else {
-            &stats.status_4xx
-        });
-        self.log_row(env, None, Duration::ZERO, status, Outcome::BadRequest);
-        self.begin_closing();
+    /// The server is stopping: finish the request in hand, take no other.
+    pub fn on_drain(&mut self, env: &mut Ev<'_, '_, N>) -> Step {
+        self.draining = true;
+        if matches!(self.state, State::Idle(_)) && self.client.input.is_empty() {
+            return Step::Close(CloseReason::Shutdown);
+        }
+        self.drive(env).unwrap_or_else(Step::Close)
     }
 
-    pub(super) fn log_row(
-        &self,
-        env: &Env2<'_, '_>,
-        backend: Option<usize>,
-        latency: Duration,
-        status: u16,
-        outcome: Outcome,
-    ) {
-        if let Some(csv) = &env.ctx.csv {
-            csv.send(Row {
-                at: SystemTime::now(),
-                backend,
-                latency,
-                status,
-                outcome,
-                worker: env.ctx.worker,
-            });
-        }
-    }
-
-    /// Stop taking requests: flush, then linger, then close.
-    pub(super) fn begin_closing(&mut self) {
-        self.phase = Phase::Closing;
-        self.cin.clear();
-    }
-
-    /// Called when an exchange finished relaying its response.
-    pub(super) fn exchange_done(&mut self, keep_alive: bool, now: Instant) {
-        self.exchange = None;
-        self.last_active = now;
-        if keep_alive && !self.draining {
-            self.phase = Phase::Idle;
-        } else {
-            self.begin_closing();
-        }
-    }
-
-    fn closing(&mut self, env: &mut Env2<'_, '_>) -> Result<bool, CloseReason> {
-        if !self.cout.is_empty() {
-            return Ok(false);
-        }
-        let Some(until) = self.linger_until else {
-            // Everything is sent: our FIN now, then discard input for a while.
-            let _ = self.client.shutdown(Shutdown::Write);
-            self.linger_until = Some(env.now + LINGER);
-            return Ok(true);
-        };
-        if self.c_eof || env.now >= until || self.lingered > LINGER_BYTES {
-            return Err(CloseReason::Done);
-        }
-        let before = self.lingered;
-        let scratch = &mut env.ctx.scratch;
-        while self.c_read_ready && self.lingered <= LINGER_BYTES {
-            match sio::read(&mut self.client, scratch) {
-                Io::Done(n) => self.lingered += n,
-                Io::WouldBlock => self.c_read_ready = false,
-                Io::Closed | Io::Failed(_) => return Err(CloseReason::Done),
+    /// Releases what the session holds and counts its end.
+    pub fn on_close(mut self, reason: CloseReason, env: &mut Ev<'_, '_, N>) {
+        match mem::replace(&mut self.state, closing(env.now)) {
+            State::Exchange(mut ex) => {
+                // The client connection ends first: not the backend's doing.
+                let elapsed = ex.latency(env.now);
+                count(Fault::Client(ClientFault::Abort), &env.ctx.shared.stats);
+                log_row(env, Some(ex.backend), elapsed, 499, LogOutcome::ClientAbort);
+                end_attempt(&mut ex, env, 499, elapsed, End::Abandoned);
+                release(&mut ex.upstream, env, false);
             }
+            State::Tunnel(t) => {
+                env.ctx.upstreams.close(t.upstream);
+                ProxyStats::drop_gauge(&env.ctx.shared.stats.tunnels_open);
+            }
+            State::Idle(_) | State::Closing(_) => {}
         }
-        Ok(self.lingered > before)
+        env.stats.record_close(reason, self.client.bytes_out);
     }
 
     /// Everything the session can do now, bounded.
-    fn drive(&mut self, env: &mut Env2<'_, '_>) -> Result<Step, CloseReason> {
+    fn drive(&mut self, env: &mut Ev<'_, '_, N>) -> Result<Step, CloseReason> {
         for _ in 0..ROUNDS_PER_TURN {
-            let mut progress = self.flush_client()?;
-            if self.phase == Phase::Exchange {
-                progress |= Exchange::pump(self, env)?;
-            }
+            let mut client_moved = self.client.flush()?;
+            let mut progress = self.pump(env)?;
             if self.wants_client_input() {
-                let mut scratch = std::mem::take(&mut env.ctx.scratch);
-                let read = self.read_client(&mut scratch);
+                let mut scratch = mem::take(&mut env.ctx.scratch);
+                let read = self.client.read(&mut scratch);
                 env.ctx.scratch = scratch;
-                progress |= read?;
+                client_moved |= read?;
             }
-            progress |= match self.phase {
-                Phase::Idle => self.advance_idle(env)?,
-                Phase::Exchange => Exchange::advance_request(self, env)?,
-                Phase::Closing => self.closing(env)?,
-            };
+            if client_moved {
+                self.touch(env.now);
+            }
+            progress |= client_moved;
+            progress |= self.advance(env)?;
             if !progress {
                 self.schedule(env);
                 return Ok(Step::Continue);
@@ -306,136 +236,482 @@ impl ProxySession {
         Ok(Step::Again)
     }
 
-    /// The next moment something times out.
-    fn deadline(&self, env: &Env2<'_, '_>) -> Option<Instant> {
-        let t = &env.ctx.shared.timeouts;
-        match self.phase {
-            Phase::Idle => Some(match self.head_started {
-                Some(started) => started + t.header,
-                None => self.last_active + t.idle,
-            }),
-            Phase::Exchange => self.exchange.as_ref().map(|ex| ex.deadline(t)),
-            Phase::Closing => Some(self.linger_until.unwrap_or(env.now + LINGER)),
+    /// The client moved bytes: its inactivity clock restarts.
+    fn touch(&mut self, now: Instant) {
+        match &mut self.state {
+            State::Exchange(ex) => ex.last_progress = now,
+            State::Tunnel(t) => t.last_progress = now,
+            State::Idle(_) | State::Closing(_) => {}
         }
     }
 
-    fn schedule(&mut self, env: &mut Env2<'_, '_>) {
-        let Some(at) = self.deadline(env) else { return };
+    /// Backend-side work of the current state.
+    fn pump(&mut self, env: &mut Ev<'_, '_, N>) -> Result<bool, CloseReason> {
+        match &mut self.state {
+            State::Exchange(ex) => {
+                let flow = ex.pump(&mut self.client, &mut self.bufs, self.draining, env);
+                self.on_flow(flow, env)
+            }
+            State::Tunnel(t) => match t.pump(&mut self.client, &mut self.bufs, env)? {
+                Pass::Stalled => Ok(false),
+                Pass::Moved => Ok(true),
+                Pass::Done => Err(CloseReason::Done),
+            },
+            State::Idle(_) | State::Closing(_) => Ok(false),
+        }
+    }
+
+    /// Client-side work of the current state.
+    fn advance(&mut self, env: &mut Ev<'_, '_, N>) -> Result<bool, CloseReason> {
+        match &mut self.state {
+            State::Idle(_) => self.parse_head(env),
+            State::Exchange(ex) => {
+                let flow = ex.forward_body(&mut self.client, &mut self.bufs, env.ctx);
+                self.on_flow(flow, env)
+            }
+            State::Tunnel(_) => Ok(false),
+            State::Closing(_) => self.linger(env),
+        }
+    }
+
+    /// Whether the session wants more client bytes right now.
+    fn wants_client_input(&self) -> bool {
+        match &self.state {
+            // The parser enforces the head size limits; stop once past them.
+            State::Idle(_) => self.client.input.len() <= http::MAX_HEAD,
+            State::Exchange(ex) if ex.wants_body() => self.bufs.bout.owed() < PENDING_LIMIT,
+            // The request is complete: read ahead (pipelined requests,
+            // bounded like a head) so that a client reset is noticed while
+            // the backend works, not only when the response is written.
+            State::Exchange(_) => self.client.input.len() <= http::MAX_HEAD,
+            State::Tunnel(t) => t.wants_client_input(&self.bufs),
+            State::Closing(_) => false,
+        }
+    }
+
+    /// Idle: parse a request head from the client's input and start its
+    /// exchange.
+    fn parse_head(&mut self, env: &mut Ev<'_, '_, N>) -> Result<bool, CloseReason> {
+        let State::Idle(idle) = &mut self.state else {
+            return Ok(false);
+        };
+        if self.client.input.is_empty() {
+            if self.client.eof || self.draining {
+                return Err(CloseReason::Done);
+            }
+            return Ok(false);
+        }
+        idle.head_started.get_or_insert(env.now);
+        let close_backend = env.ctx.shared.backend_conn == crate::config::BackendConn::Close;
+        let mut fields = [httparse::EMPTY_HEADER; http::MAX_HEADERS];
+        let parsed = match http::parse_request(&self.client.input, &mut fields) {
+            Ok(Some(p)) => {
+                self.bufs.head.clear();
+                p.write_head(self.client.peer.ip(), close_backend, &mut self.bufs.head);
+                Ok(Some(p.head))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        };
+        match parsed {
+            // The client gave up mid-head.
+            Ok(None) if self.client.eof => {
+                self.reject(HttpError::BadRequest("incomplete request head"), env);
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            Err(e) => {
+                self.reject(e, env);
+                Ok(true)
+            }
+            Ok(Some(head)) => {
+                self.client.input.drain(..head.head_len);
+                let shared = &env.ctx.shared;
+                ProxyStats::bump(&shared.stats.requests);
+                shared.retry_budget.request(env.now);
+                let mut ex = Exchange::new(head, env.now);
+                match shared.choose(env.now, None) {
+                    Some(b) => ex.attach(b, self.key, &mut self.bufs, env),
+                    // No backend at all: the first pump answers 502.
+                    None => ex.upstream = None,
+                }
+                self.state = State::Exchange(ex);
+                Ok(true)
+            }
+        }
+    }
+
+    /// Answers a bad request with its status and closes afterwards.
+    fn reject(&mut self, e: HttpError, env: &mut Ev<'_, '_, N>) {
+        let status = e.status();
+        log::debug!("{}: rejected request: {e} -> {status}", self.client.peer);
+        self.answer_alone(status, LogOutcome::BadRequest, env);
+    }
+
+    /// The proxy's own answer to a request no backend saw, then close.
+    fn answer_alone(&mut self, status: u16, outcome: LogOutcome, env: &mut Ev<'_, '_, N>) {
+        self.client.out.push(http::error_response(status));
+        let stats = &env.ctx.shared.stats;
+        ProxyStats::bump(&stats.requests);
+        count_status(status, stats);
+        log_row(env, None, Duration::ZERO, status, outcome);
+        self.begin_closing(env.now);
+    }
+
+    /// Stop taking requests: flush, then linger, then close.
+    fn begin_closing(&mut self, now: Instant) {
+        self.state = closing(now);
+        self.client.input.clear();
+    }
+
+    /// The one place where an exchange's step becomes a transition.
+    fn on_flow(&mut self, flow: Flow, env: &mut Ev<'_, '_, N>) -> Result<bool, CloseReason> {
+        match flow {
+            Flow::Stalled => Ok(false),
+            Flow::Moved => Ok(true),
+            Flow::Complete => {
+                self.complete(env);
+                Ok(true)
+            }
+            Flow::Switched => {
+                self.switch(env);
+                Ok(true)
+            }
+            Flow::Failed(Fault::Backend(f)) => self.backend_failed(f, env),
+            Flow::Failed(Fault::Client(f)) => self.client_failed(f, env),
+        }
+    }
+
+    /// Takes the exchange out of the state (leaving `Closing`).
+    fn take_exchange(&mut self, now: Instant) -> Option<Exchange> {
+        match mem::replace(&mut self.state, closing(now)) {
+            State::Exchange(ex) => Some(ex),
+            other => {
+                self.state = other;
+                None
+            }
+        }
+    }
+
+    /// The response was relayed in full.
+    fn complete(&mut self, env: &mut Ev<'_, '_, N>) {
+        let now = env.now;
+        let Some(mut ex) = self.take_exchange(now) else {
+            return;
+        };
+        let (latency, status) = (ex.latency(now), ex.status);
+        end_attempt(&mut ex, env, status, latency, End::Answered);
+        env.ctx.record_latency(latency);
+        let shared = &env.ctx.shared;
+        shared
+            .selector
+            .observe(ex.backend, Outcome::Success { latency }, now);
+        count_status(status, &shared.stats);
+        log_row(env, Some(ex.backend), latency, status, LogOutcome::Ok);
+        let reuse = shared.backend_conn == crate::config::BackendConn::Persistent
+            && ex.resp_keep_alive
+            && ex.req_done
+            && !ex.backend_eof
+            && self.bufs.bin.is_empty();
+        release(&mut ex.upstream, env, reuse);
+        self.bufs.bin.clear();
+        if !ex.close_after && ex.req_done && !self.draining {
+            self.state = State::Idle(Idle {
+                since: now,
+                head_started: None,
+            });
+        } else {
+            self.begin_closing(now);
+        }
+    }
+
+    /// 101 relayed: the connection becomes a tunnel.
+    fn switch(&mut self, env: &mut Ev<'_, '_, N>) {
+        let now = env.now;
+        let Some(mut ex) = self.take_exchange(now) else {
+            return;
+        };
+        let (latency, status) = (ex.latency(now), ex.status);
+        end_attempt(&mut ex, env, status, latency, End::Answered);
+        let shared = &env.ctx.shared;
+        shared
+            .selector
+            .observe(ex.backend, Outcome::Success { latency }, now);
+        count_status(status, &shared.stats);
+        ProxyStats::bump(&shared.stats.tunnels);
+        ProxyStats::bump(&shared.stats.tunnels_open);
+        log_row(env, Some(ex.backend), latency, status, LogOutcome::Upgraded);
+        let Some(upstream) = ex.upstream.take() else {
+            self.begin_closing(now);
+            return;
+        };
+        self.client.input.shrink_to(http::MAX_HEAD);
+        let t = Tunnel::open(upstream, ex.backend, &mut self.client, &mut self.bufs, now);
+        self.state = State::Tunnel(t);
+    }
+
+    /// The backend failed this attempt: retry where RFC 9110 allows, else
+    /// answer or cut the response short. The backend is blamed, except for
+    /// a pooled connection it had closed before we wrote to it.
+    fn backend_failed(
+        &mut self,
+        f: BackendFault,
+        env: &mut Ev<'_, '_, N>,
+    ) -> Result<bool, CloseReason> {
+        let now = env.now;
+        let Some(mut ex) = self.take_exchange(now) else {
+            return Ok(false);
+        };
+        let progress = ex.progress();
+        // A stale pooled connection says nothing about the backend.
+        let stale = ex.reused(env.ctx) && f == BackendFault::Reset && !ex.relayed;
+        release(&mut ex.upstream, env, false);
+        if !stale {
+            blame(&ex, f, env);
+        }
+        count(Fault::Backend(f), &env.ctx.shared.stats);
+        let end = if stale { End::Abandoned } else { End::Failed };
+        let elapsed = ex.latency(now);
+        let shared = &env.ctx.shared;
+        if fault::may_retry(ex.req.method, f, progress, ex.retried, ex.body_sent > 0)
+            && shared.retry_budget.try_retry(now)
+        {
+            // Prefer another backend even after a stale pooled connection:
+            // when a backend dies, all its pooled connections fail at once.
+            // With no other, a stale one is retried on a fresh connection.
+            let other = shared.choose(now, Some(ex.backend));
+            if let Some(next) = other.or(stale.then_some(ex.backend)) {
+                ProxyStats::bump(&shared.stats.retries);
+                end_attempt(&mut ex, env, 0, elapsed, end);
+                ex.retried = true;
+                ex.relayed = false;
+                ex.resp = Resp::AwaitHead;
+                ex.attach(next, self.key, &mut self.bufs, env);
+                self.state = State::Exchange(ex);
+                return Ok(true);
+            }
+        }
+        self.give_up(ex, Fault::Backend(f), end, env)
+    }
+
+    /// The client failed: nothing is held against the backend, whose
+    /// connection is closed (its state mid-request is unknown).
+    fn client_failed(
+        &mut self,
+        f: ClientFault,
+        env: &mut Ev<'_, '_, N>,
+    ) -> Result<bool, CloseReason> {
+        let Some(mut ex) = self.take_exchange(env.now) else {
+            return Ok(false);
+        };
+        release(&mut ex.upstream, env, false);
+        count(Fault::Client(f), &env.ctx.shared.stats);
+        if f == ClientFault::Abort {
+            let elapsed = ex.latency(env.now);
+            log_row(env, Some(ex.backend), elapsed, 499, LogOutcome::ClientAbort);
+            end_attempt(&mut ex, env, 499, elapsed, End::Abandoned);
+            return Err(CloseReason::Done);
+        }
+        self.give_up(ex, Fault::Client(f), End::Abandoned, env)
+    }
+
+    /// No retry: answer with the fault's status if no byte of a final
+    /// response reached the client yet (unqueueing what was queued), else
+    /// close, the only way left to say the response is incomplete.
+    fn give_up(
+        &mut self,
+        mut ex: Exchange,
+        f: Fault,
+        end: End,
+        env: &mut Ev<'_, '_, N>,
+    ) -> Result<bool, CloseReason> {
+        let head_queued = matches!(ex.resp, Resp::Body(_));
+        let unsent = !head_queued || self.client.bytes_out <= ex.resp_at;
+        let progress = if unsent {
+            Progress::Sent
+        } else {
+            Progress::Answered
+        };
+        let elapsed = ex.latency(env.now);
+        match fault::recovery(f, progress) {
+            Recovery::Answer(status) => {
+                if head_queued {
+                    // Unqueue the head and body bytes relayed so far.
+                    let queued = self.client.bytes_out + self.client.out.owed() as u64 - ex.resp_at;
+                    let tail = self.client.out.tail();
+                    tail.truncate(tail.len().saturating_sub(queued as usize));
+                }
+                end_attempt(&mut ex, env, status, elapsed, end);
+                count_status(status, &env.ctx.shared.stats);
+                log_row(env, Some(ex.backend), elapsed, status, f.outcome());
+                self.client.out.push(http::error_response(status));
+                self.begin_closing(env.now);
+                Ok(true)
+            }
+            Recovery::Close => {
+                let status = ex.status;
+                end_attempt(&mut ex, env, status, elapsed, end);
+                let outcome = match f {
+                    Fault::Backend(_) => LogOutcome::Truncated,
+                    Fault::Client(_) => f.outcome(),
+                };
+                log_row(env, Some(ex.backend), elapsed, status, outcome);
+                Err(match f {
+                    Fault::Backend(_) => CloseReason::Error,
+                    Fault::Client(_) => CloseReason::Done,
+                })
+            }
+        }
+    }
+
+    /// Closing: FIN once flushed, then discard input until EOF or LINGER.
+    fn linger(&mut self, env: &mut Ev<'_, '_, N>) -> Result<bool, CloseReason> {
+        let State::Closing(l) = &mut self.state else {
+            return Ok(false);
+        };
+        if !self.client.out.is_empty() {
+            return Ok(false);
+        }
+        if !l.fin_sent {
+            N::shutdown_write(&self.client.stream);
+            l.fin_sent = true;
+            return Ok(true);
+        }
+        if self.client.eof || l.discarded > LINGER_BYTES {
+            return Err(CloseReason::Done);
+        }
+        let scratch = &mut env.ctx.scratch;
+        match self.client.discard(scratch, LINGER_BYTES) {
+            None => Err(CloseReason::Done),
+            Some(n) => {
+                l.discarded += n;
+                Ok(n > 0)
+            }
+        }
+    }
+
+    /// The next moment something times out.
+    fn deadline(&self, env: &Ev<'_, '_, N>) -> Instant {
+        let t = &env.ctx.shared.timeouts;
+        match &self.state {
+            State::Idle(i) => match i.head_started {
+                Some(started) => after(started, t.header),
+                None => after(i.since, t.idle),
+            },
+            State::Exchange(ex) if ex.connecting(env.ctx) => after(ex.conn_started, t.connect),
+            State::Exchange(ex) if ex.waits_on_client(&self.client, &self.bufs) => {
+                after(ex.last_progress, t.client)
+            }
+            State::Exchange(ex) => after(ex.last_progress, t.backend),
+            State::Tunnel(tu) => after(tu.last_progress, t.tunnel),
+            State::Closing(l) => after(l.started, LINGER),
+        }
+    }
+
+    fn schedule(&mut self, env: &mut Ev<'_, '_, N>) {
+        let at = self.deadline(env);
         if self.timer_at.is_none_or(|t| at < t) {
             env.timers.schedule(at, self.key);
             self.timer_at = Some(at);
         }
     }
 
-    fn on_timeout(&mut self, env: &mut Env2<'_, '_>) -> Result<Step, CloseReason> {
-        // Whatever was scheduled has fired (or was overtaken); re-arm below.
+    /// A deadline passed: the side being waited on is at fault.
+    fn timed_out(&mut self, env: &mut Ev<'_, '_, N>) -> Result<(), CloseReason> {
+        // Whatever was scheduled has fired (or was overtaken); re-arm later.
         self.timer_at = None;
-        let due = self.deadline(env).is_some_and(|at| at <= env.now);
-        if due {
-            match self.phase {
-                Phase::Idle if self.head_started.is_some() => {
-                    self.cout.push(http::error_response(408));
-                    ProxyStats::bump(&env.ctx.shared.stats.requests);
-                    ProxyStats::bump(&env.ctx.shared.stats.status_4xx);
-                    self.log_row(env, None, Duration::ZERO, 408, Outcome::BadRequest);
-                    self.begin_closing();
-                }
-                Phase::Idle => return Err(CloseReason::Done),
-                Phase::Exchange => Exchange::timed_out(self, env)?,
-                Phase::Closing => return Err(CloseReason::Done),
-            }
+        if self.deadline(env) > env.now {
+            return Ok(());
         }
-        self.drive(env)
-    }
-}
-
-fn write_closed(e: WriteError) -> CloseReason {
-    match e {
-        WriteError::Reset => CloseReason::Reset,
-        WriteError::Other => CloseReason::Error,
-    }
-}
-
-impl Session for ProxySession {
-    type Ctx = ProxyCtx;
-
-    fn open(conn: Accepted, key: usize, env: &mut Env<'_, ProxyCtx>) -> io::Result<Self> {
-        let mut client = conn.stream;
-        let tok: Token = token(key, Side::Client);
-        env.registry
-            .register(&mut client, tok, Interest::READABLE | Interest::WRITABLE)?;
-        let mut s = ProxySession {
-            client,
-            key,
-            peer: conn.peer,
-            phase: Phase::Idle,
-            cin: Vec::new(),
-            cout: Outbuf::default(),
-            c_read_ready: false,
-            c_write_blocked: false,
-            c_read_closed: false,
-            c_eof: false,
-            exchange: None,
-            bufs: Buffers::default(),
-            head_started: None,
-            last_active: env.now,
-            linger_until: None,
-            lingered: 0,
-            timer_at: None,
-            draining: false,
-            bytes_out: 0,
+        let fault = match &self.state {
+            State::Idle(i) if i.head_started.is_some() => {
+                count(Fault::Client(ClientFault::Timeout), &env.ctx.shared.stats);
+                self.answer_alone(408, LogOutcome::ClientTimeout, env);
+                return Ok(());
+            }
+            State::Idle(_) | State::Tunnel(_) | State::Closing(_) => {
+                return Err(CloseReason::Done);
+            }
+            State::Exchange(ex) if ex.connecting(env.ctx) => {
+                Fault::Backend(BackendFault::ConnectTimeout)
+            }
+            State::Exchange(ex) if ex.waits_on_client(&self.client, &self.bufs) => {
+                Fault::Client(ClientFault::Timeout)
+            }
+            State::Exchange(_) => Fault::Backend(BackendFault::Timeout),
         };
-        s.schedule(env);
-        Ok(s)
+        self.on_flow(Flow::Failed(fault), env).map(|_| ())
+    }
+}
+
+/// The Closing state, starting now.
+fn closing(now: Instant) -> State {
+    State::Closing(Linger {
+        started: now,
+        fin_sent: false,
+        discarded: 0,
+    })
+}
+
+/// Gives a backend connection back to the pool, or closes it.
+fn release<N: Net>(upstream: &mut Option<usize>, env: &mut Ev<'_, '_, N>, reuse: bool) {
+    let Some(key) = upstream.take() else { return };
+    if reuse {
+        env.ctx.upstreams.checkin(key, env.now);
+    } else {
+        env.ctx.upstreams.close(key);
+    }
+}
+
+impl Session for ProxySession<Tcp> {
+    type Ctx = ProxyCtx<Tcp>;
+
+    fn open(conn: Accepted, key: usize, env: &mut Env<'_, ProxyCtx<Tcp>>) -> std::io::Result<Self> {
+        let mut stream = conn.stream;
+        env.registry.register(
+            &mut stream,
+            token(key, Side::Client),
+            mio::Interest::READABLE | mio::Interest::WRITABLE,
+        )?;
+        Ok(ProxySession::start(stream, conn.peer, key, env))
     }
 
-    fn ready(&mut self, ev: Ready, env: &mut Env<'_, ProxyCtx>) -> Step {
-        match ev.side {
-            Side::Client => {
-                self.c_read_ready |= ev.readable;
-                self.c_read_closed |= ev.read_closed;
-                if ev.writable {
-                    self.c_write_blocked = false;
-                }
+    fn ready(&mut self, ev: Ready, env: &mut Env<'_, ProxyCtx<Tcp>>) -> Step {
+        self.on_ready(ev, env)
+    }
+
+    fn timeout(&mut self, env: &mut Env<'_, ProxyCtx<Tcp>>) -> Step {
+        self.on_timeout(env)
+    }
+
+    fn drain(&mut self, env: &mut Env<'_, ProxyCtx<Tcp>>) -> Step {
+        self.on_drain(env)
+    }
+
+    fn route(key: usize, side: Side, ready: Ready, env: &mut Env<'_, ProxyCtx<Tcp>>) -> Route {
+        route(key, side, ready, env)
+    }
+
+    fn close(self, reason: CloseReason, env: &mut Env<'_, ProxyCtx<Tcp>>) {
+        self.on_close(reason, env);
+    }
+}
+
+/// Backend tokens belong to the worker's pool: readiness goes to the
+/// session owning the connection, or to the pool for an idle one.
+pub fn route<N: Net>(key: usize, side: Side, ready: Ready, env: &mut Ev<'_, '_, N>) -> Route {
+    if side == Side::Client {
+        return Route::To(key, side);
+    }
+    match env.ctx.upstreams.get(key).map(|u| u.owner) {
+        Some(Some(owner)) => Route::To(owner, Side::Backend),
+        Some(None) => {
+            if ready.readable {
+                let ctx = &mut *env.ctx;
+                ctx.upstreams.on_idle_event(key, &mut ctx.scratch);
             }
-            Side::Backend => Exchange::on_backend_ready(self, ev, env),
+            Route::Handled
         }
-        self.drive(env).unwrap_or_else(Step::Close)
-    }
-
-    fn timeout(&mut self, env: &mut Env<'_, ProxyCtx>) -> Step {
-        self.on_timeout(env).unwrap_or_else(Step::Close)
-    }
-
-    fn drain(&mut self, env: &mut Env<'_, ProxyCtx>) -> Step {
-        self.draining = true;
-        if self.phase == Phase::Idle && self.cin.is_empty() {
-            return Step::Close(CloseReason::Shutdown);
-        }
-        self.drive(env).unwrap_or_else(Step::Close)
-    }
-
-    fn route(key: usize, side: Side, ready: Ready, env: &mut Env<'_, ProxyCtx>) -> Route {
-        if side == Side::Client {
-            return Route::To(key, side);
-        }
-        match env.ctx.upstreams.get(key).map(|u| u.owner) {
-            Some(Some(owner)) => Route::To(owner, Side::Backend),
-            Some(None) => {
-                if ready.readable {
-                    let ctx = &mut *env.ctx;
-                    ctx.upstreams.on_idle_event(key, &mut ctx.scratch);
-                }
-                Route::Handled
-            }
-            None => Route::Handled,
-        }
-    }
-
-    fn close(mut self, reason: CloseReason, env: &mut Env<'_, ProxyCtx>) {
-        if self.exchange.is_some() {
-            Exchange::abort(&mut self, env);
-        }
-        env.stats.record_close(reason, self.bytes_out);
+        None => Route::Handled,
     }
 }

@@ -70,12 +70,17 @@ pub fn render(shared: &Shared, elapsed: Duration) -> String {
     );
     let _ = writeln!(
         out,
-        "tidegate proxy: errors: {} connect, {} reset, {} bad response, {} timeout, {} client abort",
+        "tidegate proxy: backend faults: {} connect, {} reset, {} bad response, {} timeout, {} unavailable; \
+         client faults: {} timeout, {} abort, {} bad body; {} tunnels",
         g(&st.connect_failures),
         g(&st.backend_resets),
         g(&st.bad_responses),
-        g(&st.timeouts),
-        g(&st.client_aborts)
+        g(&st.backend_timeouts),
+        g(&st.unavailable),
+        g(&st.client_timeouts),
+        g(&st.client_aborts),
+        g(&st.bad_bodies),
+        g(&st.tunnels)
     );
     let snap = shared.metrics.snapshot();
     let answered: u64 = snap.iter().map(|b| b.requests()).sum();

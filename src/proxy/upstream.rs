@@ -12,10 +12,10 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
-use mio::{Interest, Registry};
+use mio::Registry;
 use slab::Slab;
 
+use super::net::Net;
 use crate::runtime::io::{self as sio, Io};
 use crate::runtime::session::{Side, token};
 
@@ -32,8 +32,8 @@ pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// One backend connection.
 #[derive(Debug)]
-pub struct Upstream {
-    pub stream: TcpStream,
+pub struct Upstream<S> {
+    pub stream: S,
     pub backend: usize,
     /// The session using it; `None` while idle in the pool.
     pub owner: Option<usize>,
@@ -51,25 +51,27 @@ pub struct Upstream {
 
 /// All backend connections of a worker.
 #[derive(Debug)]
-pub struct Upstreams {
-    conns: Slab<Upstream>,
+pub struct Upstreams<N: Net> {
+    net: N,
+    conns: Slab<Upstream<N::Stream>>,
     /// Per backend, keys of idle connections; the most recently used last.
     idle: Vec<Vec<usize>>,
 }
 
-impl Upstreams {
-    pub fn new(backends: usize) -> Self {
+impl<N: Net> Upstreams<N> {
+    pub fn new(net: N, backends: usize) -> Self {
         Upstreams {
+            net,
             conns: Slab::new(),
             idle: (0..backends).map(|_| Vec::new()).collect(),
         }
     }
 
-    pub fn get(&self, key: usize) -> Option<&Upstream> {
+    pub fn get(&self, key: usize) -> Option<&Upstream<N::Stream>> {
         self.conns.get(key)
     }
 
-    pub fn get_mut(&mut self, key: usize) -> Option<&mut Upstream> {
+    pub fn get_mut(&mut self, key: usize) -> Option<&mut Upstream<N::Stream>> {
         self.conns.get_mut(key)
     }
 
@@ -115,16 +117,11 @@ impl Upstreams {
         registry: &Registry,
         now: Instant,
     ) -> io::Result<usize> {
-        let mut stream = TcpStream::connect(addr)?;
-        // Request heads and small responses must not wait for Nagle.
-        stream.set_nodelay(true)?;
         let entry = self.conns.vacant_entry();
         let key = entry.key();
-        registry.register(
-            &mut stream,
-            token(key, Side::Backend),
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
+        let stream = self
+            .net
+            .connect(addr, registry, token(key, Side::Backend))?;
         entry.insert(Upstream {
             stream,
             backend,
@@ -178,6 +175,21 @@ impl Upstreams {
             return; // spurious: still healthy
         }
         self.close(key);
+    }
+
+    /// Whether a pooled connection is still open right before its first
+    /// write: the backend may have closed it since the last event was
+    /// seen. One non-blocking read: nothing to read means alive; EOF, an
+    /// error or unsolicited bytes mean the connection is unusable. Costs a
+    /// syscall, so only requests that may not be replayed ask.
+    pub fn still_open(&mut self, key: usize, scratch: &mut [u8]) -> bool {
+        let Some(up) = self.conns.get_mut(key) else {
+            return false;
+        };
+        if up.read_closed {
+            return false;
+        }
+        matches!(sio::read(&mut up.stream, scratch), Io::WouldBlock)
     }
 
     /// Closes every connection (worker shutdown).

@@ -42,6 +42,8 @@ impl Default for Opts {
                 header: Duration::from_secs(5),
                 idle: Duration::from_secs(10),
                 drain: Duration::from_secs(2),
+                client: Duration::from_secs(5),
+                tunnel: Duration::from_secs(10),
             },
             csv: None,
             workers: 1,

@@ -217,7 +217,7 @@ mod tests {
             2026-11-22T15:54:53Z,http://a,1,502,y,connect_failed\n\
             2026-11-22T15:54:54Z,-,0,400,y,bad_request\n\
             2026-11-22T15:54:55Z,http://b,1,404,x,ok\n\
-            2026-11-22T15:54:51Z,http://b,1,200,x,client_aborted\n";
+            2026-11-22T15:54:51Z,http://b,1,200,x,client_abort\n";
         let log = parse_reader("t.csv", text.as_bytes()).unwrap();
         let s = summarize("t.csv", &log, None);
         assert_eq!(s.requests, 5);

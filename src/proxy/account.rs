@@ -1,0 +1,124 @@
+//! Bookkeeping at the end of an attempt or a request: the metrics, the
+//! selector, the ejector, the counters and the request log each hear about
+//! it once, and only a backend's own fault is held against it.
+
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime};
+
+use super::csvlog::{Outcome as LogOutcome, Row};
+use super::exchange::Exchange;
+use super::fault::{BackendFault, ClientFault, Fault};
+use super::net::Net;
+use super::{ProxyCtx, ProxyStats};
+use crate::balance::Outcome;
+use crate::metrics::End;
+use crate::runtime::session::Env;
+
+/// Ends the current attempt in the metrics, the selector's in-flight count
+/// and the ejector; later calls do nothing, so every exit path may call it.
+pub fn end_attempt<N: Net>(
+    ex: &mut Exchange,
+    env: &Env<'_, ProxyCtx<N>>,
+    status: u16,
+    latency: Duration,
+    end: End,
+) {
+    let Some(b) = ex.attempt.take() else { return };
+    let shared = &env.ctx.shared;
+    shared
+        .metrics
+        .finished(b, status, latency, end, SystemTime::now());
+    shared.selector.on_done(b, env.now);
+    match end {
+        End::Answered => {
+            let bad = shared.ejector.eject_5xx && status >= 500;
+            shared.ejector.record(b, !bad, env.now);
+        }
+        End::Failed => shared.ejector.record(b, false, env.now),
+        End::Abandoned => shared.ejector.release(b),
+    }
+}
+
+/// A backend's failed attempt as a sample for the selector, and a warning
+/// (rate-limited per worker).
+pub fn blame<N: Net>(ex: &Exchange, fault: BackendFault, env: &mut Env<'_, ProxyCtx<N>>) {
+    let elapsed = env.now.saturating_duration_since(ex.conn_started);
+    env.ctx
+        .shared
+        .selector
+        .observe(ex.backend, Outcome::Failure { elapsed }, env.now);
+    warn_backend(env, ex.backend, describe(fault));
+}
+
+/// Counts a failure under its side's counter.
+pub fn count(fault: Fault, stats: &ProxyStats) {
+    ProxyStats::bump(counter(fault, stats));
+}
+
+fn counter(fault: Fault, s: &ProxyStats) -> &AtomicU64 {
+    match fault {
+        Fault::Backend(BackendFault::ConnectFailed | BackendFault::ConnectTimeout) => {
+            &s.connect_failures
+        }
+        Fault::Backend(BackendFault::Reset) => &s.backend_resets,
+        Fault::Backend(BackendFault::BadResponse) => &s.bad_responses,
+        Fault::Backend(BackendFault::Timeout) => &s.backend_timeouts,
+        Fault::Backend(BackendFault::Unavailable) => &s.unavailable,
+        Fault::Client(ClientFault::Timeout) => &s.client_timeouts,
+        Fault::Client(ClientFault::Abort) => &s.client_aborts,
+        Fault::Client(ClientFault::BadBody) => &s.bad_bodies,
+    }
+}
+
+fn describe(fault: BackendFault) -> &'static str {
+    match fault {
+        BackendFault::ConnectFailed => "connect failed",
+        BackendFault::ConnectTimeout => "connect timed out",
+        BackendFault::Reset => "connection reset or closed before a whole response",
+        BackendFault::Timeout => "no progress within --backend-timeout",
+        BackendFault::BadResponse => "bad response",
+        BackendFault::Unavailable => "503 with Retry-After",
+    }
+}
+
+/// Counts a status the client received, by class.
+pub fn count_status(status: u16, stats: &ProxyStats) {
+    ProxyStats::bump(match status {
+        500.. => &stats.status_5xx,
+        400..=499 => &stats.status_4xx,
+        _ => &stats.ok,
+    });
+}
+
+/// One row of the request log, if it is on.
+pub fn log_row<N: Net>(
+    env: &Env<'_, ProxyCtx<N>>,
+    backend: Option<usize>,
+    latency: Duration,
+    status: u16,
+    outcome: LogOutcome,
+) {
+    if let Some(csv) = &env.ctx.csv {
+        csv.send(Row {
+            at: SystemTime::now(),
+            backend,
+            latency,
+            status,
+            outcome,
+            worker: env.ctx.worker,
+        });
+    }
+}
+
+/// Logs backend trouble at warn, at most once per interval per worker.
+pub fn warn_backend<N: Net>(env: &mut Env<'_, ProxyCtx<N>>, backend: usize, what: &str) {
+    if let Some(held) = env.ctx.warn.allow(env.now) {
+        let name = env
+            .ctx
+            .shared
+            .backends
+            .get(backend)
+            .map_or("?", |b| b.name.as_str());
+        log::warn!("backend {name}: {what} ({held} similar warnings suppressed)");
+    }
+}
