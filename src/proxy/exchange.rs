@@ -89,7 +89,7 @@ impl Exchange {
     pub fn new(req: RequestHead, now: Instant) -> Self {
         Exchange {
             req_body: BodyFramer::new(req.body, Peer::Client),
-            req_done: req.body == BodyKind::None,
+            req_done: matches!(req.body, BodyKind::None | BodyKind::Length(0)),
             req,
             backend: 0,
             attempt: None,
