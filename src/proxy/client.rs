@@ -1,5 +1,6 @@
 //! The client's half of a proxy session: its socket, the bytes read from
-//! it and not yet consumed, the bytes owed to it, and its readiness.
+//! it and not yet consumed, the bytes owed to it, and its readiness; and
+//! the buffers a session keeps for its backend side.
 
 use std::net::SocketAddr;
 
@@ -7,6 +8,18 @@ use super::net::Net;
 use crate::runtime::buffer::{Outbuf, WriteError};
 use crate::runtime::io::{self as sio, Fault as IoFault, Io};
 use crate::runtime::session::CloseReason;
+
+/// Per-connection buffers kept across exchanges, so steady keep-alive
+/// traffic allocates nothing per request.
+#[derive(Debug, Default)]
+pub struct Buffers {
+    /// Bytes owed to the backend.
+    pub bout: Outbuf,
+    /// Bytes read from the backend, not yet relayed.
+    pub bin: Vec<u8>,
+    /// The rewritten request head, kept for one retry.
+    pub head: Vec<u8>,
+}
 
 /// One accepted client connection.
 #[derive(Debug)]

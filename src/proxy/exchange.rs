@@ -10,10 +10,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::client::Client;
+use super::client::{Buffers, Client};
 use super::fault::{BackendFault, ClientFault, Fault, Progress};
 use super::net::Net;
-use super::session::Buffers;
 use super::{PENDING_LIMIT, ProxyCtx};
 use crate::config::BackendConn;
 use crate::http::{self, BodyFramer, BodyKind, Peer, RequestHead};

@@ -27,7 +27,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::account::{blame, count, count_status, end_attempt, log_row};
-use super::client::Client;
+use super::client::{Buffers, Client};
 use super::csvlog::Outcome as LogOutcome;
 use super::exchange::{Exchange, Flow, Resp};
 use super::fault::{self, BackendFault, ClientFault, Fault, Progress, Recovery};
@@ -37,7 +37,6 @@ use super::{PENDING_LIMIT, ProxyCtx, ProxyStats};
 use crate::balance::Outcome;
 use crate::http::{self, HttpError};
 use crate::metrics::End;
-use crate::runtime::buffer::Outbuf;
 use crate::runtime::session::{
     Accepted, CloseReason, Env, Ready, Route, Session, Side, Step, token,
 };
@@ -93,18 +92,6 @@ pub struct Linger {
     started: Instant,
     fin_sent: bool,
     discarded: usize,
-}
-
-/// Per-connection buffers kept across exchanges, so steady keep-alive
-/// traffic allocates nothing per request.
-#[derive(Debug, Default)]
-pub struct Buffers {
-    /// Bytes owed to the backend.
-    pub bout: Outbuf,
-    /// Bytes read from the backend, not yet relayed.
-    pub bin: Vec<u8>,
-    /// The rewritten request head, kept for one retry.
-    pub head: Vec<u8>,
 }
 
 /// One proxied client connection.

@@ -7,9 +7,8 @@
 
 use std::time::Instant;
 
-use super::client::Client;
+use super::client::{Buffers, Client};
 use super::net::Net;
-use super::session::Buffers;
 use super::{PENDING_LIMIT, ProxyCtx};
 use crate::runtime::io::{self as sio, Io};
 use crate::runtime::session::{CloseReason, Env};
