@@ -33,6 +33,10 @@ pub struct Advance {
     /// How many bytes from the front of the input belong to the body: forward
     /// them as they are. Equal to the input length unless `done`.
     pub used: usize,
+    /// How many of the `used` bytes are payload: all of them for a
+    /// Content-Length or close-delimited body, the chunk data (no sizes,
+    /// extensions, CRLFs or trailers) for a chunked one.
+    pub payload: u64,
     /// The body is complete; the bytes after `used` are the next message.
     pub done: bool,
 }
@@ -71,10 +75,10 @@ impl BodyFramer {
     /// body cannot be trusted: stop forwarding and close both connections.
     pub fn advance(&mut self, input: &[u8]) -> Result<Advance, HttpError> {
         let peer = self.peer;
-        let used = match &mut self.framing {
-            Framing::Done => 0,
+        let (used, payload) = match &mut self.framing {
+            Framing::Done => (0, 0),
             Framing::Failed(why) => return Err(peer.error(why)),
-            Framing::CloseDelimited => input.len(),
+            Framing::CloseDelimited => (input.len(), input.len() as u64),
             Framing::Length(left) => {
                 let used = usize::try_from(*left).map_or(input.len(), |l| l.min(input.len()));
                 // used <= left, so this cannot underflow.
@@ -82,14 +86,14 @@ impl BodyFramer {
                 if *left == 0 {
                     self.framing = Framing::Done;
                 }
-                used
+                (used, used as u64)
             }
             Framing::Chunked(chunked) => match chunked.advance(input) {
-                Ok(used) => {
+                Ok(progress) => {
                     if chunked.is_done() {
                         self.framing = Framing::Done;
                     }
-                    used
+                    progress
                 }
                 Err(why) => {
                     self.framing = Framing::Failed(why);
@@ -97,9 +101,10 @@ impl BodyFramer {
                 }
             },
         };
-        debug_assert!(used <= input.len());
+        debug_assert!(used <= input.len() && payload <= used as u64);
         Ok(Advance {
             used,
+            payload,
             done: self.is_done(),
         })
     }
@@ -206,6 +211,7 @@ mod tests {
             done.advance(b"ab"),
             Ok(Advance {
                 used: 2,
+                payload: 2,
                 done: true
             })
         );
@@ -213,10 +219,37 @@ mod tests {
             done.advance(b"cd"),
             Ok(Advance {
                 used: 0,
+                payload: 0,
                 done: true
             })
         );
         assert_eq!(done.at_eof(), Ok(()));
+    }
+
+    #[test]
+    fn payload_excludes_chunked_framing() {
+        let cases: [(BodyKind, &[u8], Advance); 4] = [
+            (BodyKind::Length(3), b"abcd", adv(3, 3, true)),
+            (BodyKind::CloseDelimited, b"abcd", adv(4, 4, false)),
+            (
+                BodyKind::Chunked,
+                b"3;e\r\nabc\r\n0\r\nT: x\r\n\r\nGET",
+                adv(21, 3, true),
+            ),
+            (BodyKind::Chunked, b"3\r\nab", adv(5, 2, false)),
+        ];
+        for (kind, input, want) in cases {
+            let mut framer = BodyFramer::new(kind, Peer::Client);
+            assert_eq!(framer.advance(input), Ok(want), "{kind:?}");
+        }
+    }
+
+    fn adv(used: usize, payload: u64, done: bool) -> Advance {
+        Advance {
+            used,
+            payload,
+            done,
+        }
     }
 
     #[test]

@@ -71,15 +71,19 @@ impl Chunked {
     }
 
     /// Consume body bytes from the front of `input`: returns how many belong
-    /// to the body (all of them unless the body ended inside `input`).
-    pub(crate) fn advance(&mut self, input: &[u8]) -> Result<usize, &'static str> {
+    /// to the body (all of them unless the body ended inside `input`) and how
+    /// many of those were chunk data (the payload, without the framing).
+    pub(crate) fn advance(&mut self, input: &[u8]) -> Result<(usize, u64), &'static str> {
         let mut at = 0;
+        let mut data = 0u64;
+        // Bounded: every turn consumes at least one byte or breaks.
         while at < input.len() {
             if let State::Data { left } = self.state {
                 // Skip data in bulk; only its length matters.
                 let avail = input.len() - at;
                 let take = usize::try_from(left).map_or(avail, |l| l.min(avail));
                 at += take;
+                data += take as u64;
                 // take <= left, so this cannot underflow.
                 let left = left - take as u64;
                 self.state = if left == 0 {
@@ -96,7 +100,7 @@ impl Chunked {
                 break;
             }
         }
-        Ok(at)
+        Ok((at, data))
     }
 
     /// One byte of framing (anything but chunk data).
@@ -181,7 +185,7 @@ mod tests {
     /// Feed `input` in one piece: (bytes used, done) or the error.
     fn run(input: &[u8]) -> Result<(usize, bool), &'static str> {
         let mut c = Chunked::new();
-        let used = c.advance(input)?;
+        let (used, _) = c.advance(input)?;
         Ok((used, c.is_done()))
     }
 
@@ -258,6 +262,25 @@ mod tests {
     }
 
     #[test]
+    fn data_bytes_are_counted_at_every_split() {
+        let body: &[u8] = b"5;x=1\r\nhello\r\nA\r\n0123456789\r\n0\r\nT: v\r\n\r\nNEXT";
+        let framed = body.len() - 4;
+        for step in 1..=body.len() {
+            let mut c = Chunked::new();
+            let (mut used, mut data) = (0, 0);
+            for piece in body.chunks(step) {
+                let (u, d) = c.advance(piece).unwrap_or_else(|e| panic!("{step}: {e}"));
+                used += u;
+                data += d;
+                if c.is_done() {
+                    break;
+                }
+            }
+            assert_eq!((used, data, c.is_done()), (framed, 15, true), "step {step}");
+        }
+    }
+
+    #[test]
     fn limits() {
         let mut line = vec![b'0'; MAX_CHUNK_LINE - 2];
         line.extend_from_slice(b"\r\n\r\n");
@@ -280,8 +303,8 @@ mod tests {
     #[test]
     fn huge_chunk_is_counted_not_buffered() {
         let mut c = Chunked::new();
-        assert_eq!(c.advance(b"FFFFFFFFFFFFFFFF\r\n"), Ok(18));
-        assert_eq!(c.advance(&[0; 4096]), Ok(4096));
+        assert_eq!(c.advance(b"FFFFFFFFFFFFFFFF\r\n"), Ok((18, 0)));
+        assert_eq!(c.advance(&[0; 4096]), Ok((4096, 4096)));
         assert_eq!(
             c.state,
             State::Data {

@@ -1,4 +1,6 @@
-//! Pure HTTP/1.1 framing for the proxy (RFC 9112 / RFC 9110 as an intermediary).
+//! Pure HTTP/1.1 framing for the proxy (RFC 9112 / RFC 9110 as an intermediary),
+//! also used by the simulated backend (`tools::backend`), which parses the
+//! same heads and frames the same bodies but never calls `write_head`.
 //!
 //! No sockets, no clocks: plain functions over byte slices, so every split
 //! point of the input can be tested.
@@ -10,7 +12,8 @@
 //!   `write_head` rewrites the head for the next hop (hop-by-hop fields removed,
 //!   `X-Forwarded-For`, `Connection`) into a caller-owned `Vec`.
 //! - [`BodyFramer`]: finds where a body ends without copying or de-chunking it;
-//!   the caller forwards the bytes verbatim.
+//!   the caller forwards the bytes verbatim. It also counts the payload
+//!   (chunk data without framing) for callers that report body sizes.
 //! - [`HttpError`] and [`error_response`]: what to answer when parsing fails.
 //!
 //! Errors in requests map to 4xx/5xx for the client; errors in responses are

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod client;
 pub mod proxy;
 pub mod scripted;
+pub mod websocket;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

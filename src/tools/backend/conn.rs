@@ -26,12 +26,11 @@ use log::debug;
 use mio::net::TcpStream;
 use socket2::SockRef;
 
-use super::body::BodyReader;
 use super::profile::{FailMode, Injector};
-use super::request::{self, Head, Parsed};
 use super::response::{self, CONTINUE, GARBAGE, Reply};
 use super::schedule::Scheduler;
 use super::stats::Counters;
+use crate::http::{self, BodyFramer, EMPTY_HEADER, HttpError, MAX_HEADERS, Peer, RequestHead};
 use crate::runtime::io::{self as sio, Io};
 
 /// Size of the loop's shared read buffer: 64 KiB drains a loopback burst in
@@ -44,7 +43,7 @@ const READS_PER_TURN: usize = 16;
 
 /// Unparsed input above which a connection stops reading: four heads' worth
 /// of pipelined requests is plenty, and it bounds memory per connection.
-const INBUF_LIMIT: usize = 4 * request::HEAD_LIMIT;
+const INBUF_LIMIT: usize = 4 * http::MAX_HEAD;
 
 /// Unsent output above which pipelined requests are not started: a client
 /// that does not read cannot make the backend queue responses without end.
@@ -96,7 +95,7 @@ struct Request {
     head_only: bool,
     keep_alive: bool,
     http10: bool,
-    body: BodyReader,
+    body: BodyFramer,
     body_bytes: u64,
     /// The injected status, if `status:CODE:RATE` picked this request.
     status: Option<u16>,
@@ -243,17 +242,17 @@ impl Conn {
     /// New bytes: a streaming body takes them straight from the scratch
     /// buffer; anything else is kept in `inbuf` for `pump`. Returns the
     /// body payload bytes consumed.
-    fn feed(&mut self, data: &[u8]) -> Result<u64, &'static str> {
+    fn feed(&mut self, data: &[u8]) -> Result<u64, HttpError> {
         let mut data = data;
         let mut payload = 0;
         if self.inbuf.is_empty()
             && !self.closing
             && let Some(req) = self.req.as_mut().filter(|r| !r.body.is_done())
         {
-            let (used, p) = req.body.consume(data).map_err(|_| "bad chunked body")?;
-            req.body_bytes += p;
-            payload = p;
-            data = data.get(used..).unwrap_or_default();
+            let adv = req.body.advance(data)?;
+            req.body_bytes += adv.payload;
+            payload = adv.payload;
+            data = data.get(adv.used..).unwrap_or_default();
         }
         self.inbuf.extend_from_slice(data);
         Ok(payload)
@@ -282,28 +281,31 @@ impl Conn {
                     self.held = true;
                     break None;
                 }
-                Want::Head => match request::parse(rest) {
-                    Parsed::Partial => break None,
-                    Parsed::Invalid(why) => self.bad_request(ctx, why),
-                    Parsed::Complete(len, head) => {
-                        pos += len;
-                        if let Some(next) = self.start(head, key, ctx, now) {
-                            break Some(next);
+                Want::Head => {
+                    let mut headers = [EMPTY_HEADER; MAX_HEADERS];
+                    match http::parse_request(rest, &mut headers) {
+                        Ok(None) => break None,
+                        Err(why) => self.bad_request(ctx, why),
+                        Ok(Some(parsed)) => {
+                            pos += parsed.head.head_len;
+                            if let Some(next) = self.start(parsed.head, key, ctx, now) {
+                                break Some(next);
+                            }
                         }
                     }
-                },
+                }
                 Want::Body if rest.is_empty() => break None,
                 Want::Body => {
                     let Some(req) = self.req.as_mut() else {
                         break None;
                     };
-                    match req.body.consume(rest) {
-                        Ok((used, payload)) => {
-                            pos += used;
-                            req.body_bytes += payload;
-                            Counters::add(&ctx.counters.body_bytes, payload);
+                    match req.body.advance(rest) {
+                        Ok(adv) => {
+                            pos += adv.used;
+                            req.body_bytes += adv.payload;
+                            Counters::add(&ctx.counters.body_bytes, adv.payload);
                         }
-                        Err(_) => self.bad_request(ctx, "bad chunked body"),
+                        Err(why) => self.bad_request(ctx, why),
                     }
                 }
                 Want::Reply(Some(latency)) => self.respond(latency, ctx),
@@ -316,22 +318,29 @@ impl Conn {
     }
 
     /// A complete head: count it, pick its status and delay.
-    fn start(&mut self, head: Head, key: usize, ctx: &mut Ctx, now: Instant) -> Option<Next> {
+    fn start(
+        &mut self,
+        head: RequestHead,
+        key: usize,
+        ctx: &mut Ctx,
+        now: Instant,
+    ) -> Option<Next> {
         ctx.last_id += 1;
         Counters::add(&ctx.counters.requests, 1);
         if ctx.fail == Some(FailMode::Reset) {
             Counters::add(&ctx.counters.resets, 1);
             return Some(Next::Reset);
         }
-        if head.expect_continue {
+        let body = BodyFramer::new(head.body, Peer::Client);
+        if head.expect_continue && !body.is_done() {
             self.out.extend_from_slice(CONTINUE);
         }
         self.req = Some(Request {
             id: ctx.last_id,
-            head_only: head.head_only,
+            head_only: head.method.is_head(),
             keep_alive: head.keep_alive,
-            http10: head.http10,
-            body: head.body,
+            http10: head.minor == 0,
+            body,
             body_bytes: 0,
             status: ctx.injector.as_mut().and_then(Injector::pick),
             due: ctx.scheduler.admit(key, ctx.last_id, now),
@@ -371,9 +380,11 @@ impl Conn {
         self.closing |= !req.keep_alive;
     }
 
-    /// Answers 400 and closes; a pending delay no longer applies.
-    fn bad_request(&mut self, ctx: &mut Ctx, why: &'static str) {
-        debug!("backend {}: bad request: {why}", ctx.name);
+    /// Answers 400 (whatever status the proxy would pick: this backend keeps
+    /// one answer for all bad input) and closes; a pending delay no longer
+    /// applies.
+    fn bad_request(&mut self, ctx: &mut Ctx, why: HttpError) {
+        debug!("backend {}: {why}", ctx.name);
         self.req = None;
         Counters::add(&ctx.counters.bad_requests, 1);
         response::write(

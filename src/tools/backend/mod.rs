@@ -27,15 +27,13 @@
 //! - `profile`: [`Profile`], [`FailMode`], [`SlowPhase`] and their parsing.
 //! - `event_loop`: Poll, Slab, accept, timers.
 //! - `conn`: one connection's state machine.
-//! - `request` / `body`: request heads; streamed body framing.
+//! - Request heads and body framing are `crate::http`'s, as in the proxy.
 //! - `response`: the bytes sent. `schedule`: when each request is due.
 //! - `timer`: the deadline heap. `stats`: counters.
 
-mod body;
 mod conn;
 mod event_loop;
 mod profile;
-mod request;
 mod response;
 mod schedule;
 mod stats;
