@@ -29,8 +29,10 @@
 //! Nothing read from the network can panic: socket errors become a
 //! [`session::CloseReason`] and are counted; resets are never logged.
 //! Malformed HTTP becomes an [`http::HttpError`] with its status (4xx to the
-//! client, 502 for a backend); backend trouble is counted and logged at warn,
-//! rate-limited.
+//! client, 502 for a backend). Every failure of a proxied request is a
+//! [`proxy::fault::Fault`] owned by the client or the backend side; only a
+//! backend's fault feeds routing, ejection and its failure metrics, and
+//! backend trouble is logged at warn, rate-limited.
 //! Start-up problems are typed ([`server::StartError`]) and reported as one
 //! line by the binary. `debug_assert!` guards invariants on the data path.
 #![forbid(unsafe_code)]
