@@ -6,7 +6,7 @@
 //! - `fault`: who broke an exchange ([`fault::Fault`]: client or backend),
 //!   the retry rules of RFC 9110 §9.2.2, and what follows. Pure.
 //! - `exchange`: the backend side of one request (connect, forward, relay
-//!   the response), reporting a [`exchange::Flow`].
+//!   the response), reporting a `Flow`.
 //! - `tunnel`: the byte tunnel after `101 Switching Protocols`.
 //! - `client`: the client's socket and buffers.
 //! - `account`: metrics, selector, ejector, counters and log rows at the

@@ -14,7 +14,7 @@
 //! ```
 //!
 //! Every failure is a [`Fault`] owned by one side; the transition it causes
-//! is decided in one place ([`ProxySession::on_flow`]). Only backend faults
+//! is decided in one place (`ProxySession::on_flow`). Only backend faults
 //! reach the selector, the ejector and the backend's failure metrics.
 //!
 //! Both sockets are registered once for READABLE | WRITABLE, edge-
