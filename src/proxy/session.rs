@@ -80,6 +80,8 @@ pub struct ProxySession {
     pub(super) bufs: Buffers,
     /// When the current request head started arriving.
     head_started: Option<Instant>,
+    /// Bytes of the current request head already scanned for its end.
+    head_scanned: usize,
     last_active: Instant,
     /// Lingering started: shutdown(Write) sent, input discarded until then.
     linger_until: Option<Instant>,
@@ -167,6 +169,10 @@ impl ProxySession {
             return Ok(false);
         }
         self.head_started.get_or_insert(env.now);
+        // httparse re-reads from the start: only call it when it can answer.
+        if !self.c_eof && !http::parse_due(&self.cin, &mut self.head_scanned) {
+            return Ok(false);
+        }
         let close_backend = env.ctx.shared.backend_conn == crate::config::BackendConn::Close;
         let mut fields = [httparse::EMPTY_HEADER; http::MAX_HEADERS];
         let parsed = match http::parse_request(&self.cin, &mut fields) {
@@ -192,6 +198,7 @@ impl ProxySession {
             Ok(Some(head)) => {
                 self.cin.drain(..head.head_len);
                 self.head_started = None;
+                self.head_scanned = 0;
                 let ex = Exchange::start(head, self, env);
                 self.exchange = Some(ex);
                 self.phase = Phase::Exchange;
@@ -378,6 +385,7 @@ impl Session for ProxySession {
             exchange: None,
             bufs: Buffers::default(),
             head_started: None,
+            head_scanned: 0,
             last_active: env.now,
             linger_until: None,
             lingered: 0,
