@@ -136,7 +136,22 @@ pub struct BackendAddr {
     pub addr: SocketAddr,
 }
 
-/// Timeouts of proxy mode, each named after its flag.
+/// Shortest accepted timeout. Zero would expire at once: `--idle-timeout 0`
+/// closed every connection before its first request, `--backend-timeout 0`
+/// answered everything 504 and `--connect-timeout 0` everything 502. The
+/// workers' timers have millisecond resolution (epoll), so 1 ms is the
+/// smallest value that means what it says.
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(1);
+
+/// Longest accepted timeout: 24 hours. A longer one is almost certainly a
+/// unit mistake (`--idle-timeout 60000` meant as ms is 16 hours), nothing in
+/// HTTP waits a day, and the bound keeps every deadline far from
+/// `Instant`'s range.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// Timeouts of proxy mode, each named after its flag. Every one must be
+/// within [`MIN_TIMEOUT`]..=[`MAX_TIMEOUT`], except `drain`, where 0 means
+/// "close in-flight requests at once" (see [`Timeouts::validate`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
     /// `--connect-timeout`: a backend connect that takes longer fails over.
@@ -149,33 +164,86 @@ pub struct Timeouts {
     pub header: Duration,
     /// `--idle-timeout`: an idle keep-alive client connection is closed.
     pub idle: Duration,
-    /// `--drain-timeout`: on shutdown, in-flight requests get this long.
-    pub drain: Duration,
-    /// `--client-timeout`: a client that sends no body byte, or reads no
-    /// response byte, for this long mid-exchange gets 408 or a close.
+    /// `--client-timeout`: a client that stops sending in the middle of a
+    /// request body, or stops reading its response, for this long is
+    /// disconnected (nginx's `client_body_timeout` / `send_timeout`).
     pub client: Duration,
-    /// `--tunnel-timeout`: a switched (WebSocket) connection with no byte
-    /// either way for this long is closed.
+    /// `--tunnel-timeout`: a WebSocket/Upgrade tunnel with no traffic either
+    /// way for this long is closed (HAProxy's `timeout tunnel`).
     pub tunnel: Duration,
+    /// `--drain-timeout`: on shutdown, in-flight requests get this long
+    /// (0: none; they are closed at once).
+    pub drain: Duration,
 }
 
 impl Default for Timeouts {
     /// The proxy's defaults, as in the issue (nginx uses 60 s for most of
     /// these; 2 s connect suits a LAN where a slow connect means a dead host).
+    /// Client 30 s: long enough for a slow mobile upload to make progress,
+    /// short enough that a stalled client does not pin a backend connection
+    /// for minutes. Tunnel 1 h: WebSocket clients usually ping every 30-60 s,
+    /// so an hour of silence means the peer is gone.
     fn default() -> Self {
         Timeouts {
             connect: Duration::from_secs(2),
             backend: Duration::from_secs(30),
             header: Duration::from_secs(10),
             idle: Duration::from_secs(60),
-            drain: Duration::from_secs(10),
-            // nginx's client_body_timeout is 60 s; 30 s frees a stalled
-            // upload's backend connection sooner.
             client: Duration::from_secs(30),
-            // A WebSocket is long-lived; one hour of silence is a dead peer.
             tunnel: Duration::from_secs(3600),
+            drain: Duration::from_secs(10),
         }
     }
+}
+
+impl Timeouts {
+    /// Each timeout with its flag, in the order of `--help`.
+    pub fn flags(&self) -> [(&'static str, Duration); 7] {
+        [
+            ("--backend-timeout", self.backend),
+            ("--connect-timeout", self.connect),
+            ("--header-timeout", self.header),
+            ("--idle-timeout", self.idle),
+            ("--client-timeout", self.client),
+            ("--tunnel-timeout", self.tunnel),
+            ("--drain-timeout", self.drain),
+        ]
+    }
+
+    /// Checks every timeout against [`MIN_TIMEOUT`]..=[`MAX_TIMEOUT`]
+    /// (`--drain-timeout` may be 0).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (flag, d) in self.flags() {
+            check_timeout(flag, &format!("{d:?}"), d)?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses a timeout flag and checks its range (see [`Timeouts`]).
+pub fn parse_timeout(flag: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    let d = parse_duration(flag, value)?;
+    check_timeout(flag, value, d)?;
+    Ok(d)
+}
+
+/// [`MIN_TIMEOUT`]..=[`MAX_TIMEOUT`], or 0 for `--drain-timeout` (no drain).
+fn check_timeout(flag: &'static str, value: &str, d: Duration) -> Result<(), ConfigError> {
+    let zero_ok = flag == "--drain-timeout";
+    let why = if d.is_zero() && zero_ok {
+        return Ok(());
+    } else if d < MIN_TIMEOUT {
+        "must be at least 1ms (0 would expire at once)"
+    } else if d > MAX_TIMEOUT {
+        "must be at most 24h"
+    } else {
+        return Ok(());
+    };
+    Err(ConfigError::BadValue {
+        flag,
+        value: value.to_string(),
+        why: why.into(),
+    })
 }
 
 /// Settings for `tidegate proxy`.
@@ -302,6 +370,43 @@ mod tests {
         assert!(d("soon").is_err());
         assert!(d("10 parsecs").is_err());
         assert!(d("-1s").is_err());
+    }
+
+    #[test]
+    fn timeouts_must_be_between_1ms_and_24h() {
+        let msg = |flag, v| parse_timeout(flag, v).map_err(|e| e.to_string());
+        for flag in ["--idle-timeout", "--backend-timeout", "--tunnel-timeout"] {
+            assert_eq!(
+                msg(flag, "0"),
+                Err(format!(
+                    "invalid {flag} '0': must be at least 1ms (0 would expire at once)"
+                ))
+            );
+            assert!(msg(flag, "0.5ms").is_err());
+            assert_eq!(
+                msg(flag, "25h"),
+                Err(format!("invalid {flag} '25h': must be at most 24h"))
+            );
+            assert_eq!(parse_timeout(flag, "1ms"), Ok(MIN_TIMEOUT));
+            assert_eq!(parse_timeout(flag, "24h"), Ok(MAX_TIMEOUT));
+        }
+        assert_eq!(parse_timeout("--drain-timeout", "0"), Ok(Duration::ZERO));
+        assert!(parse_timeout("--drain-timeout", "1000h").is_err());
+        assert_eq!(Timeouts::default().validate(), Ok(()));
+        let zero_idle = Timeouts {
+            idle: Duration::ZERO,
+            ..Timeouts::default()
+        };
+        assert!(
+            zero_idle
+                .validate()
+                .is_err_and(|e| e.to_string().contains("--idle-timeout"))
+        );
+        let no_drain = Timeouts {
+            drain: Duration::ZERO,
+            ..Timeouts::default()
+        };
+        assert_eq!(no_drain.validate(), Ok(()));
     }
 
     #[test]

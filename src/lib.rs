@@ -25,6 +25,9 @@
 //! - `tools/`: the simulated backend (`tidegate backend`), the echo load
 //!   client, and `tidegate report`.
 //!
+//! The binary (`main.rs`, with its clap definitions in `cli/`) parses the
+//! command line and calls into these modules.
+//!
 //! # Error policy
 //! Nothing read from the network can panic: socket errors become a
 //! [`session::CloseReason`] and are counted; resets are never logged.

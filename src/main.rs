@@ -4,18 +4,17 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+mod cli;
 
 use clap::{Args, Parser, Subcommand};
 use log::{info, warn};
 
+use cli::proxy::ProxyArgs;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use tidegate::admin::{self, AdminListener};
-use tidegate::balance::{self, Policy};
-use tidegate::config::{
-    self, ConfigError, DEFAULT_BACKLOG, EchoConfig, ProxyConfig, ServerConfig, Timeouts,
-};
+use tidegate::config::{self, ConfigError, DEFAULT_BACKLOG, EchoConfig, ProxyConfig, ServerConfig};
 use tidegate::runtime::limits;
 use tidegate::server::{Server, StartError};
 use tidegate::tools::backend::{self, BackendConfig, Profile, StopSignal};
@@ -106,155 +105,6 @@ struct DemoArgs {
 }
 
 #[derive(Debug, Args)]
-struct ProxyArgs {
-    /// Address to listen on (ip:port or host:port).
-    #[arg(long, default_value = "127.0.0.1:9090", value_name = "ADDR")]
-    listen: String,
-    /// A backend (ip:port or host:port, resolved at start); repeat for more.
-    #[arg(long = "backend", value_name = "ADDR")]
-    backends: Vec<String>,
-    /// Routing policy: round-robin, sma, ewma, least-conn, p2c, peak-ewma, predictive or tail-budget.
-    #[arg(long, default_value = "tail-budget")]
-    policy: String,
-    /// SMA: how many recent latencies to average.
-    #[arg(long, default_value_t = balance::DEFAULT_SMA_WINDOW)]
-    sma_window: usize,
-    /// EWMA: weight of the newest latency, in (0, 1].
-    #[arg(long, default_value_t = balance::DEFAULT_EWMA_ALPHA)]
-    ewma_alpha: f64,
-    /// peak-ewma: decay time (tau) of the latency estimate.
-    #[arg(long, default_value = "10s", value_name = "DURATION")]
-    decay: String,
-    /// peak-ewma: latency assumed for a backend after its one probe, until measured.
-    #[arg(long, default_value = "30ms", value_name = "DURATION")]
-    default_rtt: String,
-    /// persistent (pooled keep-alive backend connections) or close (one per request).
-    #[arg(long, default_value = "persistent")]
-    backend_conn: String,
-    /// Worker threads [default: number of CPUs].
-    #[arg(long, value_name = "N")]
-    workers: Option<usize>,
-    /// Listen backlog (capped by net.core.somaxconn).
-    #[arg(long, default_value_t = DEFAULT_BACKLOG, value_name = "N")]
-    backlog: u32,
-    /// Write one CSV row per request (timestamp,backend_url,latency_ms,status_code,routing_mode,...).
-    #[arg(long, value_name = "FILE")]
-    log_csv: Option<PathBuf>,
-    /// No response (or no progress) from a backend for this long: 504.
-    #[arg(long, default_value = "30s", value_name = "DURATION")]
-    backend_timeout: String,
-    /// A backend connect taking longer fails over to another backend.
-    #[arg(long, default_value = "2s", value_name = "DURATION")]
-    connect_timeout: String,
-    /// A request head not complete within this long: 408.
-    #[arg(long, default_value = "10s", value_name = "DURATION")]
-    header_timeout: String,
-    /// Idle keep-alive client connections are closed after this long.
-    #[arg(long, default_value = "60s", value_name = "DURATION")]
-    idle_timeout: String,
-    /// On SIGINT/SIGTERM, in-flight requests get this long to finish.
-    #[arg(long, default_value = "10s", value_name = "DURATION")]
-    drain_timeout: String,
-    /// A client sending no body byte, or reading no response byte, this
-    /// long mid-request: 408 (or a close once the response started).
-    #[arg(long, default_value = "30s", value_name = "DURATION")]
-    client_timeout: String,
-    /// A WebSocket (Upgrade) tunnel with no byte either way this long is closed.
-    #[arg(long, default_value = "1h", value_name = "DURATION")]
-    tunnel_timeout: String,
-    /// Report the share of requests answered within this many milliseconds.
-    #[arg(long, value_name = "MS")]
-    slo_ms: Option<u64>,
-    /// Count 5xx answers as failures for outlier ejection.
-    #[arg(long)]
-    eject_5xx: bool,
-    /// Actively check each backend with GET PATH (down after 3 failures, up after 2 passes).
-    #[arg(long, value_name = "PATH")]
-    health_check: Option<String>,
-    /// Interval between active health checks.
-    #[arg(long, default_value = "2s", value_name = "DURATION")]
-    health_interval: String,
-    /// Eject a backend after this many consecutive failures (0: never).
-    #[arg(long, default_value_t = tidegate::health::EJECT_AFTER, value_name = "N")]
-    eject_after: u32,
-    /// Serve the dashboard (/), /metrics and /stats on this address [default: off].
-    #[arg(long, value_name = "ADDR")]
-    admin: Option<String>,
-}
-
-impl ProxyArgs {
-    /// The `--admin` address, if any.
-    fn admin(&self) -> Result<Option<SocketAddr>, ConfigError> {
-        match self.admin.as_deref() {
-            None | Some("off") => Ok(None),
-            Some(a) => config::resolve("--admin", a).map(Some),
-        }
-    }
-
-    fn config(&self) -> Result<ProxyConfig, ConfigError> {
-        let policy = match self.policy.as_str() {
-            "sma" | "adaptive_sma" => Policy::Sma {
-                window: self.sma_window,
-            },
-            "ewma" | "adaptive_ewma" => Policy::Ewma {
-                alpha: self.ewma_alpha,
-            },
-            "peak-ewma" => Policy::PeakEwma {
-                decay: config::parse_duration("--decay", &self.decay)?,
-                default_rtt: config::parse_duration("--default-rtt", &self.default_rtt)?,
-            },
-            "tail-budget" => Policy::TailBudget {
-                slo: self.slo_ms.map(Duration::from_millis),
-            },
-            other => other.parse::<Policy>().map_err(|e| ConfigError::BadValue {
-                flag: "--policy",
-                value: other.to_string(),
-                why: e.to_string(),
-            })?,
-        };
-        policy.validate().map_err(|e| ConfigError::BadValue {
-            flag: "--policy",
-            value: self.policy.clone(),
-            why: e.to_string(),
-        })?;
-        Ok(ProxyConfig {
-            server: ServerConfig::new(&self.listen, self.workers, self.backlog)?,
-            backends: config::resolve_backends(&self.backends)?,
-            policy,
-            backend_conn: self.backend_conn.parse()?,
-            timeouts: Timeouts {
-                connect: config::parse_duration("--connect-timeout", &self.connect_timeout)?,
-                backend: config::parse_duration("--backend-timeout", &self.backend_timeout)?,
-                header: config::parse_duration("--header-timeout", &self.header_timeout)?,
-                idle: config::parse_duration("--idle-timeout", &self.idle_timeout)?,
-                drain: config::parse_duration("--drain-timeout", &self.drain_timeout)?,
-                client: config::parse_duration("--client-timeout", &self.client_timeout)?,
-                tunnel: config::parse_duration("--tunnel-timeout", &self.tunnel_timeout)?,
-            },
-            log_csv: self.log_csv.clone(),
-            slo: self.slo_ms.map(Duration::from_millis),
-            eject_5xx: self.eject_5xx,
-            eject_after: self.eject_after,
-            health_check: match &self.health_check {
-                Some(path) => {
-                    let interval =
-                        config::parse_duration("--health-interval", &self.health_interval)?;
-                    if !path.starts_with('/') || interval.is_zero() {
-                        return Err(ConfigError::BadValue {
-                            flag: "--health-check",
-                            value: path.clone(),
-                            why: "expected an absolute path like /healthz and a non-zero --health-interval".into(),
-                        });
-                    }
-                    Some((path.clone(), interval))
-                }
-                None => None,
-            },
-        })
-    }
-}
-
-#[derive(Debug, Args)]
 struct EchoArgs {
     /// Address to listen on (ip:port or host:port).
     #[arg(long, default_value = "127.0.0.1:8000", value_name = "ADDR")]
@@ -312,7 +162,7 @@ fn echo(args: EchoArgs) -> Result<(), StartError> {
         log_connections: args.log_connections,
     };
     let mut server = Server::echo(&cfg)?;
-    server.stop_on_signals()?;
+    server.handle_signals()?;
     raise_fd_limit(1);
     info!(
         "tidegate echo on {} with {} workers (backlog {})",
@@ -329,13 +179,13 @@ fn proxy(cfg: &ProxyConfig, admin: Option<SocketAddr>) -> Result<(), StartError>
     // Bound first, so a taken admin port fails before the proxy starts.
     let admin = admin.map(AdminListener::bind).transpose()?;
     let (mut server, handles) = Server::proxy(cfg)?;
-    let (shared, rows) = (handles.shared, handles.csv_rows);
-    server.stop_on_signals()?;
+    let (shared, csv) = (handles.shared, handles.csv);
+    server.handle_signals()?;
     let admin = match admin {
         Some(listener) => Some(listener.serve(admin::Sources {
             shared: shared.clone(),
             live: server.live_stats(),
-            csv_rows: rows.clone(),
+            csv: csv.clone(),
         })?),
         None => None,
     };
@@ -358,8 +208,8 @@ fn proxy(cfg: &ProxyConfig, admin: Option<SocketAddr>) -> Result<(), StartError>
     }
     println!("tidegate proxy: {summary}");
     print!("{}", tidegate::proxy::summary::render(&shared, elapsed));
-    if let Some(rows) = rows {
-        println!("tidegate proxy: {} CSV rows written", rows.load(Relaxed));
+    if let Some(csv) = csv {
+        print!("{}", tidegate::proxy::summary::render_csv(&csv));
     }
     Ok(())
 }
@@ -439,32 +289,12 @@ fn demo(args: &DemoArgs) -> Result<(), StartError> {
             })?;
         handles.push(handle);
     }
-    let proxy_args = ProxyArgs {
-        listen: "127.0.0.1:9090".into(),
-        backends: handles.iter().map(|h| h.local_addr().to_string()).collect(),
-        policy: args.policy.clone(),
-        sma_window: balance::DEFAULT_SMA_WINDOW,
-        ewma_alpha: balance::DEFAULT_EWMA_ALPHA,
-        decay: "10s".into(),
-        default_rtt: "30ms".into(),
-        backend_conn: "persistent".into(),
-        workers: args.workers,
-        backlog: DEFAULT_BACKLOG,
-        log_csv: args.log_csv.clone(),
-        backend_timeout: "30s".into(),
-        connect_timeout: "2s".into(),
-        header_timeout: "10s".into(),
-        idle_timeout: "60s".into(),
-        drain_timeout: "10s".into(),
-        client_timeout: "30s".into(),
-        tunnel_timeout: "1h".into(),
-        slo_ms: None,
-        eject_5xx: false,
-        eject_after: tidegate::health::EJECT_AFTER,
-        health_check: None,
-        health_interval: "2s".into(),
-        admin: Some(args.admin.clone()),
-    };
+    let mut proxy_args = ProxyArgs::defaults()?;
+    proxy_args.backends = handles.iter().map(|h| h.local_addr().to_string()).collect();
+    proxy_args.policy = args.policy.clone();
+    proxy_args.workers = args.workers;
+    proxy_args.log_csv = args.log_csv.clone();
+    proxy_args.admin = Some(args.admin.clone());
     let cfg = proxy_args.config()?;
     let admin = proxy_args.admin()?;
     println!(

@@ -4,14 +4,14 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
 
 use log::{error, info};
 use mio::net::UnixStream;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGXFSZ};
 
 use crate::balance;
 use crate::config::{ConfigError, EchoConfig, ProxyConfig, ServerConfig};
@@ -20,7 +20,9 @@ use crate::health::active::{self as health_check, ActiveHealth};
 use crate::health::{Ejector, RetryBudget};
 use crate::metrics::Metrics;
 use crate::proxy::{ProxyCtx, ProxySession, ProxyStats, Shared, csvlog};
-use crate::runtime::acceptor::{self, Acceptor, ListenError, ShutdownHandle};
+use crate::runtime::acceptor::{
+    self, Acceptor, ListenError, ReopenHook, ShutdownHandle, SignalFlags,
+};
 use crate::runtime::connlog;
 use crate::runtime::session::Session;
 use crate::runtime::stats::{AcceptStats, Summary, WorkerStats};
@@ -82,8 +84,9 @@ pub struct Server {
 pub struct ProxyHandles {
     /// Selector, settings and request counters of all workers.
     pub shared: Arc<Shared>,
-    /// CSV rows written so far, with `--log-csv`.
-    pub csv_rows: Option<Arc<AtomicU64>>,
+    /// The CSV log's counters (rows written, write errors, rows dropped),
+    /// with `--log-csv`.
+    pub csv: Option<Arc<csvlog::LogCounters>>,
 }
 
 /// The connection counters of a running server, for a reader on another
@@ -97,26 +100,20 @@ pub struct LiveStats {
 }
 
 /// A log-writer thread to join once the workers (its only senders) are gone.
+/// Write errors are counted and warned about by the writer itself.
 #[derive(Debug)]
 enum Writer {
     ConnLog(JoinHandle<()>),
-    Csv(JoinHandle<io::Result<()>>),
+    Csv(JoinHandle<()>),
 }
 
 impl Writer {
     fn join(self) {
-        let (name, ok) = match self {
-            Writer::ConnLog(t) => ("connection log", t.join().is_ok()),
-            Writer::Csv(t) => match t.join() {
-                Ok(Ok(())) => ("CSV log", true),
-                Ok(Err(e)) => {
-                    error!("writing the CSV log failed: {e}");
-                    ("CSV log", true)
-                }
-                Err(_) => ("CSV log", false),
-            },
+        let (name, t) = match self {
+            Writer::ConnLog(t) => ("connection log", t),
+            Writer::Csv(t) => ("CSV log", t),
         };
-        if !ok {
+        if t.join().is_err() {
             error!("the {name} writer panicked");
         }
     }
@@ -140,6 +137,7 @@ impl Server {
     /// Binds and starts proxy mode's workers. The returned [`Shared`] holds
     /// the selector and the request counters.
     pub fn proxy(cfg: &ProxyConfig) -> Result<(Server, ProxyHandles), StartError> {
+        cfg.timeouts.validate()?;
         let backends: Vec<balance::Backend> = cfg
             .backends
             .iter()
@@ -203,13 +201,18 @@ impl Server {
             ProxyCtx::new(id, Arc::clone(&shared), csv.clone())
         })?;
         server.acceptor.set_drain(cfg.timeouts.drain);
-        let rows = writer.as_ref().map(|w| Arc::clone(&w.rows));
+        if let Some(log) = csv {
+            server
+                .acceptor
+                .on_reopen(ReopenHook(Box::new(move || log.reopen())));
+        }
+        let counters = writer.as_ref().map(|w| Arc::clone(&w.counters));
         server.writers.extend(writer.map(|w| Writer::Csv(w.thread)));
         Ok((
             server,
             ProxyHandles {
                 shared,
-                csv_rows: rows,
+                csv: counters,
             },
         ))
     }
@@ -268,8 +271,13 @@ impl Server {
         self.acceptor.shutdown_handle()
     }
 
-    /// Makes SIGINT and SIGTERM stop the server gracefully.
-    pub fn stop_on_signals(&mut self) -> Result<(), StartError> {
+    /// Installs the signal handlers: SIGINT and SIGTERM stop the server
+    /// gracefully; SIGUSR1 reopens the log files (for logrotate, as nginx
+    /// does); SIGHUP is logged as unsupported and otherwise ignored (it must
+    /// not kill a daemon whose terminal went away); SIGXFSZ is ignored, so a
+    /// log that reaches the file size limit fails its writes (counted)
+    /// instead of killing the process.
+    pub fn handle_signals(&mut self) -> Result<(), StartError> {
         let (read, write) =
             std::os::unix::net::UnixStream::pair().map_err(io_err("creating the signal pipe"))?;
         read.set_nonblocking(true)
@@ -277,15 +285,26 @@ impl Server {
         write
             .set_nonblocking(true)
             .map_err(io_err("creating the signal pipe"))?;
-        let write2 = write
-            .try_clone()
-            .map_err(io_err("creating the signal pipe"))?;
-        signal_hook::low_level::pipe::register(SIGINT, write)
-            .map_err(io_err("installing the SIGINT handler"))?;
-        signal_hook::low_level::pipe::register(SIGTERM, write2)
-            .map_err(io_err("installing the SIGTERM handler"))?;
+        let flags = SignalFlags::default();
+        let handled = [
+            (SIGINT, "SIGINT", &flags.stop),
+            (SIGTERM, "SIGTERM", &flags.stop),
+            (SIGUSR1, "SIGUSR1", &flags.reopen),
+            (SIGHUP, "SIGHUP", &flags.reload),
+        ];
+        for (sig, name, flag) in handled {
+            let what = format!("installing the {name} handler");
+            // The flag first: handlers run in registration order, so the
+            // flag is set before the byte that wakes the acceptor.
+            signal_hook::flag::register(sig, Arc::clone(flag)).map_err(io_err(what.clone()))?;
+            let w = write.try_clone().map_err(io_err(what.clone()))?;
+            signal_hook::low_level::pipe::register(sig, w).map_err(io_err(what))?;
+        }
+        let ignored = Arc::new(AtomicBool::new(false));
+        signal_hook::flag::register(SIGXFSZ, ignored)
+            .map_err(io_err("installing the SIGXFSZ handler"))?;
         self.acceptor
-            .watch_signals(UnixStream::from_std(read))
+            .watch_signals(UnixStream::from_std(read), flags)
             .map_err(io_err("watching the signal pipe"))
     }
 

@@ -25,10 +25,11 @@ use util::{IO_TIMEOUT, Proc, TestResult, connect, wait_until};
 const PER_BACKEND: u64 = 12;
 
 /// Keys every `/stats` document has.
-const STATS_KEYS: [&str; 15] = [
+const STATS_KEYS: [&str; 16] = [
     "backends",
     "buckets_ms",
     "connections",
+    "csv_log",
     "csv_rows",
     "ejections",
     "failures",

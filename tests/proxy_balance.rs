@@ -63,7 +63,7 @@ fn the_csv_log_has_one_row_per_answered_request() -> TestResult {
         (5, 5, 1),
         "{statuses:?}"
     );
-    let rows_handle = p.handles.csv_rows.clone().ok_or("no CSV row counter")?;
+    let rows_handle = p.handles.csv.clone().ok_or("no CSV row counter")?;
     let requests = p.stat(|s| &s.requests);
     p.stop();
 
@@ -75,7 +75,7 @@ fn the_csv_log_has_one_row_per_answered_request() -> TestResult {
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
     assert_eq!(rows.len(), statuses.len());
     assert_eq!(rows.len() as u64, requests);
-    assert_eq!(rows_handle.load(Relaxed), requests);
+    assert_eq!(rows_handle.rows.load(Relaxed), requests);
     let mut by_status: HashMap<&str, usize> = HashMap::new();
     let live_url = format!("http://{}", live.local_addr());
     let bad_url = format!("http://{}", bad.local_addr());

@@ -10,6 +10,57 @@ use tidegate::tools::backend::{self, BackendConfig};
 use util::client::Client;
 use util::{Proc, TestResult, run_bin as run, wait_until};
 
+/// Timeouts that used to break every request (0: `--idle-timeout` closed
+/// each connection with an empty reply, `--backend-timeout` answered 504,
+/// `--connect-timeout` 502) or make no sense; each is one line naming its flag.
+const ZERO_OR_ABSURD_TIMEOUTS: &[(&[&str], &str)] = &[
+    (
+        &["--backend", "127.0.0.1:1", "--idle-timeout", "0"],
+        "invalid --idle-timeout '0': must be at least 1ms",
+    ),
+    (
+        &["--backend", "127.0.0.1:1", "--backend-timeout", "0s"],
+        "invalid --backend-timeout '0s': must be at least 1ms",
+    ),
+    (
+        &["--backend", "127.0.0.1:1", "--connect-timeout", "0ms"],
+        "invalid --connect-timeout '0ms': must be at least 1ms",
+    ),
+    (
+        &["--backend", "127.0.0.1:1", "--header-timeout", "0"],
+        "invalid --header-timeout '0': must be at least 1ms",
+    ),
+    (
+        &["--backend", "127.0.0.1:1", "--client-timeout", "0"],
+        "invalid --client-timeout '0': must be at least 1ms",
+    ),
+    (
+        &["--backend", "127.0.0.1:1", "--tunnel-timeout", "0"],
+        "invalid --tunnel-timeout '0': must be at least 1ms",
+    ),
+    (
+        &["--backend", "127.0.0.1:1", "--idle-timeout", "500us"],
+        "invalid --idle-timeout '500us': must be at least 1ms",
+    ),
+    (
+        &["--backend", "127.0.0.1:1", "--backend-timeout", "25h"],
+        "invalid --backend-timeout '25h': must be at most 24h",
+    ),
+    (
+        &[
+            "--backend",
+            "127.0.0.1:1",
+            "--tunnel-timeout",
+            "99999999999999999999",
+        ],
+        "invalid --tunnel-timeout '99999999999999999999'",
+    ),
+    (
+        &["--backend", "127.0.0.1:1", "--drain-timeout", "1000h"],
+        "invalid --drain-timeout '1000h': must be at most 24h",
+    ),
+];
+
 #[test]
 fn bad_settings_end_with_one_clear_line() -> TestResult {
     let base = ["proxy", "--listen", "127.0.0.1:0"];
@@ -56,7 +107,7 @@ fn bad_settings_end_with_one_clear_line() -> TestResult {
             "--workers must be at least 1",
         ),
     ];
-    for &(extra, want) in cases {
+    for &(extra, want) in cases.iter().chain(ZERO_OR_ABSURD_TIMEOUTS) {
         let args: Vec<&str> = base.iter().chain(extra).copied().collect();
         let (code, err) = run(&args)?;
         assert_eq!(code, Some(1), "{extra:?}: {err}");
@@ -199,6 +250,41 @@ fn sigint_drains_requests_in_flight() -> TestResult {
         N,
         "{text}"
     );
+    Ok(())
+}
+
+#[test]
+fn a_zero_drain_timeout_means_no_drain() -> TestResult {
+    // 0 is documented as "close in-flight requests at once", so it starts.
+    let hang = util::proxy::failing("hang", "hang")?;
+    let backend_arg = hang.local_addr().to_string();
+    let p = Proc::spawn(
+        "",
+        &[
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--backend",
+            &backend_arg,
+            "--drain-timeout",
+            "0",
+        ],
+    )?;
+    let mut c = Client::connect(p.addr()?)?;
+    c.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")?;
+    assert!(wait_until(Duration::from_secs(5), || hang
+        .stats()
+        .connections
+        == 1));
+    let t0 = Instant::now();
+    p.signal("INT")?;
+    let (code, out, err) = p.wait()?;
+    assert_eq!(code, Some(0), "{err:?}");
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    assert!(c.closed_within(Duration::from_secs(1))?);
+    assert!(out.contains("1 requests"), "{out}");
     Ok(())
 }
 

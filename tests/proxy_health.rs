@@ -132,7 +132,7 @@ fn active_checks_take_a_failing_backend_out_and_bring_it_back() -> TestResult {
     let sources = tidegate::admin::Sources {
         shared: Arc::clone(&p.handles.shared),
         live,
-        csv_rows: None,
+        csv: None,
     };
     let admin = tidegate::admin::start("127.0.0.1:0".parse()?, sources)?;
     let mut m = util::connect(admin.local_addr())?;

@@ -11,6 +11,7 @@
 //!   "latency": {"count", "mean_ms", "p50_ms", "p95_ms", "p99_ms"},
 //!   "connections": {"accepted", "open", "workers": [open per worker]},
 //!   "csv_rows": n | null,
+//!   "csv_log": {"rows", "write_errors", "dropped"} | null,
 //!   "buckets_ms": [bucket upper bounds],
 //!   "backends": [{"name", "addr", "requests", "by_class": {"1xx".."5xx"},
 //!     "in_flight", "failures", "ejections", "answered", "sum_ms",
@@ -66,9 +67,19 @@ pub fn render(v: &View) -> String {
         v.accepted,
         v.open,
         list(v.workers.iter().map(|n| n.to_string())),
-        v.csv_rows
-            .map_or_else(|| "null".to_string(), |n| n.to_string())
+        v.csv
+            .map_or_else(|| "null".to_string(), |c| c.rows.to_string())
     );
+    match v.csv {
+        Some(c) => {
+            let _ = write!(
+                o,
+                "\"csv_log\":{{\"rows\":{},\"write_errors\":{},\"dropped\":{}}},",
+                c.rows, c.write_errors, c.dropped
+            );
+        }
+        None => o.push_str("\"csv_log\":null,"),
+    }
     let _ = write!(
         o,
         "\"buckets_ms\":{},",

@@ -242,13 +242,35 @@ fn connections(out: &mut String, v: &View) {
             "tidegate_worker_open_connections{{worker=\"{i}\"}} {n}"
         );
     }
-    if let Some(rows) = v.csv_rows {
+    if let Some(csv) = v.csv {
         single(
             out,
             "tidegate_csv_rows_written_total",
             "counter",
             "Rows written to the --log-csv request log.",
-            rows,
+            csv.rows,
+        );
+        family(
+            out,
+            "tidegate_log_write_errors_total",
+            "counter",
+            "Failed writes (and failed reopens) of a log file; the rows of a failed write are dropped.",
+        );
+        let _ = writeln!(
+            out,
+            "tidegate_log_write_errors_total{{log=\"csv\"}} {}",
+            csv.write_errors
+        );
+        family(
+            out,
+            "tidegate_log_rows_dropped_total",
+            "counter",
+            "Log rows lost to failed writes.",
+        );
+        let _ = writeln!(
+            out,
+            "tidegate_log_rows_dropped_total{{log=\"csv\"}} {}",
+            csv.dropped
         );
     }
     single(

@@ -12,6 +12,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::metrics::{BackendSnapshot, LATENCY_BUCKETS, Recent};
 use crate::proxy::Shared;
+use crate::proxy::csvlog::LogCounters;
 use crate::server::LiveStats;
 
 /// Per-second samples kept: 61 samples make the 60 one-second intervals
@@ -25,8 +26,16 @@ pub struct Sources {
     pub shared: Arc<Shared>,
     /// Accepted and open connections, per worker.
     pub live: LiveStats,
-    /// CSV rows written, with `--log-csv`.
-    pub csv_rows: Option<Arc<AtomicU64>>,
+    /// The `--log-csv` writer's counters.
+    pub csv: Option<Arc<LogCounters>>,
+}
+
+/// The `--log-csv` writer's counters, read at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CsvStats {
+    pub rows: u64,
+    pub write_errors: u64,
+    pub dropped: u64,
 }
 
 /// Client-side request counters (from `ProxyStats`).
@@ -74,7 +83,7 @@ pub struct View {
     pub open: usize,
     /// Open connections per worker.
     pub workers: Vec<usize>,
-    pub csv_rows: Option<u64>,
+    pub csv: Option<CsvStats>,
     pub recent: Vec<Recent>,
     pub history: Vec<Sample>,
     /// With `--slo-ms`: the deadline and the share of answered requests
@@ -233,7 +242,11 @@ impl Sources {
                 .iter()
                 .map(|w| w.open.load(Relaxed))
                 .collect(),
-            csv_rows: self.csv_rows.as_ref().map(|r| r.load(Relaxed)),
+            csv: self.csv.as_ref().map(|c| CsvStats {
+                rows: g(&c.rows),
+                write_errors: g(&c.write_errors),
+                dropped: g(&c.dropped),
+            }),
             recent: history.map_or_else(Vec::new, |_| shared.metrics.recent()),
             history: history.map_or_else(Vec::new, History::samples),
         }

@@ -15,6 +15,9 @@
 //!   the caller forwards the bytes verbatim. It also counts the payload
 //!   (chunk data without framing) for callers that report body sizes.
 //! - [`HttpError`] and [`error_response`]: what to answer when parsing fails.
+//! - [`head_end`] / [`parse_due`]: find where a head that arrives in pieces
+//!   ends, looking at each byte O(1) times, so the parser runs once per head
+//!   and not once per read.
 //!
 //! Errors in requests map to 4xx/5xx for the client; errors in responses are
 //! [`HttpError::BadResponse`] (502). Limits are checked on partial input too,
@@ -43,11 +46,13 @@ mod fields;
 mod head;
 mod request;
 mod response;
+mod scan;
 
 pub use body::{Advance, BodyFramer, BodyKind, Peer};
 pub use error::{HttpError, error_response};
 pub use request::{Method, ParsedRequest, RequestHead, parse_request};
 pub use response::{ParsedResponse, ResponseHead, parse_response};
+pub use scan::{head_end, parse_due};
 
 /// The header slots a caller provides to [`parse_request`] / [`parse_response`].
 pub use httparse::Header;

@@ -3,26 +3,50 @@
 //! `outcome` and `worker`.
 //!
 //! Workers send a small `Copy` record over an unbounded channel; a writer
-//! thread formats and writes it through a `BufWriter`, flushing whenever the
-//! queue runs dry. Workers therefore never touch the file, and no row is
-//! dropped: the channel is drained completely before the writer exits
-//! (after the workers, on shutdown). A row is ~100 bytes, so even a long
-//! stall of the disk costs little memory per queued request.
+//! thread formats rows into a batch and writes it whenever the queue runs
+//! dry (or the batch is full). Workers therefore never touch the file, and
+//! the channel is drained completely before the writer exits (after the
+//! workers, on shutdown). A row is ~100 bytes, so even a long stall of the
+//! disk costs little memory per queued request.
+//!
+//! The file is opened for appending: a restart adds to it, and the header
+//! is written only when the file is empty. A write that fails (disk full,
+//! file size limit, I/O error) is warned about at once (rate-limited),
+//! counted in [`LogCounters`], and its rows are dropped and counted; the
+//! proxy keeps serving and the next batch tries again. A [`CsvLog::reopen`]
+//! (SIGUSR1, after logrotate renamed the file) makes the writer open the
+//! path afresh; if that fails it keeps writing to the file it has.
 
 use std::fmt::Write as _;
-use std::fs::File;
-use std::io::{self, BufWriter, Write};
-use std::path::Path;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender};
+use log::{info, warn};
+
+use crate::runtime::ratelimit::RateLimit;
 
 /// The header; tools (the seed's pandas scripts, `tidegate report`) rely
 /// on the first five names exactly.
 pub const HEADER: &str = "timestamp,backend_url,latency_ms,status_code,routing_mode,outcome,worker";
+
+/// A batch is written once it reaches this size even if more rows are
+/// queued: 64 KiB is ~600 rows, few enough that one failed write loses
+/// little, many enough that a busy proxy makes few write calls.
+const BATCH_BYTES: usize = 64 * 1024;
+
+/// At most one warning about failed writes per this interval; the first
+/// failure is always reported at once.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// `write` calls interrupted by a signal that are retried per batch before
+/// the batch counts as failed (SIGUSR1 and friends can land mid-write).
+const EINTR_RETRIES: usize = 16;
 
 /// How a request ended, as logged in the `outcome` column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,64 +102,207 @@ pub struct Row {
     pub worker: u16,
 }
 
+/// What the writer thread is sent.
+#[derive(Debug, Clone, Copy)]
+enum Msg {
+    Row(Row),
+    /// Open the path again (the old file was moved away).
+    Reopen,
+}
+
 /// A worker's end of the CSV log.
 #[derive(Debug, Clone)]
 pub struct CsvLog {
-    tx: Sender<Row>,
+    tx: Sender<Msg>,
 }
 
 impl CsvLog {
     pub fn send(&self, row: Row) {
         // Fails only once the writer is gone, which happens after workers stop.
-        let _ = self.tx.send(row);
+        let _ = self.tx.send(Msg::Row(row));
     }
+
+    /// Asks the writer to reopen the file by its path, after the rows
+    /// queued so far are written to the old one.
+    pub fn reopen(&self) {
+        let _ = self.tx.send(Msg::Reopen);
+    }
+}
+
+/// The CSV log's counters, read by `/metrics`, `/stats` and the summary.
+#[derive(Debug, Default)]
+pub struct LogCounters {
+    /// Rows written.
+    pub rows: AtomicU64,
+    /// Failed writes and failed reopens (`tidegate_log_write_errors_total`).
+    pub write_errors: AtomicU64,
+    /// Rows lost to failed writes.
+    pub dropped: AtomicU64,
 }
 
 /// The writer thread and its counters.
 #[derive(Debug)]
 pub struct CsvWriter {
-    pub thread: JoinHandle<io::Result<()>>,
-    /// Rows written so far (for metrics and tests).
-    pub rows: Arc<AtomicU64>,
+    pub thread: JoinHandle<()>,
+    pub counters: Arc<LogCounters>,
 }
 
-/// Creates `path` (truncating it), writes the header, and starts the writer.
-/// `backend_urls[i]` names backend `i`; `mode` fills `routing_mode`.
+/// Opens `path` for appending (creating it), writes the header if the file
+/// is empty, and starts the writer. `backend_urls[i]` names backend `i`;
+/// `mode` fills `routing_mode`. Fails if the file cannot be opened or the
+/// header cannot be written, so a bad path is a start-up error.
 pub fn start(
     path: &Path,
     backend_urls: Vec<String>,
     mode: &'static str,
 ) -> io::Result<(CsvLog, CsvWriter)> {
-    let mut out = BufWriter::new(File::create(path)?);
-    writeln!(out, "{HEADER}")?;
-    out.flush()?;
+    let out = open_append(path)?;
     let (tx, rx) = crossbeam_channel::unbounded();
-    let rows = Arc::new(AtomicU64::new(0));
-    let counter = Arc::clone(&rows);
+    let counters = Arc::new(LogCounters::default());
+    let mut sink = Sink {
+        out: Box::new(out),
+        path: Some(path.to_path_buf()),
+        counters: Arc::clone(&counters),
+        warn: RateLimit::new(WARN_EVERY),
+        batch: String::with_capacity(BATCH_BYTES + 256),
+        pending: 0,
+        torn: false,
+    };
     let thread = thread::Builder::new()
         .name("tidegate-csv".into())
-        .spawn(move || write_rows(&rx, out, &backend_urls, mode, &counter))?;
-    Ok((CsvLog { tx }, CsvWriter { thread, rows }))
+        .spawn(move || sink.run(&rx, &backend_urls, mode))?;
+    Ok((CsvLog { tx }, CsvWriter { thread, counters }))
 }
 
-fn write_rows(
-    rx: &Receiver<Row>,
-    mut out: BufWriter<File>,
-    urls: &[String],
-    mode: &str,
-    rows: &AtomicU64,
-) -> io::Result<()> {
-    let mut line = String::with_capacity(160);
-    while let Ok(first) = rx.recv() {
-        for row in std::iter::once(first).chain(rx.try_iter()) {
-            line.clear();
-            format_row(&mut line, &row, urls, mode);
-            out.write_all(line.as_bytes())?;
-            rows.fetch_add(1, Relaxed);
-        }
-        out.flush()?;
+/// Opens for appending; writes the header into an empty file.
+fn open_append(path: &Path) -> io::Result<File> {
+    let mut f = OpenOptions::new().append(true).create(true).open(path)?;
+    if f.metadata()?.len() == 0 {
+        f.write_all(HEADER.as_bytes())?;
+        f.write_all(b"\n")?;
     }
-    out.flush()
+    Ok(f)
+}
+
+/// The writer thread's state.
+struct Sink {
+    out: Box<dyn Write + Send>,
+    /// Where to reopen; `None` for a sink that cannot be reopened (tests).
+    path: Option<PathBuf>,
+    counters: Arc<LogCounters>,
+    warn: RateLimit,
+    /// Formatted rows not yet written.
+    batch: String,
+    /// Rows in `batch`.
+    pending: u64,
+    /// A failed write left a partial line in the file: start the next
+    /// batch with a newline so that line stands alone.
+    torn: bool,
+}
+
+impl Sink {
+    fn run(&mut self, rx: &Receiver<Msg>, urls: &[String], mode: &str) {
+        while let Ok(first) = rx.recv() {
+            // Bounded by the queue's length; the batch is written whenever
+            // it fills, and once the queue runs dry.
+            for msg in std::iter::once(first).chain(rx.try_iter()) {
+                match msg {
+                    Msg::Row(row) => {
+                        format_row(&mut self.batch, &row, urls, mode);
+                        self.pending += 1;
+                        if self.batch.len() >= BATCH_BYTES {
+                            self.write_batch();
+                        }
+                    }
+                    Msg::Reopen => {
+                        self.write_batch();
+                        self.reopen();
+                    }
+                }
+            }
+            self.write_batch();
+        }
+    }
+
+    /// Writes the batch; on failure counts the error and the rows not
+    /// written, and warns (rate-limited). The batch is empty afterwards.
+    fn write_batch(&mut self) {
+        if self.pending == 0 {
+            return;
+        }
+        let mut bytes = std::mem::take(&mut self.batch);
+        if self.torn {
+            bytes.insert(0, '\n');
+        }
+        let (written, err) = write_some(&mut *self.out, bytes.as_bytes());
+        let done = bytes.as_bytes().get(..written).unwrap_or_default();
+        let whole = done.iter().filter(|&&b| b == b'\n').count() as u64;
+        let whole = whole.saturating_sub(u64::from(self.torn && written > 0));
+        let whole = whole.min(self.pending);
+        self.counters.rows.fetch_add(whole, Relaxed);
+        match err {
+            None => self.torn = false,
+            Some(e) => {
+                if written > 0 {
+                    self.torn = done.last() != Some(&b'\n');
+                }
+                let lost = self.pending - whole;
+                self.counters.write_errors.fetch_add(1, Relaxed);
+                let dropped = self.counters.dropped.fetch_add(lost, Relaxed) + lost;
+                if let Some(held) = self.warn.allow(Instant::now()) {
+                    warn!(
+                        "cannot write the CSV log{}: {e}; {lost} rows dropped ({dropped} so far, \
+                         {held} warnings suppressed); the proxy keeps serving",
+                        self.path
+                            .as_ref()
+                            .map_or(String::new(), |p| format!(" {}", p.display()))
+                    );
+                }
+            }
+        }
+        bytes.clear();
+        self.batch = bytes;
+        self.pending = 0;
+    }
+
+    /// Opens the path again; keeps the current file if that fails.
+    fn reopen(&mut self) {
+        let Some(path) = &self.path else { return };
+        match open_append(path) {
+            Ok(f) => {
+                self.out = Box::new(f);
+                self.torn = false;
+                info!("reopened the CSV log {}", path.display());
+            }
+            Err(e) => {
+                self.counters.write_errors.fetch_add(1, Relaxed);
+                warn!(
+                    "cannot reopen the CSV log {}: {e}; still writing to the old file",
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
+/// Writes as much of `bytes` as the writer takes: how many bytes went out,
+/// and the error that stopped it, if any.
+fn write_some(out: &mut dyn Write, bytes: &[u8]) -> (usize, Option<io::Error>) {
+    let mut done = 0;
+    let mut interrupted = 0;
+    // Bounded: each round writes at least one byte, or is one of at most
+    // EINTR_RETRIES interruptions, or returns.
+    while let Some(rest) = bytes.get(done..).filter(|r| !r.is_empty()) {
+        match out.write(rest) {
+            Ok(0) => return (done, Some(io::ErrorKind::WriteZero.into())),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted && interrupted < EINTR_RETRIES => {
+                interrupted += 1;
+            }
+            Err(e) => return (done, Some(e)),
+        }
+    }
+    (done, None)
 }
 
 /// Formats one CSV line (with its newline) into `line`.
@@ -187,84 +354,4 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timestamps_are_iso8601_utc_with_microseconds() {
-        let mut s = String::new();
-        iso8601_utc(&mut s, UNIX_EPOCH);
-        assert_eq!(s, "1970-01-01T00:00:00.000000Z");
-        s.clear();
-        // 2025-05-09T20:04:04.679379Z, the first row of the seed's log.
-        iso8601_utc(
-            &mut s,
-            UNIX_EPOCH + Duration::from_micros(1_746_821_044_679_379),
-        );
-        assert_eq!(s, "2025-05-09T20:04:04.679379Z");
-        s.clear();
-        iso8601_utc(&mut s, UNIX_EPOCH + Duration::from_secs(951_782_400)); // leap day
-        assert_eq!(s, "2000-02-29T00:00:00.000000Z");
-    }
-
-    #[test]
-    fn rows_have_the_seed_columns_first() {
-        let urls = vec!["http://127.0.0.1:8081".to_string()];
-        let mut line = String::new();
-        let row = Row {
-            at: UNIX_EPOCH,
-            backend: Some(0),
-            latency: Duration::from_micros(12_345),
-            status: 200,
-            outcome: Outcome::Ok,
-            worker: 1,
-        };
-        format_row(&mut line, &row, &urls, "adaptive_ewma");
-        assert_eq!(
-            line,
-            "1970-01-01T00:00:00.000000Z,http://127.0.0.1:8081,12.345,200,adaptive_ewma,ok,1\n"
-        );
-        line.clear();
-        format_row(
-            &mut line,
-            &Row {
-                backend: None,
-                status: 400,
-                outcome: Outcome::BadRequest,
-                ..row
-            },
-            &urls,
-            "x",
-        );
-        assert!(line.contains(",-,12.345,400,x,bad_request,1"));
-    }
-
-    #[test]
-    fn every_row_is_written_before_the_writer_ends() -> io::Result<()> {
-        let dir = std::env::temp_dir().join(format!("tidegate-csv-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let path = dir.join("rows.csv");
-        let (log, writer) = start(&path, vec!["http://a".into()], "round-robin")?;
-        let row = Row {
-            at: SystemTime::now(),
-            backend: Some(0),
-            latency: Duration::from_millis(1),
-            status: 200,
-            outcome: Outcome::Ok,
-            worker: 0,
-        };
-        for _ in 0..10_000 {
-            log.send(row);
-        }
-        drop(log);
-        writer
-            .thread
-            .join()
-            .map_err(|_| io::Error::other("writer panicked"))??;
-        let text = std::fs::read_to_string(&path)?;
-        assert_eq!(text.lines().next(), Some(HEADER));
-        assert_eq!(text.lines().count(), 10_001);
-        assert_eq!(writer.rows.load(Relaxed), 10_000);
-        std::fs::remove_dir_all(&dir)
-    }
-}
+mod tests;

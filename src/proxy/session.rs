@@ -40,6 +40,7 @@ use crate::metrics::End;
 use crate::runtime::session::{
     Accepted, CloseReason, Env, Ready, Route, Session, Side, Step, token,
 };
+use crate::runtime::timers::after;
 
 /// Rounds of "flush, pump, read, advance" per call before yielding to
 /// other sessions (returning `Step::Again`).
@@ -53,16 +54,6 @@ const LINGER: Duration = Duration::from_secs(2);
 
 /// Input discarded while lingering before closing anyway.
 const LINGER_BYTES: usize = 1 << 20;
-
-/// Far enough ahead to mean "never" for a deadline that would overflow.
-const FAR: Duration = Duration::from_secs(365 * 24 * 3600);
-
-/// `at + d`, saturating instead of overflowing.
-pub fn after(at: Instant, d: Duration) -> Instant {
-    at.checked_add(d)
-        .or_else(|| at.checked_add(FAR))
-        .unwrap_or(at)
-}
 
 /// Where the client connection is.
 #[derive(Debug)]
@@ -84,6 +75,8 @@ pub struct Idle {
     since: Instant,
     /// When the current head started arriving (for --header-timeout).
     head_started: Option<Instant>,
+    /// Bytes of the current head already scanned for its end.
+    scanned: usize,
 }
 
 /// Closing: `fin_sent` once everything owed was flushed.
@@ -118,6 +111,7 @@ impl<N: Net> ProxySession<N> {
             state: State::Idle(Idle {
                 since: env.now,
                 head_started: None,
+                scanned: 0,
             }),
             timer_at: None,
             draining: false,
@@ -289,6 +283,11 @@ impl<N: Net> ProxySession<N> {
             return Ok(false);
         }
         idle.head_started.get_or_insert(env.now);
+        // httparse re-reads from the start: only call it when it can answer
+        // (a head trickling in byte by byte is scanned once, not n times).
+        if !self.client.eof && !http::parse_due(&self.client.input, &mut idle.scanned) {
+            return Ok(false);
+        }
         let close_backend = env.ctx.shared.backend_conn == crate::config::BackendConn::Close;
         let mut fields = [httparse::EMPTY_HEADER; http::MAX_HEADERS];
         let parsed = match http::parse_request(&self.client.input, &mut fields) {
@@ -406,6 +405,7 @@ impl<N: Net> ProxySession<N> {
             self.state = State::Idle(Idle {
                 since: now,
                 head_started: None,
+                scanned: 0,
             });
         } else {
             self.begin_closing(now);

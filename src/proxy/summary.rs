@@ -9,6 +9,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 
 use super::Shared;
+use super::csvlog::LogCounters;
 
 /// Highest latency the histogram tracks exactly: 1 hour in µs (anything
 /// above saturates). 3 significant figures keep p99 error under 0.1%.
@@ -21,6 +22,23 @@ pub fn new_histogram() -> Histogram<u64> {
     // Constant, valid bounds (low >= 1, high >= 2 * low, sigfigs <= 5):
     // this cannot fail, and nothing from the network reaches it.
     Histogram::new_with_bounds(1, MAX_MICROS, SIGFIGS).expect("constant histogram bounds are valid")
+}
+
+/// The `--log-csv` line of the summary: rows written, and rows dropped by
+/// failed writes (no silent loss: a dropped row is always reported).
+pub fn render_csv(c: &LogCounters) -> String {
+    let (rows, errors, dropped) = (
+        c.rows.load(Relaxed),
+        c.write_errors.load(Relaxed),
+        c.dropped.load(Relaxed),
+    );
+    if errors == 0 {
+        format!("tidegate proxy: {rows} CSV rows written\n")
+    } else {
+        format!(
+            "tidegate proxy: {rows} CSV rows written, {dropped} CSV rows dropped ({errors} log write errors)\n"
+        )
+    }
 }
 
 /// Renders the summary lines (each starting with `tidegate proxy: `).

@@ -1,5 +1,6 @@
 //! The main thread's job: accept connections and deal them out round-robin
-//! to the workers; survive running out of file descriptors; stop on request.
+//! to the workers; survive running out of file descriptors; stop on request;
+//! act on signals (stop, reopen logs, refuse to reload).
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -17,6 +18,7 @@ use crate::runtime::io::{AcceptFault, classify_accept, is_addr_in_use, is_interr
 use crate::runtime::ratelimit::RateLimit;
 use crate::runtime::session::Accepted;
 use crate::runtime::stats::AcceptStats;
+use crate::runtime::timers;
 use crate::runtime::worker::{Msg, WorkerHandle};
 
 pub const LISTENER: Token = Token(0);
@@ -68,6 +70,27 @@ pub enum ListenError {
     Io { addr: SocketAddr, source: io::Error },
 }
 
+/// Which signals arrived: set by the signal handlers before they write a
+/// byte to the self-pipe, read and cleared by the acceptor when it wakes.
+#[derive(Debug, Clone, Default)]
+pub struct SignalFlags {
+    /// SIGINT or SIGTERM: stop gracefully.
+    pub stop: Arc<AtomicBool>,
+    /// SIGUSR1: reopen log files (after logrotate moved them).
+    pub reopen: Arc<AtomicBool>,
+    /// SIGHUP: the conventional "reload configuration".
+    pub reload: Arc<AtomicBool>,
+}
+
+/// Something to do on SIGUSR1: ask a log writer to reopen its file.
+pub struct ReopenHook(pub Box<dyn Fn() + Send>);
+
+impl std::fmt::Debug for ReopenHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReopenHook")
+    }
+}
+
 /// Asks a running acceptor (and through it the workers) to stop.
 #[derive(Debug, Clone)]
 pub struct ShutdownHandle {
@@ -100,7 +123,9 @@ pub struct Acceptor {
     stats: Arc<AcceptStats>,
     stop: Arc<AtomicBool>,
     waker: Arc<Waker>,
-    signals: Option<UnixStream>,
+    signals: Option<(UnixStream, SignalFlags)>,
+    /// Called on SIGUSR1, one per log file.
+    reopen: Vec<ReopenHook>,
     fd_warning: RateLimit,
     /// How long workers may let sessions finish when stopping.
     drain: Duration,
@@ -128,6 +153,7 @@ impl Acceptor {
             stop: Arc::new(AtomicBool::new(false)),
             waker,
             signals: None,
+            reopen: Vec::new(),
             fd_warning: RateLimit::new(WARN_EVERY),
             drain: Duration::ZERO,
         })
@@ -149,13 +175,18 @@ impl Acceptor {
         self.drain = drain;
     }
 
-    /// Stops the acceptor when a byte arrives on `pipe` (a signal self-pipe).
-    pub fn watch_signals(&mut self, mut pipe: UnixStream) -> io::Result<()> {
+    /// Acts on `flags` when a byte arrives on `pipe` (a signal self-pipe).
+    pub fn watch_signals(&mut self, mut pipe: UnixStream, flags: SignalFlags) -> io::Result<()> {
         self.poll
             .registry()
             .register(&mut pipe, SIGNAL, Interest::READABLE)?;
-        self.signals = Some(pipe);
+        self.signals = Some((pipe, flags));
         Ok(())
+    }
+
+    /// Runs `hook` on every SIGUSR1 (see [`Self::watch_signals`]).
+    pub fn on_reopen(&mut self, hook: ReopenHook) {
+        self.reopen.push(hook);
     }
 
     /// Accepts until shut down, then tells the workers to stop and returns
@@ -198,7 +229,7 @@ impl Acceptor {
                 match self.accept_batch() {
                     Batch::Drained => more = false,
                     Batch::More => {}
-                    Batch::Pause(d) => paused_until = Some(Instant::now() + d),
+                    Batch::Pause(d) => paused_until = Some(timers::after(Instant::now(), d)),
                 }
             }
         }
@@ -206,18 +237,32 @@ impl Acceptor {
     }
 
     fn on_signal(&mut self) {
-        if let Some(pipe) = &mut self.signals {
-            let mut buf = [0u8; 16];
-            // Bounded: the pipe holds a few bytes per signal at most.
-            for _ in 0..16 {
-                match pipe.read(&mut buf) {
-                    Ok(n) if n > 0 => {}
-                    _ => break,
-                }
+        let Some((pipe, flags)) = &mut self.signals else {
+            return;
+        };
+        let mut buf = [0u8; 16];
+        // Bounded: the pipe holds a few bytes per signal at most.
+        for _ in 0..16 {
+            match pipe.read(&mut buf) {
+                Ok(n) if n > 0 => {}
+                _ => break,
             }
         }
-        info!("signal received: stopping");
-        self.stop.store(true, Relaxed);
+        if flags.reload.swap(false, Relaxed) {
+            warn!(
+                "SIGHUP: configuration reload is not supported (there is no --config); still running"
+            );
+        }
+        if flags.reopen.swap(false, Relaxed) {
+            info!("SIGUSR1: reopening {} log file(s)", self.reopen.len());
+            for hook in &self.reopen {
+                (hook.0)();
+            }
+        }
+        if flags.stop.swap(false, Relaxed) {
+            info!("signal received: stopping");
+            self.stop.store(true, Relaxed);
+        }
     }
 
     fn accept_batch(&mut self) -> Batch {

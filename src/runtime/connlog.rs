@@ -11,10 +11,11 @@ use std::io::{self, BufWriter, Write};
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::runtime::ratelimit::RateLimit;
 use crate::runtime::session::CloseReason;
 
 /// One closed connection.
@@ -74,21 +75,36 @@ pub fn start<W: Write + Send + 'static>(out: W) -> io::Result<(ConnLog, JoinHand
     Ok((ConnLog { tx }, thread))
 }
 
+/// At most one warning about failed writes per this interval.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
 fn write_all<W: Write>(rx: &Receiver<ConnRecord>, out: W) {
     let mut out = BufWriter::new(out);
+    let mut warn = RateLimit::new(WARN_EVERY);
+    let mut dropped: u64 = 0;
     // Blocks until a record arrives; flushes whenever the queue runs dry so
-    // lines appear promptly without a syscall per line under load.
-    while let Ok(rec) = rx.recv() {
-        if writeln!(out, "{rec}").is_err() {
-            return;
-        }
-        for rec in rx.try_iter() {
-            if writeln!(out, "{rec}").is_err() {
-                return;
+    // lines appear promptly without a syscall per line under load. A failed
+    // write is warned about and counted, and the writer carries on (a
+    // closed stdout must not silently end the log, nor stop the server).
+    while let Ok(first) = rx.recv() {
+        let mut batch = 0u64;
+        let mut result = Ok(());
+        for rec in std::iter::once(first).chain(rx.try_iter()) {
+            batch += 1;
+            if result.is_ok() {
+                result = writeln!(out, "{rec}");
             }
         }
-        if out.flush().is_err() {
-            return;
+        if let Err(e) = result.and_then(|()| out.flush()) {
+            dropped += batch;
+            // The buffer may hold part of the batch: start afresh.
+            out = BufWriter::new(out.into_parts().0);
+            if let Some(held) = warn.allow(Instant::now()) {
+                log::warn!(
+                    "cannot write the connection log: {e}; up to {dropped} lines lost so far \
+                     ({held} warnings suppressed)"
+                );
+            }
         }
     }
 }

@@ -15,6 +15,24 @@ use std::time::{Duration, Instant};
 /// starve I/O.
 pub const FIRE_BATCH: usize = 1024;
 
+/// How far ahead [`after`] puts a deadline that `Instant` cannot represent:
+/// 100 years is "never" for a server, and still fits in any platform's
+/// `Instant` (Linux: i64 seconds since boot).
+const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// `now + d`, saturating: a duration too large for `Instant` (a huge
+/// configured timeout) gives a deadline [`FAR_FUTURE`] away instead of a
+/// panic. Use this wherever a deadline is computed from a duration that is
+/// not a small constant.
+pub fn after(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .or_else(|| now.checked_add(FAR_FUTURE))
+        // Unreachable on real clocks: "now" is never ~100 years from the end
+        // of `Instant`'s range. Falling back to `now` makes the deadline due
+        // at once, which is loud (a timeout) rather than a panic.
+        .unwrap_or(now)
+}
+
 /// Pending wake-ups for one worker.
 #[derive(Debug, Default)]
 pub struct Timers {
@@ -54,6 +72,17 @@ impl Timers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deadlines_saturate_instead_of_overflowing() {
+        let now = Instant::now();
+        assert_eq!(
+            after(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
+        assert_eq!(after(now, Duration::MAX), now + FAR_FUTURE);
+        assert!(after(now, Duration::MAX) > after(now, Duration::from_secs(86_400)));
+    }
 
     #[test]
     fn due_timers_come_out_in_deadline_order() {

@@ -214,7 +214,7 @@ impl<S: Session> Worker<S> {
         if self.draining_until.is_some() {
             return;
         }
-        self.draining_until = Some(now + drain);
+        self.draining_until = Some(super::timers::after(now, drain));
         let keys: Vec<usize> = self.sessions.iter().map(|(k, _)| k).collect();
         for key in keys {
             let (sessions, mut env) = self.parts(now);

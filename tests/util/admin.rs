@@ -64,7 +64,7 @@ pub fn start(backends: &[(&str, SocketAddr)], opts: Opts) -> io::Result<AdminPro
     let sources = admin::Sources {
         shared: Arc::clone(&handles.shared),
         live: server.live_stats(),
-        csv_rows: handles.csv_rows.clone(),
+        csv: handles.csv.clone(),
     };
     let admin = listener.serve(sources).map_err(err)?;
     let server = server.spawn()?;

@@ -42,8 +42,7 @@ impl Default for Opts {
                 header: Duration::from_secs(5),
                 idle: Duration::from_secs(10),
                 drain: Duration::from_secs(2),
-                client: Duration::from_secs(5),
-                tunnel: Duration::from_secs(10),
+                ..Timeouts::default()
             },
             csv: None,
             workers: 1,
