@@ -31,6 +31,16 @@ pub trait Net: Debug + Send + 'static {
     /// Sends our FIN; errors mean the connection is gone, which the next
     /// read reports.
     fn shutdown_write(stream: &Self::Stream);
+
+    /// Turns read readiness reports for a registered stream off or back on
+    /// (writes stay reported). Used to stop a client that trickles its head
+    /// one byte at a time from waking the worker once per byte.
+    fn set_reading(
+        stream: &mut Self::Stream,
+        registry: &Registry,
+        token: Token,
+        on: bool,
+    ) -> io::Result<()>;
 }
 
 /// Real TCP sockets, through mio.
@@ -59,5 +69,19 @@ impl Net for Tcp {
 
     fn shutdown_write(stream: &TcpStream) {
         let _ = stream.shutdown(Shutdown::Write);
+    }
+
+    fn set_reading(
+        stream: &mut TcpStream,
+        registry: &Registry,
+        token: Token,
+        on: bool,
+    ) -> io::Result<()> {
+        let interest = if on {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::WRITABLE
+        };
+        registry.reregister(stream, token, interest)
     }
 }

@@ -38,6 +38,8 @@ struct Pipe {
     output: Vec<u8>,
     /// The session sent FIN.
     shut: bool,
+    /// The session asked not to hear about readable data.
+    paused: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -126,6 +128,10 @@ impl Net for MemNet {
     }
     fn shutdown_write(s: &Mem) {
         s.with(|p| p.shut = true);
+    }
+    fn set_reading(s: &mut Mem, _: &Registry, _: Token, on: bool) -> io::Result<()> {
+        s.with(|p| p.paused = !on);
+        Ok(())
     }
 }
 
@@ -562,4 +568,49 @@ fn keep_alive_returns_to_idle_and_the_idle_timeout_closes() {
     assert_eq!(h.ctx.upstreams.idle_count(0), 1, "pooled");
     h.wait(Duration::from_secs(61));
     assert_eq!(h.state(), "closed");
+}
+
+#[test]
+fn a_head_trickling_in_pauses_reading_between_batches() {
+    let mut h = Harness::new();
+    let head = b"GET /slow HTTP/1.1\r\nHost: a\r\nX-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    // One byte per wake-up: after a few, the session stops reading.
+    let mut sent = 0;
+    while sent < head.len() && !h.client.with(|p| p.paused) {
+        h.client.send(&head[sent..sent + 1]);
+        sent += 1;
+        h.ready(Side::Client);
+    }
+    assert!(
+        h.client.with(|p| p.paused),
+        "never paused after {sent} bytes"
+    );
+    assert!(sent <= 12, "paused only after {sent} single bytes");
+    // Bytes piling up meanwhile are not read...
+    h.client.send(&head[sent..]);
+    h.ready(Side::Client);
+    assert_eq!(h.state(), "idle");
+    // ...until the pause ends: then all at once, and the request goes out.
+    h.wait(Duration::from_millis(4));
+    assert!(h.client.with(|p| p.paused));
+    h.wait(Duration::from_millis(1));
+    assert!(!h.client.with(|p| p.paused));
+    assert_eq!(h.state(), "exchange");
+    h.ready(Side::Backend);
+    assert!(
+        h.last_conn()
+            .written()
+            .starts_with("GET /slow HTTP/1.1\r\n")
+    );
+}
+
+#[test]
+fn a_head_sent_in_two_segments_is_never_paused() {
+    let mut h = Harness::new();
+    h.client.send(b"GET / HTTP/1.1\r\n");
+    h.ready(Side::Client);
+    h.client.send(b"Host: a\r\n\r\n");
+    h.ready(Side::Client);
+    assert!(!h.client.with(|p| p.paused));
+    assert_eq!(h.state(), "exchange");
 }
