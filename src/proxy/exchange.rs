@@ -411,10 +411,7 @@ impl Exchange {
             let shared = &env.ctx.shared;
             shared.selector.on_done(b, env.now);
             match end {
-                End::Answered => {
-                    let bad = shared.ejector.eject_5xx && status >= 500;
-                    shared.ejector.record(b, !bad, env.now);
-                }
+                End::Answered => shared.ejector.record_answer(b, status, env.now),
                 End::Failed => shared.ejector.record(b, false, env.now),
                 End::Abandoned => shared.ejector.release(b),
             }
@@ -434,9 +431,14 @@ impl Exchange {
             return;
         };
         let shared = &env.ctx.shared;
-        shared
-            .selector
-            .observe(ex.backend, Outcome::Success { latency }, now);
+        // A 5xx is a failure to the policy: a backend failing fast must
+        // not look fast.
+        let outcome = if ex.status >= 500 {
+            Outcome::Failure { elapsed: latency }
+        } else {
+            Outcome::Success { latency }
+        };
+        shared.selector.observe(ex.backend, outcome, now);
         let stats = &shared.stats;
         ProxyStats::bump(match ex.status {
             500.. => &stats.status_5xx,
