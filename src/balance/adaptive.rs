@@ -182,7 +182,13 @@ impl<E: Estimator> Selector for Lowest<E> {
         let Some(slot) = self.slots.get(backend) else {
             return;
         };
-        slot.est.record(outcome.sample());
+        // A failure counts as twice the worst other estimate, at least
+        // FAILURE_PENALTY (see `Outcome::penalised`).
+        let worst = outcome
+            .failed()
+            .then(|| super::worst_other(self.slots.iter().map(|s| s.est.estimate()), backend))
+            .flatten();
+        slot.est.record(outcome.penalised(worst));
         slot.probe.store(NO_PROBE, ORDER);
     }
 

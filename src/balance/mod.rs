@@ -11,6 +11,16 @@
 //! exactly once per pick that led to a request, failures included. A retry
 //! after a failure calls `pick(now, Some(failed))`.
 //!
+//! # Failures
+//! A failure is a connect error, reset, timeout, bad response *or a 5xx
+//! answer* (`Outcome::Failure`). Every policy that learns from latency
+//! records it as a penalised sample ([`Outcome::penalised`]): at least
+//! [`FAILURE_PENALTY`], and at least [`FAILURE_FACTOR`] x the worst current
+//! estimate of the other backends (capped at [`PENALTY_CAP`]), so a backend
+//! failing fast never looks fast. Tail-budget also counts every failure as
+//! a tail violation. Round-robin, least-conn and P2C learn nothing from
+//! outcomes; outlier ejection (`health`) covers them.
+//!
 //! # Policies
 //! - `round_robin`: `round-robin`, ignores outcomes.
 //! - `sma`: `adaptive_sma`, mean of each backend's last N latencies.
@@ -45,6 +55,8 @@ mod tail_budget;
 pub use peak_ewma::{DEFAULT_DECAY, DEFAULT_RTT};
 
 #[cfg(test)]
+mod failure_tests;
+#[cfg(test)]
 mod sim_tests;
 
 use std::fmt;
@@ -63,6 +75,18 @@ pub use tail_budget::TailBudget;
 /// it is a finite number: the backend can win again once its samples age
 /// out (SMA) or decay (EWMA) below the others'.
 pub const FAILURE_PENALTY: Duration = Duration::from_secs(1);
+
+/// A failure's sample is at least twice the worst latency the policy
+/// currently estimates for the other backends (Finagle and linkerd2 give
+/// failures a penalty in the same spirit), so a backend that fails fast
+/// always looks worse than the slowest working one, even when every
+/// backend is slower than [`FAILURE_PENALTY`].
+pub const FAILURE_FACTOR: u32 = 2;
+
+/// ...capped here: the default `--backend-timeout`. A failure never
+/// counts for more than a request that timed out, and when every backend
+/// fails the penalties (each twice the others') cannot grow without bound.
+pub const PENALTY_CAP: Duration = Duration::from_secs(30);
 
 /// SMA window used by `"sma"`: the seed report averages the last 3.
 pub const DEFAULT_SMA_WINDOW: usize = 3;
@@ -126,11 +150,45 @@ impl Outcome {
     /// The latency sample to record: the latency itself, or for a failure
     /// `max(elapsed, FAILURE_PENALTY)`.
     pub fn sample(&self) -> Duration {
+        self.penalised(None)
+    }
+
+    /// [`Outcome::sample`], and for a failure also at least
+    /// [`FAILURE_FACTOR`] x `worst_ms` (the policy's worst current estimate
+    /// among the other backends) up to [`PENALTY_CAP`].
+    pub fn penalised(&self, worst_ms: Option<f64>) -> Duration {
         match *self {
             Outcome::Success { latency } => latency,
-            Outcome::Failure { elapsed } => elapsed.max(FAILURE_PENALTY),
+            Outcome::Failure { elapsed } => {
+                let worst = worst_ms
+                    .filter(|ms| ms.is_finite() && *ms > 0.0)
+                    .map_or(Duration::ZERO, |ms| {
+                        Duration::from_secs_f64((ms / 1000.0).min(PENALTY_CAP.as_secs_f64()))
+                    });
+                let scaled = worst.saturating_mul(FAILURE_FACTOR).min(PENALTY_CAP);
+                elapsed.max(FAILURE_PENALTY).max(scaled)
+            }
         }
     }
+
+    /// Whether this outcome is a failure.
+    pub fn failed(&self) -> bool {
+        matches!(self, Outcome::Failure { .. })
+    }
+}
+
+/// The largest of `estimates` except index `skip` (ms): the "worst
+/// current estimate among the other backends" of [`Outcome::penalised`].
+/// Called on failures only.
+pub(crate) fn worst_other(
+    estimates: impl Iterator<Item = Option<f64>>,
+    skip: usize,
+) -> Option<f64> {
+    estimates
+        .enumerate()
+        .filter_map(|(i, e)| if i == skip { None } else { e })
+        .filter(|e| e.is_finite())
+        .reduce(f64::max)
 }
 
 /// A routing policy shared by all workers; see the module doc for the
@@ -502,6 +560,23 @@ mod tests {
         assert_eq!(short.sample(), FAILURE_PENALTY);
         assert_eq!(long.sample(), Duration::from_secs(5));
         assert_eq!(ok(7).sample(), Duration::from_millis(7));
+    }
+
+    #[test]
+    fn failure_penalty_is_twice_the_worst_other_estimate_capped() {
+        let fast = Outcome::Failure {
+            elapsed: Duration::from_millis(1),
+        };
+        assert_eq!(fast.penalised(None), FAILURE_PENALTY);
+        assert_eq!(fast.penalised(Some(300.0)), FAILURE_PENALTY);
+        assert_eq!(fast.penalised(Some(2_000.0)), Duration::from_secs(4));
+        assert_eq!(fast.penalised(Some(1e12)), PENALTY_CAP);
+        assert_eq!(fast.penalised(Some(f64::NAN)), FAILURE_PENALTY);
+        assert_eq!(ok(5).penalised(Some(2_000.0)), Duration::from_millis(5));
+        let est = [Some(10.0), None, Some(700.0), Some(40.0)];
+        assert_eq!(worst_other(est.iter().copied(), 0), Some(700.0));
+        assert_eq!(worst_other(est.iter().copied(), 2), Some(40.0));
+        assert_eq!(worst_other([Some(1.0)].into_iter(), 0), None);
     }
 
     #[test]
