@@ -347,9 +347,10 @@ impl Selector for Predictive {
         let worst = outcome
             .failed()
             .then(|| {
-                let ewmas = self.slots.iter().map(|s| {
-                    Some(f64::from_bits(s.ewma.load(ORDER))).filter(|e| e.is_finite())
-                });
+                let ewmas = self
+                    .slots
+                    .iter()
+                    .map(|s| Some(f64::from_bits(s.ewma.load(ORDER))).filter(|e| e.is_finite()));
                 super::worst_other(ewmas, backend)
             })
             .flatten();

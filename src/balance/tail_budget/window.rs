@@ -71,7 +71,9 @@ impl Samples {
     /// Records an answer to a request sent at `sent` (a stamp, never 0);
     /// `failed`: the attempt failed and `sample` is its penalty.
     pub(super) fn record(&self, sent: u64, sample: Duration, failed: bool) {
-        let ns = u64::try_from(sample.as_nanos()).unwrap_or(u64::MAX).min(FAILED - 1);
+        let ns = u64::try_from(sample.as_nanos())
+            .unwrap_or(u64::MAX)
+            .min(FAILED - 1);
         let ns = if failed { ns | FAILED } else { ns };
         let i = self.next.fetch_add(1, ORDER) % RING;
         self.sent[i].store(EMPTY, ORDER);
@@ -179,7 +181,11 @@ mod tests {
         let s = Samples::new();
         assert!(!s.measured() && s.mean_ms().is_none());
         for k in 0..300u64 {
-            s.record(1 + k, Duration::from_millis(if k < 200 { 1 } else { 3 }), false);
+            s.record(
+                1 + k,
+                Duration::from_millis(if k < 200 { 1 } else { 3 }),
+                false,
+            );
         }
         assert!(s.measured());
         assert_eq!(s.mean_ms(), Some(3.0));
