@@ -158,7 +158,8 @@ struct ProxyArgs {
     /// Report the share of requests answered within this many milliseconds.
     #[arg(long, value_name = "MS")]
     slo_ms: Option<u64>,
-    /// Count 5xx answers as failures for outlier ejection.
+    /// Count 5xx answers towards the consecutive-failure ejection rule (they
+    /// always count for the success-rate rule).
     #[arg(long)]
     eject_5xx: bool,
     /// Actively check each backend with GET PATH (down after 3 failures, up after 2 passes).
@@ -167,7 +168,8 @@ struct ProxyArgs {
     /// Interval between active health checks.
     #[arg(long, default_value = "2s", value_name = "DURATION")]
     health_interval: String,
-    /// Eject a backend after this many consecutive failures (0: never).
+    /// Eject a backend after this many consecutive failures (0: no outlier
+    /// ejection at all, success-rate rule included).
     #[arg(long, default_value_t = tidegate::health::EJECT_AFTER, value_name = "N")]
     eject_after: u32,
     /// Serve the dashboard (/), /metrics and /stats on this address [default: off].
