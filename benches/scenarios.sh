@@ -12,8 +12,14 @@
 #                    restarted on the same port at T2
 #   5  black hole    three 20 ms backends plus one `--fail hang`; proxy
 #                    --backend-timeout 2s
+#   fastfail         three 20 ms backends, one `--fail status:503:0.5` (half
+#                    its answers are 503s, after its usual 20 ms); wrk -t4
+#                    -c40. Reports
+#                    the share of 5xx client responses and req/s against
+#                    the baseline (the same backends without the fault)
 #   baseline         three 20 ms backends, no fault: the reference for the
-#                    p99 ratios of 3, 4 and 5 (run when any of them is)
+#                    p99 ratios of 3, 4 and 5 and fastfail's req/s ratio
+#                    (run when any of them is)
 #
 # For every scenario and every policy: start fresh backends (so every run
 # starts equal), start `tidegate proxy --policy P --workers $WORKERS
@@ -43,8 +49,13 @@
 #                   >= 30s (their fault times are fractions of it)
 #   POLICIES        ["round-robin sma ewma least-conn p2c peak-ewma
 #                    predictive tail-budget"]
-#   SCENARIOS       which scenarios, in order ["1 2 3 4 5"]; the baseline
-#                   runs (first) when 3, 4 or 5 is among them
+#   SCENARIOS       which scenarios, in order ["1 2 3 4 5 fastfail"]; the
+#                   baseline runs (first) when 3, 4, 5 or fastfail is among
+#                   them. E.g. SCENARIOS=fastfail POLICIES="tail-budget
+#                   round-robin peak-ewma" DURATION=15s benches/scenarios.sh
+#   FAIL_SPEC       fastfail's fault [status:503:0.5]
+#   PROXY_EXTRA     more proxy arguments for every run, e.g. "--eject-after
+#                   0" to see a policy without outlier ejection []
 #   WORKERS         proxy --workers [2]
 #   THREADS         wrk -t [4]
 #   CONNS_1         wrk -c of scenario 1 [100]
@@ -65,7 +76,8 @@
 #   TIDEGATE_BIN    use this executable instead of building
 #   OUT_DIR         [bench-out]
 #
-# Writes bench-out/scenarios.md; raw CSVs, wrk outputs and logs in
+# Writes bench-out/scenarios.md (fastfail's table is also printed on its
+# own at the end); raw CSVs, wrk outputs and logs in
 # bench-out/scenarios/. Runtime: (#scenarios + 1) x #policies x
 # (DURATION + ~2 s); with DURATION=30s and 3 policies ~10 min.
 
@@ -74,7 +86,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 DURATION="${DURATION:-30s}"
 POLICIES="${POLICIES:-round-robin sma ewma least-conn p2c peak-ewma predictive tail-budget}"
-SCENARIOS="${SCENARIOS:-1 2 3 4 5}"
+SCENARIOS="${SCENARIOS:-1 2 3 4 5 fastfail}"
+FAIL_SPEC="${FAIL_SPEC:-status:503:0.5}"
+read -r -a PROXY_EXTRA_ARGS <<<"${PROXY_EXTRA:-}"
 WORKERS="${WORKERS:-2}"
 THREADS="${THREADS:-4}"
 CONNS_1="${CONNS_1:-100}"
@@ -98,7 +112,7 @@ command -v python3 >/dev/null 2>&1 || die "python3 is needed for the report"
 DURATION_S="$(dur_s "$DURATION")"
 ((DURATION_S >= 3)) || die "DURATION must be at least 3s"
 for s in $SCENARIOS; do
-    [[ "$s" =~ ^[1-5]$ ]] || die "bad scenario '$s' in SCENARIOS (1-5)"
+    [[ "$s" =~ ^([1-5]|fastfail)$ ]] || die "bad scenario '$s' in SCENARIOS (1-5, fastfail)"
 done
 [[ "$SLOW_METHOD" =~ ^(auto|flag|restart)$ ]] || die "SLOW_METHOD is auto, flag or restart"
 
@@ -286,7 +300,7 @@ esac
 RUN_SCEN=()
 want_baseline=0
 for s in $SCENARIOS; do
-    if [[ "$s" == 3 || "$s" == 4 || "$s" == 5 ]]; then want_baseline=1; fi
+    if [[ "$s" == 3 || "$s" == 4 || "$s" == 5 || "$s" == fastfail ]]; then want_baseline=1; fi
 done
 if ((want_baseline)); then RUN_SCEN+=(base); fi
 for s in $SCENARIOS; do RUN_SCEN+=("$s"); done
@@ -294,7 +308,7 @@ for s in $SCENARIOS; do RUN_SCEN+=("$s"); done
 {
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ); machine: $(describe_machine)"
     echo "wrk: $(wrk -v 2>&1 | head -n 1 || true); \`wrk -t$THREADS -c$CONNS_1\` (scenario 1) or \`-c$CONNS\` (the others), \`-d$DURATION --timeout $WRK_TIMEOUT --latency\`"
-    echo "proxy: \`tidegate proxy --workers $WORKERS --policy P --log-csv FILE --slo-ms D\` on 127.0.0.1:$PROXY_PORT (other settings: defaults; scenario 5 adds \`--backend-timeout $HANG_TIMEOUT\`)"
+    echo "proxy: \`tidegate proxy --workers $WORKERS --policy P --log-csv FILE --slo-ms D${PROXY_EXTRA:+ $PROXY_EXTRA}\` on 127.0.0.1:$PROXY_PORT (other settings: defaults; scenario 5 adds \`--backend-timeout $HANG_TIMEOUT\`)"
     echo "fault times: T1 = ${T1} s, T2 = ${T2} s after wrk starts (DURATION/3, 2*DURATION/3)"
     echo "scenario 3 method: $(if [[ "$SLOW_USE" == flag ]]; then echo "\`--slow ${SLOW_FACTOR}x@...\` on the slow backend"; else echo "restart (the binary has no --slow: the slow backend is restarted with profile $((20 * SLOW_FACTOR)) at T1 and with 20 at T2)"; fi)"
     echo "policies run: ${SUPPORTED[*]}"
@@ -371,6 +385,13 @@ for scen in "${RUN_SCEN[@]}"; do
             extra=(--backend-timeout "$HANG_TIMEOUT")
             note="--backend-timeout $HANG_TIMEOUT"
             ;;
+        fastfail)
+            fault=fastfail
+            start_backend "$key" fastfail "$(port 0)" --profile 20 --fail "$FAIL_SPEC"
+            start_backend "$key" ok1 "$(port 1)" --profile 20
+            start_backend "$key" ok2 "$(port 2)" --profile 20
+            note="fastfail: --fail $FAIL_SPEC"
+            ;;
         base)
             start_backend "$key" ok1 "$(port 0)" --profile 20
             start_backend "$key" ok2 "$(port 1)" --profile 20
@@ -383,7 +404,8 @@ for scen in "${RUN_SCEN[@]}"; do
         for n in "${BK_ORDER[@]}"; do pb+=(--backend "127.0.0.1:${BK_PORT[$n]}"); done
         if ! try_start_server "$RAW/$key.proxy.log" "$TIDEGATE_BIN" proxy --listen "127.0.0.1:$PROXY_PORT" \
             "${pb[@]}" --policy "$policy" --workers "$WORKERS" --log-csv "$RAW/$csv" --slo-ms "$slo" \
-            --admin "127.0.0.1:$ADMIN_PORT" "${extra[@]+"${extra[@]}"}"; then
+            --admin "127.0.0.1:$ADMIN_PORT" "${extra[@]+"${extra[@]}"}" \
+            "${PROXY_EXTRA_ARGS[@]+"${PROXY_EXTRA_ARGS[@]}"}"; then
             log "warning: the proxy did not start (see $RAW/$key.proxy.log); run skipped"
             printf '%s\t%s\t%s\t-\t-\t%s\tnostart\t%s\t%s\t%s\t-\t-\t-\t-\t%s\t%s\t%s\n' "$scen" "$policy" "$key" \
                 "$key.proxy.log" "$(backends_spec)" "$(backend_logs_spec)" "$fault" "$slo" "${note:--}" "$load" >>"$RAW/runs.tsv"
@@ -421,7 +443,7 @@ for scen in "${RUN_SCEN[@]}"; do
             start_backend "$key" killed "$(port 0)" --profile 20
             p2="$(now)"
             ;;
-        5 | base | 1 | 2)
+        5 | base | 1 | 2 | fastfail)
             p1="$(add "$WRK_T0" "$T1")"
             p2="$(add "$WRK_T0" "$T2")"
             ;;
@@ -467,4 +489,9 @@ python3 "$BENCH_DIR/scenarios_report.py" "$RAW" | tee "$REPORT"
             while read -r b v; do printf '| %s | %s | %.3f |\n' "$run" "$b" "$v"; done
     done
 } | tee -a "$REPORT"
+if [[ " $SCENARIOS " == *" fastfail "* ]]; then
+    echo
+    log "fastfail (from $REPORT):"
+    sed -n '/^## Fast failures/,/^<details>/p' "$REPORT" | sed '$d'
+fi
 log "report: $REPORT; raw CSVs, wrk outputs and logs: $RAW/"

@@ -26,6 +26,10 @@ Metrics (seed_report.py's method, which follows the seed's pandas code):
                  all rows
   distribution   CSV rows per backend_url, % of all rows
   p99 ok         p99 of the 2xx rows only
+  5xx %          fastfail: wrk's non-2xx responses / wrk requests (what the
+                 clients saw), and CSV rows with a 5xx status / all rows
+  req/s / base   fastfail: req/s over the same policy's baseline req/s (the
+                 same backends without the fault)
 Phases (scenarios 3-5) are assigned by each row's start time (timestamp -
 latency_ms; the CSV timestamp is when the request ended).
 """
@@ -45,6 +49,7 @@ TITLES = {
     "3": "Scenario 3: slow phase (one backend 10x slower from T1 to T2)",
     "4": "Scenario 4: killed backend (SIGKILL at T1, restarted at T2)",
     "5": "Scenario 5: black hole (one of four backends accepts and never answers)",
+    "fastfail": "Fast failures: one of three 20 ms backends answers half its requests with a 503",
 }
 PHASES = {
     "3": ("before", "slow", "after"),
@@ -52,7 +57,7 @@ PHASES = {
     "5": ("0-T1", "T1-T2", "T2-end"),
     "base": ("0-T1", "T1-T2", "T2-end"),
 }
-ORDER = ["1", "2", "3", "4", "5", "base"]
+ORDER = ["1", "2", "3", "4", "5", "fastfail", "base"]
 BUCKET_S = 1.0
 
 
@@ -153,6 +158,9 @@ def analyse(d, run):
         if m:
             r["slo_proxy"] = float(m.group(1))
     r["summary"] = sr.last_line(p(run["proxy_log"]), r"^tidegate proxy: ")
+    # Outlier ejections, from the /metrics scraped at the end of the run.
+    ej = sr.last_line(p(run["key"] + ".metrics.txt"), r"^tidegate_ejections_total")
+    r["ejections"] = int(sum(num(ln.split()[-1]) or 0 for ln in ej)) if ej else "-"
     r["problems"] = sr.last_line(
         p(run["proxy_log"]), r"(WARN|ERROR|panick|tidegate: error|thread .* panicked|Segmentation|Aborted)")
     # Phases and recovery (fault scenarios).
@@ -278,6 +286,8 @@ def main():
             hdr += ["p99 / rr p99", "req/s / rr req/s"]
         if scen in ("3", "4", "5"):
             hdr += ["p99 ok", "base p99", "p99 ok / base", "<= 1.5x"]
+        if scen == "fastfail":
+            hdr += ["5xx % (wrk)", "5xx % (CSV)", "base req/s", "req/s / base", "ejections"]
         rows = []
         for r in rs:
             if r["nostart"]:
@@ -297,6 +307,13 @@ def main():
                 ratio = r["ok"]["p99"] / bp if bp and r["ok"]["p99"] is not None else None
                 row += [f(r["ok"]["p99"]), f(bp), sr.f(ratio, 2),
                         "-" if ratio is None else ("yes" if ratio <= 1.5 else "**no**")]
+            if scen == "fastfail":
+                b = base.get(r["policy"])
+                brps = b["wrk"]["rps"] if b else None
+                n5 = sum(v for k, v in r["status"].items() if k.startswith("5"))
+                row += [f(pct(w["non2xx"] or 0, w["requests"]), 2) if w["requests"] else "-",
+                        f(pct(n5, r["rows"]), 2), f(brps),
+                        sr.f(w["rps"] / brps, 2) if brps and w["rps"] else "-", r["ejections"]]
             rows.append(row)
         out += [sr.table(hdr, rows), ""]
 

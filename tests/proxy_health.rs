@@ -173,3 +173,42 @@ fn active_checks_take_a_failing_backend_out_and_bring_it_back() -> TestResult {
     assert_eq!(p.stat(|s| &s.status_5xx), 0);
     Ok(())
 }
+
+/// Success-rate ejection over real sockets: a backend answering every
+/// other request with 503 (never 5 in a row, so the consecutive rule never
+/// fires, and without `--eject-5xx`) is ejected once it has 20 requests in
+/// the window, and then gets no more than the single probe.
+#[test]
+fn a_backend_answering_half_503_is_ejected_by_success_rate() -> TestResult {
+    let bad = proxy::failing("status:503:0.5", "bad")?;
+    let ok1 = proxy::backend("0", "ok1")?;
+    let ok2 = proxy::backend("0", "ok2")?;
+    let opts = Opts {
+        policy: Policy::RoundRobin,
+        ..Opts::default()
+    };
+    let p = proxy::start(
+        &[bad.local_addr(), ok1.local_addr(), ok2.local_addr()],
+        opts,
+    )?;
+    let mut c = p.client()?;
+    let mut errors = 0;
+    // Round-robin: the bad backend's 20th request is about the 60th.
+    for _ in 0..3 * health::SR_MIN_REQUESTS {
+        if c.get("/")?.status == 503 {
+            errors += 1;
+        }
+        if p.handles.shared.ejector.is_ejected(0) {
+            break;
+        }
+    }
+    assert!(p.handles.shared.ejector.is_ejected(0), "ejected");
+    assert_eq!(bad.stats().requests, health::SR_MIN_REQUESTS);
+    assert_eq!(errors, health::SR_MIN_REQUESTS / 2);
+    // While out, at most the probe (if the ejection expired meanwhile).
+    for _ in 0..20 {
+        c.get("/")?;
+    }
+    assert!(bad.stats().requests <= health::SR_MIN_REQUESTS + 1);
+    Ok(())
+}

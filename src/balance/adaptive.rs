@@ -182,7 +182,13 @@ impl<E: Estimator> Selector for Lowest<E> {
         let Some(slot) = self.slots.get(backend) else {
             return;
         };
-        slot.est.record(outcome.sample());
+        // A failure counts as twice the worst other estimate, at least
+        // FAILURE_PENALTY (see `Outcome::penalised`).
+        let worst = outcome
+            .failed()
+            .then(|| super::worst_other(self.slots.iter().map(|s| s.est.estimate()), backend))
+            .flatten();
+        slot.est.record(outcome.penalised(worst));
         slot.probe.store(NO_PROBE, ORDER);
     }
 
@@ -196,7 +202,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::super::test_util::*;
-    use super::super::{FAILURE_PENALTY, Policy, build};
+    use super::super::{FAILURE_PENALTY, PENALTY_CAP, Policy, build};
     use super::*;
 
     fn adaptive(t0: Instant, n: usize) -> Vec<Arc<dyn Selector>> {
@@ -318,7 +324,9 @@ mod tests {
     #[test]
     fn shared_by_threads_estimates_stay_within_the_samples() {
         let t0 = Instant::now();
-        let penalty = FAILURE_PENALTY.as_millis() as f64;
+        // A failure may count for twice another backend's estimate, which
+        // may itself hold a penalty: bounded by the cap.
+        let penalty = PENALTY_CAP.as_millis() as f64;
         for s in adaptive(t0, 3) {
             std::thread::scope(|scope| {
                 for t in 0..4u64 {

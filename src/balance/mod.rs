@@ -11,6 +11,16 @@
 //! exactly once per pick that led to a request, failures included. A retry
 //! after a failure calls `pick(now, Some(failed))`.
 //!
+//! # Failures
+//! A failure is a connect error, reset, timeout, bad response *or a 5xx
+//! answer* (`Outcome::Failure`). Every policy that learns from latency
+//! records it as a penalised sample ([`Outcome::penalised`]): at least
+//! [`FAILURE_PENALTY`], and at least [`FAILURE_FACTOR`] x the worst current
+//! estimate of the other backends (capped at [`PENALTY_CAP`]), so a backend
+//! failing fast never looks fast. Tail-budget also counts every failure as
+//! a tail violation. Round-robin, least-conn and P2C learn nothing from
+//! outcomes; outlier ejection (`health`) covers them.
+//!
 //! # Policies
 //! - `round_robin`: `round-robin`, ignores outcomes.
 //! - `sma`: `adaptive_sma`, mean of each backend's last N latencies.
@@ -45,6 +55,8 @@ mod tail_budget;
 pub use peak_ewma::{DEFAULT_DECAY, DEFAULT_RTT};
 
 #[cfg(test)]
+mod failure_tests;
+#[cfg(test)]
 mod sim_tests;
 
 use std::fmt;
@@ -63,6 +75,18 @@ pub use tail_budget::TailBudget;
 /// it is a finite number: the backend can win again once its samples age
 /// out (SMA) or decay (EWMA) below the others'.
 pub const FAILURE_PENALTY: Duration = Duration::from_secs(1);
+
+/// A failure's sample is at least twice the worst latency the policy
+/// currently estimates for the other backends (Finagle and linkerd2 give
+/// failures a penalty in the same spirit), so a backend that fails fast
+/// always looks worse than the slowest working one, even when every
+/// backend is slower than [`FAILURE_PENALTY`].
+pub const FAILURE_FACTOR: u32 = 2;
+
+/// ...capped here: the default `--backend-timeout`. A failure never
+/// counts for more than a request that timed out, and when every backend
+/// fails the penalties (each twice the others') cannot grow without bound.
+pub const PENALTY_CAP: Duration = Duration::from_secs(30);
 
 /// SMA window used by `"sma"`: the seed report averages the last 3.
 pub const DEFAULT_SMA_WINDOW: usize = 3;
@@ -126,11 +150,45 @@ impl Outcome {
     /// The latency sample to record: the latency itself, or for a failure
     /// `max(elapsed, FAILURE_PENALTY)`.
     pub fn sample(&self) -> Duration {
+        self.penalised(None)
+    }
+
+    /// [`Outcome::sample`], and for a failure also at least
+    /// [`FAILURE_FACTOR`] x `worst_ms` (the policy's worst current estimate
+    /// among the other backends) up to [`PENALTY_CAP`].
+    pub fn penalised(&self, worst_ms: Option<f64>) -> Duration {
         match *self {
             Outcome::Success { latency } => latency,
-            Outcome::Failure { elapsed } => elapsed.max(FAILURE_PENALTY),
+            Outcome::Failure { elapsed } => {
+                let worst = worst_ms
+                    .filter(|ms| ms.is_finite() && *ms > 0.0)
+                    .map_or(Duration::ZERO, |ms| {
+                        Duration::from_secs_f64((ms / 1000.0).min(PENALTY_CAP.as_secs_f64()))
+                    });
+                let scaled = worst.saturating_mul(FAILURE_FACTOR).min(PENALTY_CAP);
+                elapsed.max(FAILURE_PENALTY).max(scaled)
+            }
         }
     }
+
+    /// Whether this outcome is a failure.
+    pub fn failed(&self) -> bool {
+        matches!(self, Outcome::Failure { .. })
+    }
+}
+
+/// The largest of `estimates` except index `skip` (ms): the "worst
+/// current estimate among the other backends" of [`Outcome::penalised`].
+/// Called on failures only.
+pub(crate) fn worst_other(
+    estimates: impl Iterator<Item = Option<f64>>,
+    skip: usize,
+) -> Option<f64> {
+    estimates
+        .enumerate()
+        .filter_map(|(i, e)| if i == skip { None } else { e })
+        .filter(|e| e.is_finite())
+        .reduce(f64::max)
 }
 
 /// A routing policy shared by all workers; see the module doc for the
@@ -410,108 +468,4 @@ pub(crate) mod test_util {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::test_util::*;
-    use super::*;
-
-    #[test]
-    fn policy_names_parse_and_unknown_names_fail() {
-        assert_eq!("round-robin".parse(), Ok(Policy::RoundRobin));
-        assert_eq!("sma".parse(), Ok(Policy::Sma { window: 3 }));
-        assert_eq!("adaptive_ewma".parse(), Ok(Policy::Ewma { alpha: 0.2 }));
-        assert_eq!("predictive".parse(), Ok(Policy::Predictive));
-        assert_eq!("tail-budget".parse(), Ok(Policy::TailBudget { slo: None }));
-        let err = "fastest".parse::<Policy>().unwrap_err();
-        assert_eq!(err, PolicyError::Unknown("fastest".into()));
-        assert_eq!(
-            err.to_string(),
-            "unknown routing policy 'fastest' (expected round-robin, sma, ewma, \
-             least-conn, p2c, peak-ewma, predictive or tail-budget)"
-        );
-        assert_eq!("least-conn".parse(), Ok(Policy::LeastConn));
-        assert_eq!("p2c".parse(), Ok(Policy::P2c));
-        assert_eq!(
-            "peak-ewma".parse(),
-            Ok(Policy::PeakEwma {
-                decay: Duration::from_secs(10),
-                default_rtt: Duration::from_millis(30),
-            })
-        );
-        for name in POLICY_NAMES {
-            assert!(name.parse::<Policy>().is_ok(), "{name}");
-        }
-        assert!("".parse::<Policy>().is_err());
-        assert!("SMA".parse::<Policy>().is_err());
-    }
-
-    #[test]
-    fn build_names_match_the_csv_and_bad_parameters_fail() {
-        let t0 = Instant::now();
-        let b = backends(3);
-        for name in [
-            "round-robin",
-            "adaptive_sma",
-            "adaptive_ewma",
-            "least-conn",
-            "p2c",
-            "peak-ewma",
-        ] {
-            let policy: Policy = name.parse().unwrap();
-            assert_eq!(policy.name(), name);
-            assert_eq!(build(&policy, &b, t0).unwrap().name(), name);
-        }
-        for bad in [
-            Policy::Sma { window: 0 },
-            Policy::Sma {
-                window: MAX_SMA_WINDOW + 1,
-            },
-            Policy::Ewma { alpha: 0.0 },
-            Policy::Ewma { alpha: 1.5 },
-            Policy::Ewma { alpha: f64::NAN },
-            Policy::PeakEwma {
-                decay: Duration::ZERO,
-                default_rtt: DEFAULT_RTT,
-            },
-            Policy::PeakEwma {
-                decay: DEFAULT_DECAY,
-                default_rtt: Duration::ZERO,
-            },
-        ] {
-            assert!(build(&bad, &b, t0).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn no_backends_means_no_pick() {
-        let t0 = Instant::now();
-        for name in POLICY_NAMES {
-            let s = build(&name.parse().unwrap(), &[], t0).unwrap();
-            assert_eq!(s.pick(t0, None), None);
-            assert!(s.estimates().is_empty());
-        }
-    }
-
-    #[test]
-    fn failure_sample_is_at_least_the_penalty() {
-        let short = Outcome::Failure {
-            elapsed: Duration::from_millis(3),
-        };
-        let long = Outcome::Failure {
-            elapsed: Duration::from_secs(5),
-        };
-        assert_eq!(short.sample(), FAILURE_PENALTY);
-        assert_eq!(long.sample(), Duration::from_secs(5));
-        assert_eq!(ok(7).sample(), Duration::from_millis(7));
-    }
-
-    #[test]
-    fn labels_are_ports_unless_ports_collide() {
-        let b = backends(3);
-        assert_eq!(labels(&b), ["8081", "8082", "8083"]);
-        let line = estimates_line("EWMA", &labels(&b), &[Some(405.06), Some(211.8), None]);
-        assert_eq!(line, "[EWMA] 8081=405.1ms 8082=211.8ms 8083=-");
-        let mut collide = backends(2);
-        collide[1] = Backend::new(SocketAddr::from(([127, 0, 0, 2], 8081)));
-        assert_eq!(labels(&collide), ["127.0.0.1:8081", "127.0.0.2:8081"]);
-    }
-}
+mod tests;

@@ -207,8 +207,14 @@ impl Selector for PeakEwma {
         let Some(node) = self.nodes.get(backend) else {
             return;
         };
-        let rtt = millis(outcome.sample());
         let t = self.stamp_of(now);
+        // A failure: twice the worst other (decayed) estimate, at least
+        // FAILURE_PENALTY, so failing fast never looks fast.
+        let worst = outcome
+            .failed()
+            .then(|| super::worst_other((0..self.nodes.len()).map(|i| self.decayed(i, t)), backend))
+            .flatten();
+        let rtt = millis(outcome.penalised(worst));
         let w = self.weight(t.saturating_sub(node.stamp.fetch_max(t, ORDER)));
         let update = |bits: u64| {
             let est = f64::from_bits(bits);

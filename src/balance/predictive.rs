@@ -343,7 +343,18 @@ impl Selector for Predictive {
             return;
         };
         let now = stamp(self.epoch, now);
-        let y = millis(outcome.sample());
+        // A failure: twice the worst other EWMA, at least FAILURE_PENALTY.
+        let worst = outcome
+            .failed()
+            .then(|| {
+                let ewmas = self
+                    .slots
+                    .iter()
+                    .map(|s| Some(f64::from_bits(s.ewma.load(ORDER))).filter(|e| e.is_finite()));
+                super::worst_other(ewmas, backend)
+            })
+            .flatten();
+        let y = millis(outcome.penalised(worst));
         let raw = match outcome {
             Outcome::Success { latency } => latency,
             Outcome::Failure { elapsed } => elapsed,

@@ -15,7 +15,10 @@
 //!   send's in-flight count is logged (`dispatch`) for `observe` to match.
 //! - `observe`: the sample and its send time (`now - latency`) go into the
 //!   backend's ring of recent answers (`window`); a success with a matched
-//!   send feeds the load fit (`fit`).
+//!   send feeds the load fit (`fit`). A failure (5xx included) goes in
+//!   flagged, with its penalty (`Outcome::penalised`) as its latency: it
+//!   counts as tail whatever `T` is, and its penalty enters the mean, so a
+//!   backend failing fast drops to its [`FLOOR`].
 //!
 //! # Every [`PERIOD`] (one thread, off the common path)
 //! The first `pick` to notice the period elapsed wins a compare-exchange
@@ -424,11 +427,14 @@ impl Selector for TailBudget {
         };
         let now = stamp(self.epoch, now);
         let sent = now.saturating_sub(nanos(raw));
-        // The window dates a failure back by its penalty, as if it had
-        // taken that long, so it counts at once (see `window`).
-        let sample = outcome.sample();
+        // A failure goes in at its real send time, flagged: always tail,
+        // its penalty (twice the worst other mean, at least
+        // FAILURE_PENALTY) in the mean (see `window`).
+        let worst = (!ok)
+            .then(|| super::worst_other(self.slots.iter().map(|s| s.answers.mean_ms()), backend))
+            .flatten();
         slot.answers
-            .record(now.saturating_sub(nanos(sample)).max(1), sample);
+            .record(sent.max(1), outcome.penalised(worst), !ok);
         slot.probe.store(NO_PROBE, ORDER);
         let tolerance = nanos(MATCH_SLACK).saturating_add(nanos(raw) / 4);
         // Taken even for a failure, so it is not counted as pending.

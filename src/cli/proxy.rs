@@ -67,7 +67,8 @@ pub struct ProxyArgs {
     /// Report the share of requests answered within this many milliseconds.
     #[arg(long, value_name = "MS")]
     pub slo_ms: Option<u64>,
-    /// Count 5xx answers as failures for outlier ejection.
+    /// Count 5xx answers towards the consecutive-failure ejection rule (they
+    /// always count for the success-rate rule).
     #[arg(long)]
     pub eject_5xx: bool,
     /// Actively check each backend with GET PATH (down after 3 failures, up after 2 passes).
@@ -76,7 +77,8 @@ pub struct ProxyArgs {
     /// Interval between active health checks.
     #[arg(long, default_value = "2s", value_name = "DURATION")]
     pub health_interval: String,
-    /// Eject a backend after this many consecutive failures (0: never).
+    /// Eject a backend after this many consecutive failures (0: no outlier
+    /// ejection at all, success-rate rule included).
     #[arg(long, default_value_t = tidegate::health::EJECT_AFTER, value_name = "N")]
     pub eject_after: u32,
     /// Serve the dashboard (/), /metrics and /stats on this address [default: off].

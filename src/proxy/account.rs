@@ -30,10 +30,7 @@ pub fn end_attempt<N: Net>(
         .finished(b, status, latency, end, SystemTime::now());
     shared.selector.on_done(b, env.now);
     match end {
-        End::Answered => {
-            let bad = shared.ejector.eject_5xx && status >= 500;
-            shared.ejector.record(b, !bad, env.now);
-        }
+        End::Answered => shared.ejector.record_answer(b, status, env.now),
         End::Failed => shared.ejector.record(b, false, env.now),
         End::Abandoned => shared.ejector.release(b),
     }

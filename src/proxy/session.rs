@@ -432,9 +432,13 @@ impl<N: Net> ProxySession<N> {
         end_attempt(&mut ex, env, status, latency, End::Answered);
         env.ctx.record_latency(latency);
         let shared = &env.ctx.shared;
-        shared
-            .selector
-            .observe(ex.backend, Outcome::Success { latency }, now);
+        // A 5xx is a failed attempt for routing, however fast it came.
+        let outcome = if status >= 500 {
+            Outcome::Failure { elapsed: latency }
+        } else {
+            Outcome::Success { latency }
+        };
+        shared.selector.observe(ex.backend, outcome, now);
         count_status(status, &shared.stats);
         log_row(env, Some(ex.backend), latency, status, LogOutcome::Ok);
         let reuse = shared.backend_conn == crate::config::BackendConn::Persistent

@@ -430,7 +430,7 @@ fn every_fault_is_blamed_on_its_side() {
             2,
             &[(0, false), (1, true)],
         ),
-        ("POST 503: relayed", post, &[Busy], 503, 1, &[(0, true)]),
+        ("POST 503: relayed", post, &[Busy], 503, 1, &[(0, false)]),
         (
             "two resets: 502",
             get,

@@ -18,6 +18,15 @@
 //!
 //! The censored samples count as tail whatever `T` is: a request that has
 //! outlived every answer of its backend is, for a budget, presumed slow.
+//!
+//! # Failures
+//! A failed attempt (connect error, reset, 5xx) is recorded at its real
+//! send time, flagged [`FAILED`], with its penalised sample (see
+//! `Outcome::penalised`) as its latency. [`select`] counts it as tail
+//! whatever `T` is, like a censored sample (a failure is never within the
+//! budget, even under a generous `--slo-ms`), and its penalty enters the
+//! mean. Failures do not set the horizon `H`: a penalty is not a latency,
+//! and a 1 s horizon would hold every backend's window a second behind.
 //! At the seed's cold start, A's 400 ms answers are still out while its
 //! fast ones are back; this is what tells the LP so at 200 ms instead of
 //! 400 ms.
@@ -34,6 +43,10 @@ pub(super) const RING: usize = 256;
 
 /// A slot never written, or being written (seqlock, as `dispatch`).
 const EMPTY: u64 = 0;
+
+/// Marks a failure's latency: bit 62, far above any latency (146 years)
+/// and below the censored marks of [`select`] (above `u64::MAX / 2`).
+pub(super) const FAILED: u64 = 1 << 62;
 
 /// Relaxed unless stated: each counter stands alone.
 const ORDER: Ordering = Ordering::Relaxed;
@@ -55,9 +68,13 @@ impl Samples {
         }
     }
 
-    /// Records an answer to a request sent at `sent` (a stamp, never 0).
-    pub(super) fn record(&self, sent: u64, sample: Duration) {
-        let ns = u64::try_from(sample.as_nanos()).unwrap_or(u64::MAX);
+    /// Records an answer to a request sent at `sent` (a stamp, never 0);
+    /// `failed`: the attempt failed and `sample` is its penalty.
+    pub(super) fn record(&self, sent: u64, sample: Duration, failed: bool) {
+        let ns = u64::try_from(sample.as_nanos())
+            .unwrap_or(u64::MAX)
+            .min(FAILED - 1);
+        let ns = if failed { ns | FAILED } else { ns };
         let i = self.next.fetch_add(1, ORDER) % RING;
         self.sent[i].store(EMPTY, ORDER);
         fence(Ordering::Release);
@@ -77,7 +94,7 @@ impl Samples {
             return None;
         }
         let sum: u128 = (1..=count)
-            .map(|k| u128::from(self.ns[(next - k) % RING].load(ORDER)))
+            .map(|k| u128::from(self.ns[(next - k) % RING].load(ORDER) & !FAILED))
             .sum();
         Some(sum as f64 / count as f64 / 1e6)
     }
@@ -95,13 +112,17 @@ impl Samples {
     }
 }
 
-/// The LP's sample set of one backend.
+/// The LP's samples of one backend that count as tail whatever `T` is.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub(super) struct Censored {
-    /// Requests still unanswered, older than every answer seen.
+    /// Requests still unanswered, older than every answer seen, and
+    /// failures.
     pub(super) count: usize,
-    /// Their ages summed, ns (lower bounds of their latencies).
+    /// Their ages (lower bounds of their latencies) and the failures'
+    /// penalties summed, ns.
     pub(super) age_sum: u128,
+    /// Of `count`, the failures.
+    pub(super) failed: usize,
 }
 
 /// The LP's samples from `answers` ((send stamp, ns), any order) and the
@@ -117,9 +138,13 @@ pub(super) fn select(
     out: &mut Vec<u64>,
 ) -> Censored {
     out.clear();
-    let Some(horizon) = answers.iter().map(|a| a.1).max() else {
+    if answers.is_empty() {
         return Censored::default();
-    };
+    }
+    let horizon = (answers.iter().map(|a| a.1))
+        .filter(|ns| ns & FAILED == 0)
+        .max()
+        .unwrap_or(0);
     let cutoff = now.saturating_sub(horizon);
     answers.retain(|&(sent, _)| sent <= cutoff);
     pending.sort_unstable();
@@ -135,6 +160,10 @@ pub(super) fn select(
         if ns > u64::MAX / 2 {
             censored.count += 1;
             censored.age_sum += u128::from(u64::MAX - ns);
+        } else if ns & FAILED != 0 {
+            censored.count += 1;
+            censored.failed += 1;
+            censored.age_sum += u128::from(ns & !FAILED);
         } else {
             out.push(ns);
         }
@@ -152,7 +181,11 @@ mod tests {
         let s = Samples::new();
         assert!(!s.measured() && s.mean_ms().is_none());
         for k in 0..300u64 {
-            s.record(1 + k, Duration::from_millis(if k < 200 { 1 } else { 3 }));
+            s.record(
+                1 + k,
+                Duration::from_millis(if k < 200 { 1 } else { 3 }),
+                false,
+            );
         }
         assert!(s.measured());
         assert_eq!(s.mean_ms(), Some(3.0));
@@ -180,9 +213,46 @@ mod tests {
         assert_eq!(out.iter().filter(|&&v| v == 10 * ms).count(), 20);
         assert_eq!(out.iter().filter(|&&v| v == 400 * ms).count(), 10);
         let age_sum = u128::from(450 * ms);
-        assert_eq!(c, Censored { count: 1, age_sum });
+        assert_eq!(
+            c,
+            Censored {
+                count: 1,
+                age_sum,
+                failed: 0
+            }
+        );
         let mut none = Vec::new();
         let c = select(&mut none, &mut [], 0, now, &mut out);
         assert!(out.is_empty() && c.count == 0);
+    }
+
+    #[test]
+    fn failures_are_tail_at_their_penalty_and_set_no_horizon() {
+        let ms = 1_000_000u64;
+        let now = 1_000 * ms;
+        let s = Samples::new();
+        // 20 ms answers and 1 ms failures (penalty 1 s), sent 100 ms ago.
+        for k in 0..10 {
+            s.record(now - 100 * ms + k, Duration::from_millis(20), false);
+            s.record(now - 100 * ms + k, Duration::from_secs(1), true);
+        }
+        // The mean counts the penalty.
+        assert_eq!(s.mean_ms(), Some(510.0));
+        let mut answers = Vec::new();
+        s.collect(&mut answers);
+        let mut out = Vec::new();
+        let c = select(&mut answers, &mut [], 0, now, &mut out);
+        // The horizon is 20 ms, not 1 s: all 20 are in the set.
+        assert_eq!(out, vec![20 * ms; 10]);
+        assert_eq!(c.count, 10);
+        assert_eq!(c.failed, 10);
+        assert_eq!(c.age_sum, 10 * 1_000 * u128::from(ms));
+        // Only failures: still measured, all tail.
+        let only = Samples::new();
+        only.record(now - 10 * ms, Duration::from_secs(1), true);
+        let mut answers = Vec::new();
+        only.collect(&mut answers);
+        let c = select(&mut answers, &mut [], 0, now, &mut out);
+        assert!(out.is_empty() && c.count == 1 && c.failed == 1);
     }
 }
