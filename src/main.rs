@@ -173,6 +173,12 @@ struct ProxyArgs {
     /// Serve the dashboard (/), /metrics and /stats on this address [default: off].
     #[arg(long, value_name = "ADDR")]
     admin: Option<String>,
+    /// Name in the Via field added to requests and responses ("off": none).
+    #[arg(long, default_value = "tidegate", value_name = "NAME")]
+    via: String,
+    /// Field carrying the request id, kept or generated, sent both ways ("off": none).
+    #[arg(long, default_value = "X-Request-Id", value_name = "HEADER")]
+    request_id: String,
 }
 
 impl ProxyArgs {
@@ -241,6 +247,7 @@ impl ProxyArgs {
                 }
                 None => None,
             },
+            forward: config::forward_opts(&self.via, &self.request_id)?,
         })
     }
 }
@@ -453,6 +460,8 @@ fn demo(args: &DemoArgs) -> Result<(), StartError> {
         health_check: None,
         health_interval: "2s".into(),
         admin: Some(args.admin.clone()),
+        via: "tidegate".into(),
+        request_id: "X-Request-Id".into(),
     };
     let cfg = proxy_args.config()?;
     let admin = proxy_args.admin()?;

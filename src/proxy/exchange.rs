@@ -338,7 +338,9 @@ impl Exchange {
                             let close = client_close || p.head.body == BodyKind::CloseDelimited;
                             // RFC 9110 §15.2: no 1xx to an HTTP/1.0 client.
                             if !(p.head.is_interim && ex.req.minor == 0) {
-                                p.write_head(close, ex.req.minor, s.cout.tail());
+                                let opts = &env.ctx.shared.forward;
+                                let id = &ex.req.request_id;
+                                p.write_head(close, ex.req.minor, opts, id, s.cout.tail());
                             }
                             Ok(Some(p.head))
                         }

@@ -172,8 +172,16 @@ impl ProxySession {
         let parsed = match http::parse_request(&self.cin, &mut fields) {
             Ok(Some(p)) => {
                 self.bufs.head.clear();
-                p.write_head(self.peer.ip(), close_backend, &mut self.bufs.head);
-                Ok(Some(p.head))
+                let ctx = &mut *env.ctx;
+                let mut head = p.head;
+                head.request_id = p.write_head(
+                    self.peer.ip(),
+                    close_backend,
+                    &ctx.shared.forward,
+                    &mut ctx.ids,
+                    &mut self.bufs.head,
+                );
+                Ok(Some(head))
             }
             Ok(None) => Ok(None),
             Err(e) => Err(e),
