@@ -254,51 +254,5 @@ pub fn check_token(value: &str, is_field_name: bool) -> Result<(), &'static str>
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn generated_ids_are_hex_and_distinct() {
-        let mut g = IdGen::new(0x0123_4567_89ab_cdef, 3);
-        let a = g.next_id();
-        let b = g.next_id();
-        assert_eq!(a.as_str(), "0123456789abcdef0003000000000000");
-        assert_eq!(b.as_str(), "0123456789abcdef0003000000000001");
-        let mut g = IdGen::new(u64::MAX, u16::MAX);
-        g.next = COUNTER_MASK;
-        assert_eq!(g.next_id().as_str(), "ffffffffffffffffffffffffffffffff");
-        assert_eq!(g.next_id().as_str(), "ffffffffffffffffffff000000000000");
-    }
-
-    #[test]
-    fn client_ids_are_bounded_tokens() {
-        let max = "a".repeat(MAX_REQUEST_ID);
-        assert_eq!(
-            RequestId::from_client(max.as_bytes()).map(|i| i.as_str().len()),
-            Some(MAX_REQUEST_ID)
-        );
-        let long = "a".repeat(MAX_REQUEST_ID + 1);
-        for bad in ["", "a b", "a,b", "é", "a\t", long.as_str()] {
-            assert_eq!(RequestId::from_client(bad.as_bytes()), None, "{bad:?}");
-        }
-        let ok = RequestId::from_client(b"4bf92f35-77b3.x_y~1");
-        assert_eq!(
-            ok.map(|i| i.as_str().to_string()).as_deref(),
-            Some("4bf92f35-77b3.x_y~1")
-        );
-        assert!(RequestId::EMPTY.is_empty() && RequestId::EMPTY.as_bytes().is_empty());
-    }
-
-    #[test]
-    fn names_and_pseudonyms() {
-        assert!(check_token("tidegate", false).is_ok());
-        assert!(check_token("X-Trace-Id", true).is_ok());
-        assert!(check_token("Via", false).is_ok());
-        for bad in ["", "a b", "x:y", &"a".repeat(65)] {
-            assert!(check_token(bad, false).is_err(), "{bad:?}");
-        }
-        for reserved in ["Host", "connection", "X-Forwarded-Host", "via"] {
-            assert!(check_token(reserved, true).is_err(), "{reserved}");
-        }
-    }
-}
+#[path = "forward_tests.rs"]
+mod tests;
