@@ -2,8 +2,6 @@
 //! `X-Forwarded-*`, and a request id): the settings, the request id value and
 //! its generator. No I/O: the caller seeds the generator.
 
-use std::io::Write as _;
-
 use httparse::Header;
 
 use super::fields::{self, is, is_tchar};
@@ -133,18 +131,22 @@ impl Default for RequestId {
 /// digits. One per worker: no sharing, no atomics.
 #[derive(Debug, Clone)]
 pub struct IdGen {
-    prefix: u64,
-    worker: u16,
+    /// The prefix and worker digits, rendered once.
+    head: [u8; HEAD_DIGITS],
     next: u64,
 }
 
+/// Hex digits of a generated id that do not change: 16 of the process
+/// prefix, 4 of the worker; the other 12 are the counter.
+const HEAD_DIGITS: usize = 20;
+
 impl IdGen {
     pub fn new(prefix: u64, worker: u16) -> IdGen {
-        IdGen {
-            prefix,
-            worker,
-            next: 0,
-        }
+        let mut head = [0; HEAD_DIGITS];
+        let (p, w) = head.split_at_mut(16);
+        hex(prefix, p);
+        hex(u64::from(worker), w);
+        IdGen { head, next: 0 }
     }
 
     /// The next id.
@@ -152,11 +154,11 @@ impl IdGen {
         let count = self.next;
         self.next = self.next.wrapping_add(1) & COUNTER_MASK;
         let mut id = RequestId::EMPTY;
-        let (prefix, rest) = id.bytes.split_at_mut(16);
-        hex(self.prefix, prefix);
-        let (worker, rest) = rest.split_at_mut(4);
-        hex(u64::from(self.worker), worker);
-        hex(count, rest.get_mut(..12).unwrap_or_default());
+        if let Some(digits) = id.bytes.get_mut(..GENERATED_LEN) {
+            let (head, counter) = digits.split_at_mut(HEAD_DIGITS);
+            head.copy_from_slice(&self.head);
+            hex(count, counter);
+        }
         id.len = GENERATED_LEN as u8;
         id
     }
@@ -196,8 +198,9 @@ pub(crate) fn write_appended(out: &mut Vec<u8>, h: &Header<'_>, item: impl FnOnc
 /// Writes a `Via` element for a message of HTTP/1.`minor` received by
 /// `pseudonym` (RFC 9110 §7.6.3: the protocol name is omitted for HTTP).
 pub(crate) fn via_item(out: &mut Vec<u8>, minor: u8, pseudonym: &str) {
-    // Writing to a Vec cannot fail.
-    let _ = write!(out, "1.{minor} {pseudonym}");
+    // By hand rather than `write!`: this runs twice per request.
+    out.extend_from_slice(if minor == 0 { b"1.0 " } else { b"1.1 " });
+    out.extend_from_slice(pseudonym.as_bytes());
 }
 
 /// Writes a new `Via` field (no received one to extend).
