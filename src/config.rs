@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::http::{self, ForwardOpts, Proto};
+
 /// Default listen backlog. Matches the default `net.core.somaxconn` (4096)
 /// on current kernels; a larger value is silently capped by the kernel.
 pub const DEFAULT_BACKLOG: u32 = 4096;
@@ -263,6 +265,30 @@ pub struct ProxyConfig {
     pub eject_after: u32,
     /// `--health-check PATH` and `--health-interval`: active checks.
     pub health_check: Option<(String, Duration)>,
+    /// `--via`, `--request-id`: the proxy fields added to forwarded heads.
+    pub forward: ForwardOpts,
+}
+
+/// The proxy fields from `--via NAME|off` and `--request-id HEADER|off`
+/// (`X-Forwarded-Proto` is `http` until there is a TLS listener).
+pub fn forward_opts(via: &str, request_id: &str) -> Result<ForwardOpts, ConfigError> {
+    let check = |flag: &'static str, value: &str, is_field: bool| {
+        if value == "off" {
+            return Ok(None);
+        }
+        http::check_token(value, is_field)
+            .map(|()| Some(value.to_string()))
+            .map_err(|why| ConfigError::BadValue {
+                flag,
+                value: value.to_string(),
+                why: why.into(),
+            })
+    };
+    Ok(ForwardOpts {
+        via: check("--via", via, false)?,
+        proto: Proto::Http,
+        request_id: check("--request-id", request_id, true)?,
+    })
 }
 
 /// Resolves every `--backend`; at least one is required.
@@ -417,6 +443,24 @@ mod tests {
             && b[1].addr.port() == 8082
             && b[1].name == "localhost:8082"));
         assert!(resolve_backends(&["nope".into()]).is_err());
+    }
+
+    #[test]
+    fn forward_flags() {
+        assert_eq!(
+            forward_opts("tidegate", "X-Request-Id"),
+            Ok(ForwardOpts::default())
+        );
+        assert_eq!(forward_opts("off", "off"), Ok(ForwardOpts::off()));
+        let custom = forward_opts("edge.1", "X-Trace-Id");
+        assert!(
+            custom.is_ok_and(|o| o.via.as_deref() == Some("edge.1")
+                && o.request_id.as_deref() == Some("X-Trace-Id"))
+        );
+        let err = forward_opts("a b", "off").map_err(|e| e.to_string());
+        assert!(err.is_err_and(|e| e.starts_with("invalid --via 'a b'")));
+        let err = forward_opts("off", "Host").map_err(|e| e.to_string());
+        assert!(err.is_err_and(|e| e.starts_with("invalid --request-id 'Host'")));
     }
 
     #[test]

@@ -13,7 +13,8 @@
 //! - `proxy/`: proxy mode: the session state machine, the backend side of
 //!   one exchange, the backend socket pool, the request log writer.
 //! - `http/`: pure HTTP/1.1 framing (request and response heads, body
-//!   framing, chunked, hop-by-hop rules, canned error responses). No sockets.
+//!   framing, chunked, hop-by-hop rules, the proxy fields `Via`,
+//!   `X-Forwarded-*` and request ids, canned error responses). No sockets.
 //! - `balance/`: the `Selector` trait and one file per routing policy,
 //!   shared lock-free by all workers. No clocks: time is passed in.
 //! - `health/`: passive outlier ejection, the retry budget, and optional

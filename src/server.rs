@@ -174,6 +174,8 @@ impl Server {
                 .health_check
                 .as_ref()
                 .map(|_| Arc::new(ActiveHealth::new(cfg.backends.len()))),
+            forward: cfg.forward.clone(),
+            id_prefix: crate::proxy::id_prefix(),
         });
         if let (Some((path, interval)), Some(active)) = (&cfg.health_check, &shared.active) {
             let targets = cfg

@@ -12,8 +12,8 @@ use std::net::IpAddr;
 use proptest::prelude::*;
 use proptest::sample::{Index, select};
 use tidegate::http::{
-    BodyFramer, BodyKind, EMPTY_HEADER, HttpError, MAX_HEADERS, Method, Peer, RequestHead,
-    ResponseHead, parse_request, parse_response,
+    BodyFramer, BodyKind, EMPTY_HEADER, ForwardOpts, HttpError, IdGen, MAX_HEADERS, Method, Peer,
+    RequestHead, RequestId, ResponseHead, parse_request, parse_response,
 };
 
 const CASES: u32 = 256;
@@ -162,7 +162,8 @@ proptest! {
         let mut headers = [EMPTY_HEADER; MAX_HEADERS];
         if let Ok(Some(req)) = parse_request(&bytes, &mut headers) {
             let mut out = Vec::new();
-            req.write_head(IpAddr::from([10, 0, 0, 1]), false, &mut out);
+            let mut ids = IdGen::new(1, 0);
+            req.write_head(IpAddr::from([10, 0, 0, 1]), false, &ForwardOpts::default(), &mut ids, &mut out);
             let again = request(&out);
             let has_host = req.headers().iter().any(|h| h.name.eq_ignore_ascii_case("host"));
             if has_host {
@@ -185,7 +186,8 @@ proptest! {
         let mut headers = [EMPTY_HEADER; MAX_HEADERS];
         if let Ok(Some(resp)) = parse_response(&bytes, method, false, &mut headers) {
             let mut out = Vec::new();
-            resp.write_head(false, 1, &mut out);
+            let id = RequestId::from_client(b"id").unwrap_or_default();
+            resp.write_head(false, 1, &ForwardOpts::default(), &id, &mut out);
             let again = response(&out, method).map(|h| h.map(|h| (h.head_len, h.status, h.body)));
             prop_assert_eq!(again, Ok(Some((out.len(), resp.head.status, resp.head.body))));
         }

@@ -67,6 +67,12 @@ pub struct ProxyArgs {
     /// Report the share of requests answered within this many milliseconds.
     #[arg(long, value_name = "MS")]
     pub slo_ms: Option<u64>,
+    /// Name in the Via field added to requests and responses ("off": none).
+    #[arg(long, default_value = "tidegate", value_name = "NAME")]
+    pub via: String,
+    /// Field carrying the request id, kept or generated, sent both ways ("off": none).
+    #[arg(long, default_value = "X-Request-Id", value_name = "HEADER")]
+    pub request_id: String,
     /// Count 5xx answers towards the consecutive-failure ejection rule (they
     /// always count for the success-rate rule).
     #[arg(long)]
@@ -136,6 +142,7 @@ impl ProxyArgs {
                 drain: config::parse_timeout("--drain-timeout", &self.drain_timeout)?,
             },
             log_csv: self.log_csv.clone(),
+            forward: config::forward_opts(&self.via, &self.request_id)?,
             slo: self.slo_ms.map(Duration::from_millis),
             eject_5xx: self.eject_5xx,
             eject_after: self.eject_after,

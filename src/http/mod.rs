@@ -10,7 +10,10 @@
 //!   return a [`ParsedRequest`] / [`ParsedResponse`] whose `head` is a small
 //!   `Copy` summary ([`RequestHead`] / [`ResponseHead`]) and whose
 //!   `write_head` rewrites the head for the next hop (hop-by-hop fields removed,
-//!   `X-Forwarded-For`, `Connection`) into a caller-owned `Vec`.
+//!   `Connection`, and the proxy fields of [`ForwardOpts`]: `Via`,
+//!   `X-Forwarded-For/-Proto/-Host`, the request id) into a caller-owned `Vec`.
+//! - [`RequestId`] / [`IdGen`]: request ids kept from the client or generated,
+//!   inline (no allocation per request).
 //! - [`BodyFramer`]: finds where a body ends without copying or de-chunking it;
 //!   the caller forwards the bytes verbatim. It also counts the payload
 //!   (chunk data without framing) for callers that report body sizes.
@@ -43,6 +46,7 @@ mod body;
 mod chunked;
 mod error;
 mod fields;
+mod forward;
 mod head;
 mod request;
 mod response;
@@ -50,6 +54,7 @@ mod scan;
 
 pub use body::{Advance, BodyFramer, BodyKind, Peer};
 pub use error::{HttpError, error_response};
+pub use forward::{ForwardOpts, IdGen, MAX_REQUEST_ID, Proto, RequestId, check_token};
 pub use request::{Method, ParsedRequest, RequestHead, parse_request};
 pub use response::{ParsedResponse, ResponseHead, parse_response};
 pub use scan::{head_end, parse_due};

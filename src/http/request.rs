@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use httparse::Header;
 
 use super::fields::{self, is, write_field};
+use super::forward::{self, ForwardOpts, IdGen, RequestId};
 use super::head::{self, Overflow};
 use super::{BodyKind, HttpError, MAX_HEADERS};
 
@@ -80,6 +81,10 @@ pub struct RequestHead {
     /// with `Upgrade` listed in `Connection`. Only then are `Upgrade` and
     /// `Connection: upgrade` forwarded, and only then may a 101 come back.
     pub upgrade: bool,
+    /// The request id sent to the backend, to return to the client and log.
+    /// Empty from [`parse_request`]; the caller stores what
+    /// [`ParsedRequest::write_head`] returned.
+    pub request_id: RequestId,
 }
 
 /// A valid request head, borrowing the caller's buffer and header slots.
@@ -107,17 +112,34 @@ impl<'h, 'b> ParsedRequest<'h, 'b> {
         self.headers
     }
 
-    /// Append the head to send to the backend: the request line as received
+    /// Append the head to send to the backend and return the request id
+    /// (empty when ids are off): the request line as received
     /// (HTTP/1.1, or HTTP/1.0 for a 1.0 client: a backend must then not
     /// answer chunked, which a 1.0 client could not read, and we relay bodies
     /// verbatim; nginx speaks 1.0 upstream by default for the same reason),
     /// end-to-end fields in order (hop-by-hop ones removed,
-    /// framing fields normalised), `X-Forwarded-For` extended with
-    /// `client_ip`, and `Connection: close` if `backend_close` (or, for an
-    /// upgrade request, its `Upgrade` field and `Connection: upgrade`).
+    /// framing fields normalised), then the proxy fields:
+    /// - `X-Forwarded-For` extended with `client_ip` (the last such field);
+    /// - `Via` extended with `1.x <opts.via>` (the last such field), x being
+    ///   the version received;
+    /// - `X-Forwarded-Proto` and `X-Forwarded-Host` (the Host received, if
+    ///   any and not empty) written by us, any received ones dropped: a client
+    ///   could otherwise claim any scheme or host;
+    /// - the request id field: the client's if it sent exactly one valid id,
+    ///   else one from `ids` (received fields of that name are dropped);
+    /// - `Connection: close` if `backend_close`, or for an upgrade request
+    ///   its `Upgrade` field and `Connection: upgrade`.
     ///
-    /// An HTTP/1.0 request without Host is forwarded without one.
-    pub fn write_head(&self, client_ip: IpAddr, backend_close: bool, out: &mut Vec<u8>) {
+    /// An HTTP/1.0 request without Host is forwarded without one. Allocates
+    /// nothing beyond `out`'s growth.
+    pub fn write_head(
+        &self,
+        client_ip: IpAddr,
+        backend_close: bool,
+        opts: &ForwardOpts,
+        ids: &mut IdGen,
+        out: &mut Vec<u8>,
+    ) -> RequestId {
         out.extend_from_slice(self.method.as_bytes());
         out.push(b' ');
         out.extend_from_slice(self.target.as_bytes());
@@ -130,16 +152,17 @@ impl<'h, 'b> ParsedRequest<'h, 'b> {
         let headers = self.headers;
         // Mapped IPv4 addresses print as plain IPv4, as backends expect.
         let ip = client_ip.to_canonical();
-        // Append to the last forwarded X-Forwarded-For: fields of the same
-        // name form one list, in order (RFC 9110 §5.3).
-        let last_xff = headers
-            .iter()
-            .rposition(|h| is(h, "x-forwarded-for") && !fields::is_hop_by_hop(h.name, headers));
+        let last_xff = forward::last_forwarded(headers, "x-forwarded-for");
+        let via = opts.via.as_deref();
+        let last_via = via.and_then(|_| forward::last_forwarded(headers, "via"));
+        let id_name = opts.request_id.as_deref();
         let length = match self.head.body {
             BodyKind::Length(n) => Some(n),
             _ => None,
         };
         let mut chunked_written = false;
+        // At most one Host (validated); never hop-by-hop.
+        let host = headers.iter().find(|h| is(h, "host")).map(|h| h.value);
         fields::write_end_to_end(out, headers, length, |i, h, out| {
             if is(h, "transfer-encoding") {
                 // Validated to be exactly `chunked`; one field says it all.
@@ -149,20 +172,40 @@ impl<'h, 'b> ParsedRequest<'h, 'b> {
                 }
                 true
             } else if Some(i) == last_xff {
-                out.extend_from_slice(h.name.as_bytes());
-                out.extend_from_slice(b": ");
-                out.extend_from_slice(h.value);
-                let sep: &str = if h.value.is_empty() { "" } else { ", " };
-                // Writing to a Vec cannot fail.
-                let _ = write!(out, "{sep}{ip}\r\n");
+                forward::write_appended(out, h, |out| {
+                    let _ = write!(out, "{ip}");
+                });
+                true
+            } else if Some(i) == last_via {
+                let pseudonym = via.unwrap_or_default();
+                let minor = self.head.minor;
+                forward::write_appended(out, h, |out| forward::via_item(out, minor, pseudonym));
                 true
             } else {
-                false
+                is(h, "x-forwarded-proto")
+                    || is(h, "x-forwarded-host")
+                    || id_name.is_some_and(|name| is(h, name))
             }
         });
         if last_xff.is_none() {
+            // Writing to a Vec cannot fail.
             let _ = write!(out, "X-Forwarded-For: {ip}\r\n");
         }
+        if let (Some(pseudonym), None) = (via, last_via) {
+            forward::write_via(out, self.head.minor, pseudonym);
+        }
+        write_field(out, "X-Forwarded-Proto", opts.proto.as_str().as_bytes());
+        if let Some(host) = host.filter(|h| !h.is_empty()) {
+            write_field(out, "X-Forwarded-Host", host);
+        }
+        let id = match id_name {
+            Some(name) => {
+                let id = forward::client_id(headers, name).unwrap_or_else(|| ids.next_id());
+                write_field(out, name, id.as_bytes());
+                id
+            }
+            None => RequestId::EMPTY,
+        };
         if self.head.upgrade {
             // Hop-by-hop, so dropped above; a switch forwards them as asked.
             for h in headers.iter().filter(|h| is(h, "upgrade")) {
@@ -173,6 +216,7 @@ impl<'h, 'b> ParsedRequest<'h, 'b> {
             out.extend_from_slice(b"Connection: close\r\n");
         }
         out.extend_from_slice(b"\r\n");
+        id
     }
 }
 
@@ -228,6 +272,7 @@ pub fn parse_request<'h, 'b>(
             && method == "GET"
             && fields::count(headers, "upgrade") > 0
             && fields::has_token(headers, "connection", "upgrade"),
+        request_id: RequestId::EMPTY,
     };
     Ok(Some(ParsedRequest {
         head,

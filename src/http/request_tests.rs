@@ -23,7 +23,9 @@ fn rewrite(buf: &str, ip: &str, backend_close: bool) -> String {
     };
     let ip: IpAddr = ip.parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
     let mut out = b"previous".to_vec();
-    req.write_head(ip, backend_close, &mut out);
+    let mut ids = IdGen::new(1, 0);
+    let id = req.write_head(ip, backend_close, &ForwardOpts::off(), &mut ids, &mut out);
+    assert!(id.is_empty(), "ids are off");
     let out = String::from_utf8_lossy(&out).into_owned();
     out.strip_prefix("previous")
         .unwrap_or("appended nothing")
@@ -42,6 +44,7 @@ fn valid_requests() {
         keep_alive: true,
         expect_continue: false,
         upgrade: false,
+        request_id: RequestId::EMPTY,
     };
     assert_eq!(head, Ok(Some(want)));
 
@@ -394,7 +397,7 @@ fn rewrite_for_backend() {
             "GET /p?q HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n",
             "10.0.0.1",
             false,
-            "GET /p?q HTTP/1.1\r\nHost: x\r\nAccept: */*\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n",
+            "GET /p?q HTTP/1.1\r\nHost: x\r\nAccept: */*\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: x\r\n\r\n",
         ),
         (
             "hop-by-hop removed, backend close",
@@ -402,63 +405,63 @@ fn rewrite_for_backend() {
              Proxy-Connection: x\r\nTE: trailers\r\nTrailer: X\r\nUpgrade: websocket\r\nx-foo: 2\r\nX-Bar: 3\r\n\r\n",
             "10.0.0.1",
             true,
-            "GET / HTTP/1.1\r\nHost: x\r\nX-Bar: 3\r\nX-Forwarded-For: 10.0.0.1\r\nConnection: close\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nX-Bar: 3\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: x\r\nConnection: close\r\n\r\n",
         ),
         (
             "Connection: close, X-Foo",
             "GET / HTTP/1.1\r\nHost: x\r\nX-Foo: 1\r\nConnection: close, X-Foo\r\n\r\n",
             "10.0.0.1",
             false,
-            "GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: x\r\n\r\n",
         ),
         (
             "framing fields are not Connection options",
             "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: Content-Length, Host\r\n\r\n",
             "10.0.0.1",
             false,
-            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: x\r\n\r\n",
         ),
         (
             "XFF appended",
             "GET / HTTP/1.1\r\nX-Forwarded-For: 1.1.1.1\r\nHost: x\r\n\r\n",
             "10.0.0.1",
             false,
-            "GET / HTTP/1.1\r\nX-Forwarded-For: 1.1.1.1, 10.0.0.1\r\nHost: x\r\n\r\n",
+            "GET / HTTP/1.1\r\nX-Forwarded-For: 1.1.1.1, 10.0.0.1\r\nHost: x\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: x\r\n\r\n",
         ),
         (
             "XFF appended to the last field",
             "GET / HTTP/1.1\r\nx-forwarded-for: 1.1.1.1\r\nHost: x\r\nX-Forwarded-For: 2.2.2.2, 3.3.3.3\r\n\r\n",
             "::1",
             false,
-            "GET / HTTP/1.1\r\nx-forwarded-for: 1.1.1.1\r\nHost: x\r\nX-Forwarded-For: 2.2.2.2, 3.3.3.3, ::1\r\n\r\n",
+            "GET / HTTP/1.1\r\nx-forwarded-for: 1.1.1.1\r\nHost: x\r\nX-Forwarded-For: 2.2.2.2, 3.3.3.3, ::1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: x\r\n\r\n",
         ),
         (
             "empty XFF",
             "GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For:\r\n\r\n",
             "10.0.0.1",
             false,
-            "GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: x\r\n\r\n",
         ),
         (
             "XFF named in Connection is replaced",
             "GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 6.6.6.6\r\nConnection: x-forwarded-for\r\n\r\n",
             "::ffff:10.0.0.1",
             false,
-            "GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: x\r\n\r\n",
         ),
         (
             "HTTP/1.0 kept (no chunked reply), framing normalised, Expect kept",
             "PUT /u HTTP/1.0\r\nContent-Length: 5, 5\r\nExpect: 100-continue\r\ncontent-length: 5\r\n\r\n",
             "2001:db8::1",
             false,
-            "PUT /u HTTP/1.0\r\nContent-Length: 5\r\nExpect: 100-continue\r\nX-Forwarded-For: 2001:db8::1\r\n\r\n",
+            "PUT /u HTTP/1.0\r\nContent-Length: 5\r\nExpect: 100-continue\r\nX-Forwarded-For: 2001:db8::1\r\nX-Forwarded-Proto: http\r\n\r\n",
         ),
         (
             "chunked",
             "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: ,\r\n\r\n",
             "10.0.0.1",
             false,
-            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: x\r\n\r\n",
         ),
     ];
     for (what, req, ip, close, want) in cases {
@@ -526,7 +529,8 @@ fn upgrade_is_forwarded_only_when_asked_for_on_a_get() {
             panic!("must parse: {req:?}");
         };
         let mut out = Vec::new();
-        p.write_head(ip, true, &mut out);
+        let mut ids = IdGen::new(1, 0);
+        p.write_head(ip, true, &ForwardOpts::off(), &mut ids, &mut out);
         (p.head.upgrade, String::from_utf8_lossy(&out).into_owned())
     };
     let (up, head) = rewrite(
@@ -535,7 +539,8 @@ fn upgrade_is_forwarded_only_when_asked_for_on_a_get() {
     assert!(up);
     assert_eq!(
         head,
-        "GET /ws HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.0.0.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"
+        "GET /ws HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: http\r\n\
+         X-Forwarded-Host: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"
     );
     // Not listed in Connection, not a GET, or HTTP/1.0: stripped as hop-by-hop.
     for req in [

@@ -6,6 +6,7 @@ use std::io::Write as _;
 use httparse::Header;
 
 use super::fields::{self, write_field};
+use super::forward::{self, ForwardOpts, RequestId};
 use super::head::{self, Overflow};
 use super::{BodyKind, HttpError, MAX_HEADERS, Method};
 
@@ -54,7 +55,12 @@ impl<'h, 'b> ParsedResponse<'h, 'b> {
 
     /// Append the head to send to the client: the status line as HTTP/1.1 with
     /// the same code and reason, end-to-end fields in order (Content-Length
-    /// normalised, Transfer-Encoding as received), then for a final response
+    /// normalised, Transfer-Encoding as received; fields named in the
+    /// response's `Connection` are removed like the fixed hop-by-hop ones),
+    /// `Via` extended with `1.x <opts.via>` (x: the version the backend
+    /// spoke) on every response, then for a final response the request id
+    /// `id` in `opts.request_id`'s field (replacing the backend's, if it
+    /// echoed one) when ids are on and `id` is not empty, and
     /// `Connection: close` if `client_close`, else `Connection: keep-alive` if
     /// the client speaks HTTP/1.0 (`client_minor == 0`).
     ///
@@ -62,14 +68,43 @@ impl<'h, 'b> ParsedResponse<'h, 'b> {
     /// body, and must not forward 1xx responses to HTTP/1.0 clients (RFC 9110
     /// §15.2). HTTP/1.0 clients cannot decode a chunked body either; this layer
     /// does not de-chunk.
-    pub fn write_head(&self, client_close: bool, client_minor: u8, out: &mut Vec<u8>) {
+    pub fn write_head(
+        &self,
+        client_close: bool,
+        client_minor: u8,
+        opts: &ForwardOpts,
+        id: &RequestId,
+        out: &mut Vec<u8>,
+    ) {
         // Writing to a Vec cannot fail.
         let _ = write!(out, "HTTP/1.1 {} ", self.head.status);
         out.extend_from_slice(self.reason);
         out.extend_from_slice(b"\r\n");
-        fields::write_end_to_end(out, self.headers, self.length, |_, _, _| false);
+        let headers = self.headers;
+        let via = opts.via.as_deref();
+        let last_via = via.and_then(|_| forward::last_forwarded(headers, "via"));
+        let id_name = opts
+            .request_id
+            .as_deref()
+            .filter(|_| !id.is_empty() && !self.head.is_interim);
+        let minor = self.head.minor;
+        fields::write_end_to_end(out, headers, self.length, |i, h, out| {
+            if Some(i) == last_via {
+                let pseudonym = via.unwrap_or_default();
+                forward::write_appended(out, h, |out| forward::via_item(out, minor, pseudonym));
+                true
+            } else {
+                id_name.is_some_and(|name| fields::is(h, name))
+            }
+        });
+        if let (Some(pseudonym), None) = (via, last_via) {
+            forward::write_via(out, minor, pseudonym);
+        }
+        if let Some(name) = id_name {
+            write_field(out, name, id.as_bytes());
+        }
         if self.head.switching {
-            for h in self.headers.iter().filter(|h| fields::is(h, "upgrade")) {
+            for h in headers.iter().filter(|h| fields::is(h, "upgrade")) {
                 write_field(out, h.name, h.value);
             }
             write_field(out, "Connection", b"upgrade");

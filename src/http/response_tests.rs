@@ -12,7 +12,8 @@ fn rewrite(buf: &str, client_close: bool, client_minor: u8) -> String {
         panic!("not a complete response: {buf:?}");
     };
     let mut out = b"previous".to_vec();
-    resp.write_head(client_close, client_minor, &mut out);
+    let (opts, id) = (ForwardOpts::off(), RequestId::EMPTY);
+    resp.write_head(client_close, client_minor, &opts, &id, &mut out);
     let out = String::from_utf8_lossy(&out).into_owned();
     out.strip_prefix("previous")
         .unwrap_or("appended nothing")
@@ -327,7 +328,7 @@ fn a_switch_is_accepted_only_when_asked_for() {
     assert_eq!(p.head.body, BodyKind::None);
     assert_eq!(&buf[p.head.head_len..], b"frames");
     let mut out = Vec::new();
-    p.write_head(false, 1, &mut out);
+    p.write_head(false, 1, &ForwardOpts::off(), &RequestId::EMPTY, &mut out);
     assert_eq!(
         out,
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"

@@ -15,7 +15,7 @@ use super::fault::{BackendFault, ClientFault, Fault, Progress};
 use super::net::Net;
 use super::{PENDING_LIMIT, ProxyCtx};
 use crate::config::BackendConn;
-use crate::http::{self, BodyFramer, BodyKind, Peer, RequestHead};
+use crate::http::{self, BodyFramer, BodyKind, ForwardOpts, Peer, RequestHead};
 use crate::runtime::io::{self as sio, Connect, Io};
 use crate::runtime::session::Env;
 
@@ -311,7 +311,8 @@ impl Exchange {
                 Io::Failed(_) => return Flow::Failed(Fault::Backend(BackendFault::Reset)),
             }
         }
-        match self.relay(client, bufs, draining) {
+        let forward = &env.ctx.shared.forward;
+        match self.relay(client, bufs, draining, forward) {
             Flow::Stalled if moved => Flow::Moved,
             flow => flow,
         }
@@ -323,6 +324,7 @@ impl Exchange {
         client: &mut Client<N>,
         bufs: &mut Buffers,
         draining: bool,
+        forward: &ForwardOpts,
     ) -> Flow {
         let mut flow = Flow::Stalled;
         for _ in 0..INTERIM_PER_TURN {
@@ -334,7 +336,7 @@ impl Exchange {
                         }
                         return flow;
                     }
-                    match self.relay_head(client, bufs, draining) {
+                    match self.relay_head(client, bufs, draining, forward) {
                         Flow::Moved => flow = Flow::Moved,
                         other => return other,
                     }
@@ -367,6 +369,7 @@ impl Exchange {
         client: &mut Client<N>,
         bufs: &mut Buffers,
         draining: bool,
+        forward: &ForwardOpts,
     ) -> Flow {
         let client_close = !self.req.keep_alive || draining || !self.req_done || self.close_after;
         let at = client.bytes_out + client.out.owed() as u64;
@@ -395,7 +398,8 @@ impl Exchange {
         let close = client_close || head.body == BodyKind::CloseDelimited;
         // RFC 9110 §15.2: no 1xx to an HTTP/1.0 client.
         if !(head.is_interim && self.req.minor == 0) {
-            parsed.write_head(close, self.req.minor, client.out.tail());
+            let id = &self.req.request_id;
+            parsed.write_head(close, self.req.minor, forward, id, client.out.tail());
         }
         bufs.bin.drain(..head.head_len);
         self.relayed = true;

@@ -38,6 +38,7 @@ use hdrhistogram::Histogram;
 
 use crate::balance::Selector;
 use crate::config::{BackendAddr, BackendConn, Timeouts};
+use crate::http::{ForwardOpts, IdGen};
 use crate::runtime::ratelimit::RateLimit;
 
 pub use session::ProxySession;
@@ -73,6 +74,10 @@ pub struct Shared {
     pub retry_budget: crate::health::RetryBudget,
     /// With `--health-check`: the checker's up/down verdicts.
     pub active: Option<Arc<crate::health::active::ActiveHealth>>,
+    /// `--via`, `--request-id`: the proxy fields written on forwarded heads.
+    pub forward: ForwardOpts,
+    /// The process part of generated request ids (see [`id_prefix`]).
+    pub id_prefix: u64,
 }
 
 impl Shared {
@@ -157,6 +162,8 @@ pub struct ProxyCtx<N: net::Net = net::Tcp> {
     pub warn: RateLimit,
     /// Latency of answered requests in µs, merged into `Shared` on drop.
     pub latencies: Histogram<u64>,
+    /// This worker's request id generator.
+    pub ids: IdGen,
 }
 
 impl ProxyCtx<net::Tcp> {
@@ -174,8 +181,10 @@ impl<N: net::Net> ProxyCtx<N> {
         csv: Option<csvlog::CsvLog>,
     ) -> Self {
         let n = shared.backends.len();
+        let worker = u16::try_from(worker).unwrap_or(u16::MAX);
         ProxyCtx {
-            worker: u16::try_from(worker).unwrap_or(u16::MAX),
+            worker,
+            ids: IdGen::new(shared.id_prefix, worker),
             shared,
             upstreams: upstream::Upstreams::new(net, n),
             scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),
@@ -195,6 +204,24 @@ impl<N: net::Net> ProxyCtx<N> {
             self.shared.stats.within_slo.fetch_add(1, Relaxed);
         }
     }
+}
+
+/// A random 64-bit prefix for this run's request ids, read once at start-up
+/// from `/dev/urandom`; if that fails, the clock and the pid mixed by std's
+/// randomly keyed hasher (still distinct per run).
+pub fn id_prefix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::io::Read;
+    let mut bytes = [0u8; 8];
+    let random = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if random.is_ok() {
+        return u64::from_ne_bytes(bytes);
+    }
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    h.write_u128(since.map_or(0, |d| d.as_nanos()));
+    h.write_u32(std::process::id());
+    h.finish()
 }
 
 impl<N: net::Net> Drop for ProxyCtx<N> {

@@ -74,7 +74,12 @@ const TRICKLE_BYTES: usize = 64;
 const TRICKLE_PAUSE: Duration = Duration::from_millis(5);
 
 /// Where the client connection is.
+///
+/// `Exchange` is the large variant (it carries the request id inline); it is
+/// not boxed because a box would cost an allocation per request, while the
+/// extra bytes sit once per connection in the worker's slab.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum State {
     /// Between requests, or reading a request head.
     Idle(Idle),
@@ -336,8 +341,16 @@ impl<N: Net> ProxySession<N> {
         let parsed = match http::parse_request(&self.client.input, &mut fields) {
             Ok(Some(p)) => {
                 self.bufs.head.clear();
-                p.write_head(self.client.peer.ip(), close_backend, &mut self.bufs.head);
-                Ok(Some(p.head))
+                let ctx = &mut *env.ctx;
+                let mut head = p.head;
+                head.request_id = p.write_head(
+                    self.client.peer.ip(),
+                    close_backend,
+                    &ctx.shared.forward,
+                    &mut ctx.ids,
+                    &mut self.bufs.head,
+                );
+                Ok(Some(head))
             }
             Ok(None) => Ok(None),
             Err(e) => Err(e),

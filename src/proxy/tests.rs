@@ -208,6 +208,8 @@ impl Harness {
             ejector: Ejector::new(BACKENDS, now, false, 5),
             retry_budget: RetryBudget::new(now),
             active: None,
+            forward: crate::http::ForwardOpts::default(),
+            id_prefix: 7,
             backends,
         });
         let net = MemNet::default();

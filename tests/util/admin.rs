@@ -57,6 +57,7 @@ pub fn start(backends: &[(&str, SocketAddr)], opts: Opts) -> io::Result<AdminPro
         eject_5xx: false,
         health_check: None,
         eject_after: 0,
+        forward: opts.forward,
     };
     let listener =
         admin::AdminListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).map_err(err)?;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tidegate::balance::Policy;
 use tidegate::config::{BackendAddr, BackendConn, ProxyConfig, ServerConfig, Timeouts};
+use tidegate::http::ForwardOpts;
 use tidegate::proxy::ProxyStats;
 use tidegate::runtime::stats::Summary;
 use tidegate::server::{ProxyHandles, RunningServer, Server};
@@ -29,6 +30,8 @@ pub struct Opts {
     pub workers: usize,
     /// `--health-check PATH` with its interval.
     pub health_check: Option<(String, Duration)>,
+    /// `--via` / `--request-id` (default: on, as the binary).
+    pub forward: ForwardOpts,
 }
 
 impl Default for Opts {
@@ -47,6 +50,7 @@ impl Default for Opts {
             csv: None,
             workers: 1,
             health_check: None,
+            forward: ForwardOpts::default(),
         }
     }
 }
@@ -79,6 +83,7 @@ pub fn start(backends: &[SocketAddr], opts: Opts) -> io::Result<TestProxy> {
         eject_5xx: false,
         health_check: opts.health_check,
         eject_after: tidegate::health::EJECT_AFTER,
+        forward: opts.forward,
     };
     let (server, handles) = Server::proxy(&cfg).map_err(|e| io::Error::other(e.to_string()))?;
     let server = server.spawn()?;
