@@ -3,7 +3,6 @@
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -256,7 +255,9 @@ pub struct ProxyConfig {
     pub policy: crate::balance::Policy,
     pub backend_conn: BackendConn,
     pub timeouts: Timeouts,
-    pub log_csv: Option<PathBuf>,
+    /// `--access-log PATH|stdout` with `--access-log-format` (`--log-csv`
+    /// is the csv format's alias; both at once is an error).
+    pub access_log: Option<crate::proxy::accesslog::AccessLog>,
     /// `--slo-ms`: report the share of requests answered within it.
     pub slo: Option<Duration>,
     /// `--eject-5xx`: 5xx answers count as failures for outlier ejection.

@@ -19,6 +19,7 @@ use crate::echo::{EchoCtx, EchoSession};
 use crate::health::active::{self as health_check, ActiveHealth};
 use crate::health::{Ejector, RetryBudget};
 use crate::metrics::Metrics;
+use crate::proxy::accesslog::LogTarget;
 use crate::proxy::{ProxyCtx, ProxySession, ProxyStats, Shared, csvlog};
 use crate::runtime::acceptor::{
     self, Acceptor, ListenError, ReopenHook, ShutdownHandle, SignalFlags,
@@ -186,15 +187,21 @@ impl Server {
             health_check::spawn(active, targets, path.clone(), *interval)
                 .map_err(io_err("starting the health checker"))?;
         }
-        let (csv, writer) = match &cfg.log_csv {
-            Some(path) => {
+        let (csv, writer) = match &cfg.access_log {
+            Some(log) => {
                 let urls = cfg
                     .backends
                     .iter()
                     .map(|b| format!("http://{}", b.addr))
                     .collect();
-                let (log, writer) = csvlog::start(path, urls, mode)
-                    .map_err(io_err(format!("cannot write --log-csv {}", path.display())))?;
+                let what = match &log.target {
+                    LogTarget::File(path) => {
+                        format!("cannot write the request log {}", path.display())
+                    }
+                    LogTarget::Stdout => "cannot start the request log".to_string(),
+                };
+                let (log, writer) =
+                    csvlog::start(&log.target, log.format, urls, mode).map_err(io_err(what))?;
                 (Some(log), Some(writer))
             }
             None => (None, None),

@@ -128,7 +128,7 @@ fn bad_settings_end_with_one_clear_line() -> TestResult {
     assert_eq!(code, Some(1), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
-        err.contains("cannot write --log-csv /nonexistent-dir/x.csv"),
+        err.contains("cannot write the request log /nonexistent-dir/x.csv"),
         "{err}"
     );
     Ok(())

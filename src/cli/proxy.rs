@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+use tidegate::proxy::accesslog::{AccessLog, LogFormat, LogTarget};
 
 use clap::{Args, FromArgMatches};
 use tidegate::balance::{self, Policy};
@@ -43,6 +44,12 @@ pub struct ProxyArgs {
     /// Write one CSV row per request (timestamp,backend_url,latency_ms,status_code,routing_mode,...).
     #[arg(long, value_name = "FILE")]
     pub log_csv: Option<PathBuf>,
+    /// One line per request to PATH (appended; reopened on SIGUSR1) or `stdout`.
+    #[arg(long, value_name = "PATH|stdout")]
+    pub access_log: Option<String>,
+    /// The access log's format: json, combined or csv (the --log-csv columns).
+    #[arg(long, default_value = "json", value_name = "FORMAT")]
+    pub access_log_format: String,
     /// No response (or no progress) from a backend for this long: 504.
     #[arg(long, default_value = "30s", value_name = "DURATION")]
     pub backend_timeout: String,
@@ -93,6 +100,34 @@ pub struct ProxyArgs {
 }
 
 impl ProxyArgs {
+    /// `--access-log` with its format; `--log-csv FILE` is the csv alias.
+    pub fn access_log(&self) -> Result<Option<AccessLog>, ConfigError> {
+        let format: LogFormat =
+            self.access_log_format
+                .parse()
+                .map_err(|why| ConfigError::BadValue {
+                    flag: "--access-log-format",
+                    value: self.access_log_format.clone(),
+                    why,
+                })?;
+        match (&self.access_log, &self.log_csv) {
+            (Some(_), Some(path)) => Err(ConfigError::BadValue {
+                flag: "--log-csv",
+                value: path.display().to_string(),
+                why: "give either --log-csv or --access-log, not both".into(),
+            }),
+            (Some(target), None) => Ok(Some(AccessLog {
+                target: LogTarget::parse(target),
+                format,
+            })),
+            (None, Some(path)) => Ok(Some(AccessLog {
+                target: LogTarget::File(path.clone()),
+                format: LogFormat::Csv,
+            })),
+            (None, None) => Ok(None),
+        }
+    }
+
     /// The `--admin` address, if any.
     pub fn admin(&self) -> Result<Option<SocketAddr>, ConfigError> {
         match self.admin.as_deref() {
@@ -141,7 +176,7 @@ impl ProxyArgs {
                 tunnel: config::parse_timeout("--tunnel-timeout", &self.tunnel_timeout)?,
                 drain: config::parse_timeout("--drain-timeout", &self.drain_timeout)?,
             },
-            log_csv: self.log_csv.clone(),
+            access_log: self.access_log()?,
             forward: config::forward_opts(&self.via, &self.request_id)?,
             slo: self.slo_ms.map(Duration::from_millis),
             eject_5xx: self.eject_5xx,

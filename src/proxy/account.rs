@@ -5,6 +5,7 @@
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime};
 
+use super::accesslog::Detail;
 use super::csvlog::{Outcome as LogOutcome, Row};
 use super::exchange::Exchange;
 use super::fault::{BackendFault, ClientFault, Fault};
@@ -87,13 +88,15 @@ pub fn count_status(status: u16, stats: &ProxyStats) {
     });
 }
 
-/// One row of the request log, if it is on.
+/// One row of the request log, if it is on; `detail` only where the
+/// log's format wants it (see [`wants_detail`]).
 pub fn log_row<N: Net>(
     env: &Env<'_, ProxyCtx<N>>,
     backend: Option<usize>,
     latency: Duration,
     status: u16,
     outcome: LogOutcome,
+    detail: Option<Box<Detail>>,
 ) {
     if let Some(csv) = &env.ctx.csv {
         csv.send(Row {
@@ -103,8 +106,14 @@ pub fn log_row<N: Net>(
             status,
             outcome,
             worker: env.ctx.worker,
+            detail,
         });
     }
+}
+
+/// Whether log rows carry a [`Detail`] (json and combined formats).
+pub fn wants_detail<N: Net>(ctx: &ProxyCtx<N>) -> bool {
+    ctx.csv.as_ref().is_some_and(|l| l.detail)
 }
 
 /// Logs backend trouble at warn, at most once per interval per worker.

@@ -1,4 +1,6 @@
-//! `--log-csv FILE`: one row per answered request, in the seed's columns
+//! The request log writer: `--access-log PATH|stdout` in the json,
+//! combined or csv format (see `accesslog`); `--log-csv FILE` is the csv
+//! format, one row per answered request in the seed's columns
 //! (`timestamp,backend_url,latency_ms,status_code,routing_mode`) plus
 //! `outcome` and `worker`.
 //!
@@ -17,23 +19,20 @@
 //! (SIGUSR1, after logrotate renamed the file) makes the writer open the
 //! path afresh; if that fails it keeps writing to the file it has.
 
-use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use log::{info, warn};
 
+use super::accesslog::{self, LogFormat, LogTarget};
+pub use super::accesslog::{HEADER, Outcome, Row, format_row, iso8601_utc};
 use crate::runtime::ratelimit::RateLimit;
-
-/// The header; tools (the seed's pandas scripts, `tidegate report`) rely
-/// on the first five names exactly.
-pub const HEADER: &str = "timestamp,backend_url,latency_ms,status_code,routing_mode,outcome,worker";
 
 /// A batch is written once it reaches this size even if more rows are
 /// queued: 64 KiB is ~600 rows, few enough that one failed write loses
@@ -48,62 +47,8 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 /// the batch counts as failed (SIGUSR1 and friends can land mid-write).
 const EINTR_RETRIES: usize = 16;
 
-/// How a request ended, as logged in the `outcome` column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// A response was relayed in full.
-    Ok,
-    /// The request was malformed; the proxy answered 4xx itself.
-    BadRequest,
-    /// No backend could be reached (502).
-    ConnectFailed,
-    /// The backend closed or reset before answering (502).
-    BackendReset,
-    /// The backend's response was malformed (502).
-    BadResponse,
-    /// No progress from the backend within --backend-timeout (504).
-    BackendTimeout,
-    /// No progress from the client within --client-timeout (408, or a close).
-    ClientTimeout,
-    /// The response was cut off after its head was relayed.
-    Truncated,
-    /// The client went away before the response was complete.
-    ClientAbort,
-    /// The request switched protocols (101) and became a byte tunnel.
-    Upgraded,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Ok => "ok",
-            Outcome::BadRequest => "bad_request",
-            Outcome::ConnectFailed => "connect_failed",
-            Outcome::BackendReset => "backend_reset",
-            Outcome::BadResponse => "bad_response",
-            Outcome::BackendTimeout => "backend_timeout",
-            Outcome::ClientTimeout => "client_timeout",
-            Outcome::Truncated => "truncated",
-            Outcome::ClientAbort => "client_abort",
-            Outcome::Upgraded => "upgraded",
-        }
-    }
-}
-
-/// One row, as sent by a worker.
-#[derive(Debug, Clone, Copy)]
-pub struct Row {
-    pub at: SystemTime,
-    /// Index into the backend list, or `None` when no backend was involved.
-    pub backend: Option<usize>,
-    pub latency: Duration,
-    pub status: u16,
-    pub outcome: Outcome,
-    pub worker: u16,
-}
-
 /// What the writer thread is sent.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Msg {
     Row(Row),
     /// Open the path again (the old file was moved away).
@@ -114,6 +59,8 @@ enum Msg {
 #[derive(Debug, Clone)]
 pub struct CsvLog {
     tx: Sender<Msg>,
+    /// The format shows request details: workers fill [`Row::detail`].
+    pub detail: bool,
 }
 
 impl CsvLog {
@@ -147,21 +94,27 @@ pub struct CsvWriter {
     pub counters: Arc<LogCounters>,
 }
 
-/// Opens `path` for appending (creating it), writes the header if the file
-/// is empty, and starts the writer. `backend_urls[i]` names backend `i`;
-/// `mode` fills `routing_mode`. Fails if the file cannot be opened or the
-/// header cannot be written, so a bad path is a start-up error.
+/// Opens the log (a file is appended to, created if missing, with the csv
+/// header if empty) and starts the writer. `backend_urls[i]` names backend
+/// `i`; `mode` is the routing policy's name. Fails if the file cannot be
+/// opened or the header cannot be written, so a bad path is a start-up
+/// error.
 pub fn start(
-    path: &Path,
+    target: &LogTarget,
+    format: LogFormat,
     backend_urls: Vec<String>,
     mode: &'static str,
 ) -> io::Result<(CsvLog, CsvWriter)> {
-    let out = open_append(path)?;
+    let (out, path): (Box<dyn Write + Send>, _) = match target {
+        LogTarget::File(path) => (Box::new(open_append(path, format)?), Some(path.clone())),
+        LogTarget::Stdout => (Box::new(io::stdout()), None),
+    };
     let (tx, rx) = crossbeam_channel::unbounded();
     let counters = Arc::new(LogCounters::default());
     let mut sink = Sink {
-        out: Box::new(out),
-        path: Some(path.to_path_buf()),
+        out,
+        path,
+        format,
         counters: Arc::clone(&counters),
         warn: RateLimit::new(WARN_EVERY),
         batch: String::with_capacity(BATCH_BYTES + 256),
@@ -169,15 +122,19 @@ pub fn start(
         torn: false,
     };
     let thread = thread::Builder::new()
-        .name("tidegate-csv".into())
+        .name("tidegate-log".into())
         .spawn(move || sink.run(&rx, &backend_urls, mode))?;
-    Ok((CsvLog { tx }, CsvWriter { thread, counters }))
+    let log = CsvLog {
+        tx,
+        detail: format.wants_detail(),
+    };
+    Ok((log, CsvWriter { thread, counters }))
 }
 
-/// Opens for appending; writes the header into an empty file.
-fn open_append(path: &Path) -> io::Result<File> {
+/// Opens for appending; writes the csv header into an empty file.
+fn open_append(path: &Path, format: LogFormat) -> io::Result<File> {
     let mut f = OpenOptions::new().append(true).create(true).open(path)?;
-    if f.metadata()?.len() == 0 {
+    if format == LogFormat::Csv && f.metadata()?.len() == 0 {
         f.write_all(HEADER.as_bytes())?;
         f.write_all(b"\n")?;
     }
@@ -187,8 +144,9 @@ fn open_append(path: &Path) -> io::Result<File> {
 /// The writer thread's state.
 struct Sink {
     out: Box<dyn Write + Send>,
-    /// Where to reopen; `None` for a sink that cannot be reopened (tests).
+    /// Where to reopen; `None` for stdout and test sinks.
     path: Option<PathBuf>,
+    format: LogFormat,
     counters: Arc<LogCounters>,
     warn: RateLimit,
     /// Formatted rows not yet written.
@@ -208,7 +166,15 @@ impl Sink {
             for msg in std::iter::once(first).chain(rx.try_iter()) {
                 match msg {
                     Msg::Row(row) => {
-                        format_row(&mut self.batch, &row, urls, mode);
+                        match self.format {
+                            LogFormat::Csv => format_row(&mut self.batch, &row, urls, mode),
+                            LogFormat::Json => {
+                                accesslog::format_json(&mut self.batch, &row, urls, mode)
+                            }
+                            LogFormat::Combined => {
+                                accesslog::format_combined(&mut self.batch, &row)
+                            }
+                        }
                         self.pending += 1;
                         if self.batch.len() >= BATCH_BYTES {
                             self.write_batch();
@@ -251,7 +217,7 @@ impl Sink {
                 let dropped = self.counters.dropped.fetch_add(lost, Relaxed) + lost;
                 if let Some(held) = self.warn.allow(Instant::now()) {
                     warn!(
-                        "cannot write the CSV log{}: {e}; {lost} rows dropped ({dropped} so far, \
+                        "cannot write the request log{}: {e}; {lost} rows dropped ({dropped} so far, \
                          {held} warnings suppressed); the proxy keeps serving",
                         self.path
                             .as_ref()
@@ -268,16 +234,16 @@ impl Sink {
     /// Opens the path again; keeps the current file if that fails.
     fn reopen(&mut self) {
         let Some(path) = &self.path else { return };
-        match open_append(path) {
+        match open_append(path, self.format) {
             Ok(f) => {
                 self.out = Box::new(f);
                 self.torn = false;
-                info!("reopened the CSV log {}", path.display());
+                info!("reopened the request log {}", path.display());
             }
             Err(e) => {
                 self.counters.write_errors.fetch_add(1, Relaxed);
                 warn!(
-                    "cannot reopen the CSV log {}: {e}; still writing to the old file",
+                    "cannot reopen the request log {}: {e}; still writing to the old file",
                     path.display()
                 );
             }
@@ -303,54 +269,6 @@ fn write_some(out: &mut dyn Write, bytes: &[u8]) -> (usize, Option<io::Error>) {
         }
     }
     (done, None)
-}
-
-/// Formats one CSV line (with its newline) into `line`.
-pub fn format_row(line: &mut String, row: &Row, urls: &[String], mode: &str) {
-    iso8601_utc(line, row.at);
-    let url = row
-        .backend
-        .and_then(|i| urls.get(i))
-        .map_or("-", String::as_str);
-    let _ = writeln!(
-        line,
-        ",{url},{:.3},{},{mode},{},{}",
-        row.latency.as_secs_f64() * 1000.0,
-        row.status,
-        row.outcome.as_str(),
-        row.worker
-    );
-}
-
-/// Appends `t` as `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
-pub fn iso8601_utc(out: &mut String, t: SystemTime) {
-    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
-    let _ = write!(
-        out,
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        since.subsec_micros()
-    );
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
-/// `civil_from_days`).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::accesslog::Detail;
 use super::client::{Buffers, Client};
 use super::fault::{BackendFault, ClientFault, Fault, Progress};
 use super::net::Net;
@@ -81,6 +82,13 @@ pub struct Exchange {
     /// Last progress on either side; inactivity timeouts count from here
     /// and are charged to the side the exchange is waiting on.
     pub last_progress: Instant,
+    /// When the request head was complete.
+    pub started: Instant,
+    /// Response bytes queued for the client (heads and body).
+    pub bytes_out: u64,
+    /// The access log's copy of the request line and fields, when its
+    /// format wants one.
+    pub log: Option<Box<Detail>>,
 }
 
 impl Exchange {
@@ -105,7 +113,21 @@ impl Exchange {
             conn_started: now,
             first_write: None,
             last_progress: now,
+            started: now,
+            bytes_out: 0,
+            log: None,
         }
+    }
+
+    /// The access log's detail, completed with what this exchange moved.
+    pub fn take_detail(&mut self, now: Instant) -> Option<Box<Detail>> {
+        let mut d = self.log.take()?;
+        d.request_id = self.req.request_id;
+        d.bytes_in = self.req.head_len as u64 + self.body_sent;
+        d.bytes_out = self.bytes_out;
+        d.duration = now.saturating_duration_since(self.started);
+        d.attempts = 1 + u8::from(self.retried);
+        Some(d)
     }
 
     /// How far the current attempt got.
@@ -347,6 +369,7 @@ impl Exchange {
                     };
                     client.out.push(bufs.bin.get(..a.used).unwrap_or_default());
                     bufs.bin.drain(..a.used);
+                    self.bytes_out += a.used as u64;
                     let drained = self.backend_eof && bufs.bin.is_empty();
                     if a.done || (drained && framer.at_eof().is_ok()) {
                         return Flow::Complete;
@@ -399,7 +422,10 @@ impl Exchange {
         // RFC 9110 §15.2: no 1xx to an HTTP/1.0 client.
         if !(head.is_interim && self.req.minor == 0) {
             let id = &self.req.request_id;
-            parsed.write_head(close, self.req.minor, forward, id, client.out.tail());
+            let tail = client.out.tail();
+            let before = tail.len();
+            parsed.write_head(close, self.req.minor, forward, id, tail);
+            self.bytes_out += tail.len().saturating_sub(before) as u64;
         }
         bufs.bin.drain(..head.head_len);
         self.relayed = true;

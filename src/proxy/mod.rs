@@ -13,9 +13,12 @@
 //!   end of an attempt.
 //! - `net`: the [`net::Net`] trait: TCP in production, in-memory in tests.
 //! - `upstream`: the per-worker table of backend sockets and the keep-alive pool.
-//! - `csvlog`: the `--log-csv` writer thread.
+//! - `accesslog`: what a request log line holds and its formats (csv,
+//!   json, combined); pure.
+//! - `csvlog`: the request log's writer thread (`--access-log`, `--log-csv`).
 //! - `summary`: the run summary.
 
+pub mod accesslog;
 mod account;
 mod client;
 pub mod csvlog;

@@ -26,7 +26,8 @@ use std::mem;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::account::{blame, count, count_status, end_attempt, log_row};
+use super::accesslog::{self, Detail};
+use super::account::{blame, count, count_status, end_attempt, log_row, wants_detail};
 use super::client::{Buffers, Client};
 use super::csvlog::Outcome as LogOutcome;
 use super::exchange::{Exchange, Flow, Resp};
@@ -214,7 +215,15 @@ impl<N: Net> ProxySession<N> {
                 // The client connection ends first: not the backend's doing.
                 let elapsed = ex.latency(env.now);
                 count(Fault::Client(ClientFault::Abort), &env.ctx.shared.stats);
-                log_row(env, Some(ex.backend), elapsed, 499, LogOutcome::ClientAbort);
+                let detail = ex.take_detail(env.now);
+                log_row(
+                    env,
+                    Some(ex.backend),
+                    elapsed,
+                    499,
+                    LogOutcome::ClientAbort,
+                    detail,
+                );
                 end_attempt(&mut ex, env, 499, elapsed, End::Abandoned);
                 release(&mut ex.upstream, env, false);
             }
@@ -341,6 +350,8 @@ impl<N: Net> ProxySession<N> {
         let parsed = match http::parse_request(&self.client.input, &mut fields) {
             Ok(Some(p)) => {
                 self.bufs.head.clear();
+                let detail =
+                    wants_detail(env.ctx).then(|| Box::new(detail_of(&p, self.client.peer)));
                 let ctx = &mut *env.ctx;
                 let mut head = p.head;
                 head.request_id = p.write_head(
@@ -350,7 +361,7 @@ impl<N: Net> ProxySession<N> {
                     &mut ctx.ids,
                     &mut self.bufs.head,
                 );
-                Ok(Some(head))
+                Ok(Some((head, detail)))
             }
             Ok(None) => Ok(None),
             Err(e) => Err(e),
@@ -366,12 +377,13 @@ impl<N: Net> ProxySession<N> {
                 self.reject(e, env);
                 Ok(true)
             }
-            Ok(Some(head)) => {
+            Ok(Some((head, detail))) => {
                 self.client.input.drain(..head.head_len);
                 let shared = &env.ctx.shared;
                 ProxyStats::bump(&shared.stats.requests);
                 shared.retry_budget.request(env.now);
                 let mut ex = Exchange::new(head, env.now);
+                ex.log = detail;
                 match shared.choose(env.now, None) {
                     Some(b) => ex.attach(b, self.key, &mut self.bufs, env),
                     // No backend at all: the first pump answers 502.
@@ -392,11 +404,20 @@ impl<N: Net> ProxySession<N> {
 
     /// The proxy's own answer to a request no backend saw, then close.
     fn answer_alone(&mut self, status: u16, outcome: LogOutcome, env: &mut Ev<'_, '_, N>) {
-        self.client.out.push(http::error_response(status));
+        let answer = http::error_response(status);
+        self.client.out.push(answer);
         let stats = &env.ctx.shared.stats;
         ProxyStats::bump(&stats.requests);
         count_status(status, stats);
-        log_row(env, None, Duration::ZERO, status, outcome);
+        let detail = wants_detail(env.ctx).then(|| {
+            let bytes_in = self.client.input.len() as u64;
+            Box::new(Detail::unparsed(
+                self.client.peer,
+                bytes_in,
+                answer.len() as u64,
+            ))
+        });
+        log_row(env, None, Duration::ZERO, status, outcome, detail);
         self.begin_closing(env.now);
     }
 
@@ -453,7 +474,15 @@ impl<N: Net> ProxySession<N> {
         };
         shared.selector.observe(ex.backend, outcome, now);
         count_status(status, &shared.stats);
-        log_row(env, Some(ex.backend), latency, status, LogOutcome::Ok);
+        let detail = ex.take_detail(now);
+        log_row(
+            env,
+            Some(ex.backend),
+            latency,
+            status,
+            LogOutcome::Ok,
+            detail,
+        );
         let reuse = shared.backend_conn == crate::config::BackendConn::Persistent
             && ex.resp_keep_alive
             && ex.req_done
@@ -483,7 +512,15 @@ impl<N: Net> ProxySession<N> {
         count_status(status, &shared.stats);
         ProxyStats::bump(&shared.stats.tunnels);
         ProxyStats::bump(&shared.stats.tunnels_open);
-        log_row(env, Some(ex.backend), latency, status, LogOutcome::Upgraded);
+        let detail = ex.take_detail(now);
+        log_row(
+            env,
+            Some(ex.backend),
+            latency,
+            status,
+            LogOutcome::Upgraded,
+            detail,
+        );
         let Some(upstream) = ex.upstream.take() else {
             self.begin_closing(now);
             return;
@@ -551,7 +588,15 @@ impl<N: Net> ProxySession<N> {
         count(Fault::Client(f), &env.ctx.shared.stats);
         if f == ClientFault::Abort {
             let elapsed = ex.latency(env.now);
-            log_row(env, Some(ex.backend), elapsed, 499, LogOutcome::ClientAbort);
+            let detail = ex.take_detail(env.now);
+            log_row(
+                env,
+                Some(ex.backend),
+                elapsed,
+                499,
+                LogOutcome::ClientAbort,
+                detail,
+            );
             end_attempt(&mut ex, env, 499, elapsed, End::Abandoned);
             return Err(CloseReason::Done);
         }
@@ -586,8 +631,11 @@ impl<N: Net> ProxySession<N> {
                 }
                 end_attempt(&mut ex, env, status, elapsed, end);
                 count_status(status, &env.ctx.shared.stats);
-                log_row(env, Some(ex.backend), elapsed, status, f.outcome());
-                self.client.out.push(http::error_response(status));
+                let answer = http::error_response(status);
+                ex.bytes_out = answer.len() as u64;
+                let detail = ex.take_detail(env.now);
+                log_row(env, Some(ex.backend), elapsed, status, f.outcome(), detail);
+                self.client.out.push(answer);
                 self.begin_closing(env.now);
                 Ok(true)
             }
@@ -598,7 +646,8 @@ impl<N: Net> ProxySession<N> {
                     Fault::Backend(_) => LogOutcome::Truncated,
                     Fault::Client(_) => f.outcome(),
                 };
-                log_row(env, Some(ex.backend), elapsed, status, outcome);
+                let detail = ex.take_detail(env.now);
+                log_row(env, Some(ex.backend), elapsed, status, outcome, detail);
                 Err(match f {
                     Fault::Backend(_) => CloseReason::Error,
                     Fault::Client(_) => CloseReason::Done,
@@ -696,6 +745,23 @@ impl<N: Net> ProxySession<N> {
         };
         self.on_flow(Flow::Failed(fault), env).map(|_| ())
     }
+}
+
+/// The access log's copy of a parsed request's line and fields.
+fn detail_of(p: &http::ParsedRequest<'_, '_>, client: SocketAddr) -> Detail {
+    let field = |name: &str| {
+        p.headers()
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| accesslog::bounded_bytes(h.value))
+    };
+    let mut d = Detail::unparsed(client, 0, 0);
+    d.method = accesslog::bounded(p.method_str());
+    d.path = accesslog::bounded(p.target());
+    d.minor = p.head.minor;
+    d.user_agent = field("user-agent");
+    d.referer = field("referer");
+    d
 }
 
 /// The Closing state, starting now.

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+use tidegate::proxy::accesslog::{AccessLog, LogFormat, LogTarget};
 
 use tidegate::admin::{self, AdminHandle};
 use tidegate::config::{BackendAddr, ProxyConfig, ServerConfig};
@@ -52,7 +53,10 @@ pub fn start(backends: &[(&str, SocketAddr)], opts: Opts) -> io::Result<AdminPro
         policy: opts.policy,
         backend_conn: opts.conn,
         timeouts: opts.timeouts,
-        log_csv: opts.csv,
+        access_log: opts.csv.map(|path| AccessLog {
+            target: LogTarget::File(path),
+            format: LogFormat::Csv,
+        }),
         slo: Some(std::time::Duration::from_millis(200)),
         eject_5xx: false,
         health_check: None,

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
+use tidegate::proxy::accesslog::{AccessLog, LogFormat, LogTarget};
 
 use tidegate::balance::Policy;
 use tidegate::config::{BackendAddr, BackendConn, ProxyConfig, ServerConfig, Timeouts};
@@ -78,7 +79,10 @@ pub fn start(backends: &[SocketAddr], opts: Opts) -> io::Result<TestProxy> {
         policy: opts.policy,
         backend_conn: opts.conn,
         timeouts: opts.timeouts,
-        log_csv: opts.csv,
+        access_log: opts.csv.map(|path| AccessLog {
+            target: LogTarget::File(path),
+            format: LogFormat::Csv,
+        }),
         slo: None,
         eject_5xx: false,
         health_check: opts.health_check,

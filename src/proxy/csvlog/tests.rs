@@ -2,6 +2,7 @@
 //! failed writes.
 
 use super::*;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 #[test]
 fn timestamps_are_iso8601_utc_with_microseconds() {
@@ -31,6 +32,7 @@ fn rows_have_the_seed_columns_first() {
         status: 200,
         outcome: Outcome::Ok,
         worker: 1,
+        detail: None,
     };
     format_row(&mut line, &row, &urls, "adaptive_ewma");
     assert_eq!(
@@ -60,6 +62,7 @@ fn row() -> Row {
         status: 200,
         outcome: Outcome::Ok,
         worker: 0,
+        detail: None,
     }
 }
 
@@ -81,7 +84,12 @@ fn join(writer: CsvWriter) -> io::Result<Arc<LogCounters>> {
 fn every_row_is_written_before_the_writer_ends() -> io::Result<()> {
     let dir = temp_dir("all")?;
     let path = dir.join("rows.csv");
-    let (log, writer) = start(&path, vec!["http://a".into()], "round-robin")?;
+    let (log, writer) = start(
+        &LogTarget::File(path.clone()),
+        LogFormat::Csv,
+        vec!["http://a".into()],
+        "round-robin",
+    )?;
     for _ in 0..10_000 {
         log.send(row());
     }
@@ -100,7 +108,12 @@ fn a_second_run_appends_without_a_second_header() -> io::Result<()> {
     let dir = temp_dir("append")?;
     let path = dir.join("rows.csv");
     for _ in 0..2 {
-        let (log, writer) = start(&path, vec!["http://a".into()], "x")?;
+        let (log, writer) = start(
+            &LogTarget::File(path.clone()),
+            LogFormat::Csv,
+            vec!["http://a".into()],
+            "x",
+        )?;
         log.send(row());
         log.send(row());
         drop(log);
@@ -118,7 +131,12 @@ fn reopen_moves_to_a_new_file_at_the_same_path() -> io::Result<()> {
     let dir = temp_dir("reopen")?;
     let path = dir.join("rows.csv");
     let old = dir.join("rows.csv.1");
-    let (log, writer) = start(&path, vec!["http://a".into()], "x")?;
+    let (log, writer) = start(
+        &LogTarget::File(path.clone()),
+        LogFormat::Csv,
+        vec!["http://a".into()],
+        "x",
+    )?;
     log.send(row());
     // Wait until the row is out, then rotate as logrotate does.
     for _ in 0..500 {
@@ -180,6 +198,7 @@ fn failed_writes_are_counted_and_the_writer_goes_on() -> io::Result<()> {
     let mut sink = Sink {
         out: Box::new(flaky.clone()),
         path: None,
+        format: LogFormat::Csv,
         counters: Arc::clone(&counters),
         warn: RateLimit::new(WARN_EVERY),
         batch: String::new(),
@@ -188,7 +207,7 @@ fn failed_writes_are_counted_and_the_writer_goes_on() -> io::Result<()> {
     };
     let urls = vec!["http://a".to_string()];
     let (tx, rx) = crossbeam_channel::unbounded();
-    let log = CsvLog { tx };
+    let log = CsvLog { tx, detail: false };
     // Batch 1: 3 rows of 54 bytes: 80 bytes go out, then ENOSPC.
     for _ in 0..3 {
         log.send(row());

@@ -337,6 +337,7 @@ mod tests {
                 status: 200,
                 outcome,
                 worker: 3,
+                detail: None,
             };
             csvlog::format_row(&mut text, &row, &urls, "adaptive_ewma");
         }
