@@ -8,6 +8,7 @@
 //! counters, which is fine for monitoring.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -76,7 +77,9 @@ struct Slot {
 /// All proxy metrics.
 #[derive(Debug)]
 pub struct Metrics {
-    backends: Vec<BackendMetrics>,
+    /// One per backend; shared with the next generation's `Metrics` for a
+    /// backend that stays across a reload, so its counters never restart.
+    backends: Vec<Arc<BackendMetrics>>,
     /// `--slo-ms` in µs, if set.
     slo_micros: Option<u64>,
     recent: Vec<Slot>,
@@ -135,7 +138,10 @@ impl Metrics {
     /// per-backend deadline share.
     pub fn new(names: impl IntoIterator<Item = String>, slo: Option<Duration>) -> Self {
         Metrics {
-            backends: names.into_iter().map(BackendMetrics::new).collect(),
+            backends: names
+                .into_iter()
+                .map(|n| Arc::new(BackendMetrics::new(n)))
+                .collect(),
             slo_micros: slo.map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
             recent: (0..RECENT).map(|_| Slot::default()).collect(),
             next: AtomicUsize::new(0),
@@ -144,6 +150,26 @@ impl Metrics {
 
     pub fn backends(&self) -> usize {
         self.backends.len()
+    }
+
+    /// Metrics for a reloaded backend list: `map[i] = Some(old)` keeps the
+    /// counters of the old generation's backend `old` (the same atomics, so
+    /// requests still in flight there count where they should); a new
+    /// backend starts at zero. The recent-requests ring starts empty, since
+    /// its backend indices belong to one generation.
+    pub fn carried(
+        &self,
+        names: impl IntoIterator<Item = String>,
+        map: &[Option<usize>],
+        slo: Option<Duration>,
+    ) -> Self {
+        let mut m = Metrics::new(names, slo);
+        for (slot, old) in m.backends.iter_mut().zip(map) {
+            if let Some(kept) = old.and_then(|o| self.backends.get(o)) {
+                *slot = Arc::clone(kept);
+            }
+        }
+        m
     }
 
     /// A request was sent towards `backend`.
@@ -356,6 +382,29 @@ pub fn render_backends(out: &mut String, snap: &[BackendSnapshot]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kept_backend_keeps_its_counters_across_a_reload() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_000);
+        let old = Metrics::new(["a".to_string(), "b".to_string()], None);
+        old.started(1);
+        old.finished(1, 200, Duration::from_millis(5), End::Answered, t);
+        old.started(1);
+        // Reload: b stays (now index 0), c is new, a is gone.
+        let new = old.carried(["b".to_string(), "c".to_string()], &[Some(1), None], None);
+        assert_eq!(new.snapshot()[0].requests(), 1);
+        assert_eq!(
+            new.snapshot()[0].in_flight,
+            1,
+            "in flight in the old generation"
+        );
+        assert_eq!(new.snapshot()[1].requests(), 0);
+        // The old generation's request ends: both views agree.
+        old.finished(1, 200, Duration::from_millis(5), End::Answered, t);
+        assert_eq!(new.snapshot()[0].in_flight, 0);
+        assert_eq!(new.snapshot()[0].requests(), 2);
+        assert!(new.recent().is_empty());
+    }
 
     #[test]
     fn requests_land_in_class_bucket_and_ring() {
