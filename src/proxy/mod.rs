@@ -12,6 +12,7 @@
 //! - `account`: metrics, selector, ejector, counters and log rows at the
 //!   end of an attempt.
 //! - `net`: the [`net::Net`] trait: TCP in production, in-memory in tests.
+//! - `reload`: what a configuration reload changes (pure).
 //! - `upstream`: the per-worker table of backend sockets and the keep-alive pool.
 //! - `accesslog`: what a request log line holds and its formats (csv,
 //!   json, combined); pure.
@@ -25,6 +26,7 @@ pub mod csvlog;
 mod exchange;
 pub mod fault;
 pub mod net;
+pub mod reload;
 pub mod session;
 pub mod summary;
 mod tunnel;
