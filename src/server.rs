@@ -4,8 +4,8 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
 
@@ -13,14 +13,11 @@ use log::{error, info};
 use mio::net::UnixStream;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGXFSZ};
 
-use crate::balance;
 use crate::config::{ConfigError, EchoConfig, ProxyConfig, ServerConfig};
 use crate::echo::{EchoCtx, EchoSession};
-use crate::health::active::{self as health_check, ActiveHealth};
-use crate::health::{Ejector, RetryBudget};
-use crate::metrics::Metrics;
 use crate::proxy::accesslog::LogTarget;
-use crate::proxy::{ProxyCtx, ProxySession, ProxyStats, Shared, csvlog};
+use crate::proxy::live::{self, Live};
+use crate::proxy::{ProxyCtx, ProxySession, Shared, csvlog};
 use crate::runtime::acceptor::{
     self, Acceptor, ListenError, ReopenHook, ShutdownHandle, SignalFlags,
 };
@@ -83,8 +80,12 @@ pub struct Server {
 /// What a caller of [`Server::proxy`] can watch while it runs.
 #[derive(Debug, Clone)]
 pub struct ProxyHandles {
-    /// Selector, settings and request counters of all workers.
+    /// The configuration the proxy started with: its request counters are
+    /// the process's (shared by every later generation); for the current
+    /// selector and backends, ask `live`.
     pub shared: Arc<Shared>,
+    /// The current configuration, swapped on reload.
+    pub live: Arc<Live>,
     /// The CSV log's counters (rows written, write errors, rows dropped),
     /// with `--log-csv`.
     pub csv: Option<Arc<csvlog::LogCounters>>,
@@ -139,61 +140,22 @@ impl Server {
     /// the selector and the request counters.
     pub fn proxy(cfg: &ProxyConfig) -> Result<(Server, ProxyHandles), StartError> {
         cfg.timeouts.validate()?;
-        let backends: Vec<balance::Backend> = cfg
-            .backends
-            .iter()
-            .map(|b| balance::Backend {
-                addr: b.addr,
-                name: b.name.clone(),
-            })
-            .collect();
-        let selector = balance::build(&cfg.policy, &backends, Instant::now()).map_err(|e| {
-            StartError::Config(ConfigError::BadValue {
+        let shared = live::build(cfg, None, Instant::now()).map_err(|e| match e {
+            live::BuildError::Policy { name, why } => StartError::Config(ConfigError::BadValue {
                 flag: "--policy",
-                value: cfg.policy.name().into(),
-                why: e.to_string(),
-            })
+                value: name.into(),
+                why,
+            }),
+            live::BuildError::HealthChecker(source) => StartError::Io {
+                what: "starting the health checker".into(),
+                source,
+            },
         })?;
-        let mode = selector.name();
-        let shared = Arc::new(Shared {
-            backends: cfg.backends.clone(),
-            backend_conn: cfg.backend_conn,
-            timeouts: cfg.timeouts,
-            selector,
-            stats: ProxyStats::default(),
-            metrics: Metrics::new(cfg.backends.iter().map(|b| b.name.clone()), cfg.slo),
-            latencies: Mutex::new(crate::proxy::summary::new_histogram()),
-            slo: cfg.slo,
-            ejector: Ejector::new(
-                cfg.backends.len(),
-                Instant::now(),
-                cfg.eject_5xx,
-                cfg.eject_after,
-            ),
-            retry_budget: RetryBudget::new(Instant::now()),
-            active: cfg
-                .health_check
-                .as_ref()
-                .map(|_| Arc::new(ActiveHealth::new(cfg.backends.len()))),
-            forward: cfg.forward.clone(),
-            id_prefix: crate::proxy::id_prefix(),
-        });
-        if let (Some((path, interval)), Some(active)) = (&cfg.health_check, &shared.active) {
-            let targets = cfg
-                .backends
-                .iter()
-                .map(|b| (b.addr, b.name.clone()))
-                .collect();
-            health_check::spawn(active, targets, path.clone(), *interval)
-                .map_err(io_err("starting the health checker"))?;
-        }
+        let mode = shared.selector.name();
+        let shared = Arc::new(shared);
+        let live = Live::new(Arc::clone(&shared), cfg.clone());
         let (csv, writer) = match &cfg.access_log {
             Some(log) => {
-                let urls = cfg
-                    .backends
-                    .iter()
-                    .map(|b| format!("http://{}", b.addr))
-                    .collect();
                 let what = match &log.target {
                     LogTarget::File(path) => {
                         format!("cannot write the request log {}", path.display())
@@ -201,13 +163,13 @@ impl Server {
                     LogTarget::Stdout => "cannot start the request log".to_string(),
                 };
                 let (log, writer) =
-                    csvlog::start(&log.target, log.format, urls, mode).map_err(io_err(what))?;
+                    csvlog::start(&log.target, log.format, mode).map_err(io_err(what))?;
                 (Some(log), Some(writer))
             }
             None => (None, None),
         };
         let mut server = Self::start::<ProxySession>(&cfg.server, |id| {
-            ProxyCtx::new(id, Arc::clone(&shared), csv.clone())
+            ProxyCtx::new(id, Arc::clone(&live), csv.clone())
         })?;
         server.acceptor.set_drain(cfg.timeouts.drain);
         if let Some(log) = csv {
@@ -221,6 +183,7 @@ impl Server {
             server,
             ProxyHandles {
                 shared,
+                live,
                 csv: counters,
             },
         ))

@@ -107,7 +107,7 @@ fn a_failing_log_is_counted_and_reported_and_the_proxy_keeps_serving() -> TestRe
     assert!(
         p.drain_stderr()
             .iter()
-            .any(|l| l.contains("WARN") && l.contains("cannot write the CSV log")),
+            .any(|l| l.contains("WARN") && l.contains("cannot write the request log")),
         "{:?}",
         p.stderr
     );

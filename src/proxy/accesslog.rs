@@ -71,8 +71,8 @@ impl Outcome {
 #[derive(Debug, Clone)]
 pub struct Row {
     pub at: SystemTime,
-    /// Index into the backend list, or `None` when no backend was involved.
-    pub backend: Option<usize>,
+    /// The backend's address, or `None` when no backend was involved.
+    pub backend: Option<SocketAddr>,
     pub latency: Duration,
     pub status: u16,
     pub outcome: Outcome,
@@ -206,11 +206,10 @@ pub fn bounded_bytes(bytes: &[u8]) -> Box<str> {
 }
 
 /// One json line (with its newline).
-pub fn format_json(line: &mut String, row: &Row, urls: &[String], mode: &str) {
+pub fn format_json(line: &mut String, row: &Row, mode: &str) {
     line.push_str("{\"time\":\"");
     rfc3339_ms(line, row.at);
     line.push('"');
-    let upstream = row.backend.and_then(|i| urls.get(i));
     if let Some(d) = &row.detail {
         let _ = write!(line, ",\"client\":\"{}\",\"method\":", d.client);
         json_str(line, &d.method);
@@ -229,8 +228,10 @@ pub fn format_json(line: &mut String, row: &Row, urls: &[String], mode: &str) {
         let _ = write!(line, ",\"status\":{}", row.status);
     }
     line.push_str(",\"upstream\":");
-    match upstream {
-        Some(u) => json_str(line, u.trim_start_matches("http://")),
+    match row.backend {
+        Some(addr) => {
+            let _ = write!(line, "\"{addr}\"");
+        }
         None => line.push_str("null"),
     }
     let attempts = row.detail.as_ref().map_or(0, |d| d.attempts);
@@ -371,15 +372,17 @@ fn date_of(secs: u64) -> (String, u64) {
 }
 
 /// Formats one CSV line (with its newline) into `line`.
-pub fn format_row(line: &mut String, row: &Row, urls: &[String], mode: &str) {
+pub fn format_row(line: &mut String, row: &Row, mode: &str) {
     iso8601_utc(line, row.at);
-    let url = row
-        .backend
-        .and_then(|i| urls.get(i))
-        .map_or("-", String::as_str);
+    match row.backend {
+        Some(addr) => {
+            let _ = write!(line, ",http://{addr}");
+        }
+        None => line.push_str(",-"),
+    }
     let _ = writeln!(
         line,
-        ",{url},{:.3},{},{mode},{},{}",
+        ",{:.3},{},{mode},{},{}",
         row.latency.as_secs_f64() * 1000.0,
         row.status,
         row.outcome.as_str(),
@@ -426,7 +429,7 @@ mod tests {
         Row {
             // 2026-12-02T01:02:03.456Z
             at: UNIX_EPOCH + Duration::from_millis(1_764_637_323_456),
-            backend: Some(0),
+            backend: Some(SocketAddr::from(([127, 0, 0, 1], 8081))),
             latency: Duration::from_micros(1500),
             status,
             outcome,
@@ -454,11 +457,9 @@ mod tests {
     #[test]
     fn json_lines_hold_every_field_escaped() {
         let mut line = String::new();
-        let urls = vec!["http://127.0.0.1:8081".to_string()];
         format_json(
             &mut line,
             &row(Some(detail()), Outcome::BackendReset, 502),
-            &urls,
             "tail-budget",
         );
         assert_eq!(

@@ -16,16 +16,17 @@ use crate::metrics::End;
 use crate::runtime::session::Env;
 
 /// Ends the current attempt in the metrics, the selector's in-flight count
-/// and the ejector; later calls do nothing, so every exit path may call it.
+/// and the ejector of the generation it started in; later calls do
+/// nothing, so every exit path may call it.
 pub fn end_attempt<N: Net>(
     ex: &mut Exchange,
-    env: &Env<'_, ProxyCtx<N>>,
+    env: &mut Env<'_, ProxyCtx<N>>,
     status: u16,
     latency: Duration,
     end: End,
 ) {
     let Some(b) = ex.attempt.take() else { return };
-    let shared = &env.ctx.shared;
+    let shared = env.ctx.generation(ex.generation);
     shared
         .metrics
         .finished(b, status, latency, end, SystemTime::now());
@@ -35,17 +36,35 @@ pub fn end_attempt<N: Net>(
         End::Failed => shared.ejector.record(b, false, env.now),
         End::Abandoned => shared.ejector.release(b),
     }
+    let current = env.ctx.shared.generation;
+    env.ctx.gens.ended(ex.generation, current);
+}
+
+/// A routing sample for the attempt's backend, in its generation.
+pub fn observe<N: Net>(ex: &Exchange, outcome: Outcome, env: &Env<'_, ProxyCtx<N>>) {
+    env.ctx
+        .generation(ex.generation)
+        .selector
+        .observe(ex.backend, outcome, env.now);
 }
 
 /// A backend's failed attempt as a sample for the selector, and a warning
 /// (rate-limited per worker).
 pub fn blame<N: Net>(ex: &Exchange, fault: BackendFault, env: &mut Env<'_, ProxyCtx<N>>) {
     let elapsed = env.now.saturating_duration_since(ex.conn_started);
-    env.ctx
-        .shared
-        .selector
-        .observe(ex.backend, Outcome::Failure { elapsed }, env.now);
-    warn_backend(env, ex.backend, describe(fault));
+    observe(ex, Outcome::Failure { elapsed }, env);
+    if let Some(held) = env.ctx.warn.allow(env.now) {
+        let name = env
+            .ctx
+            .generation(ex.generation)
+            .backends
+            .get(ex.backend)
+            .map_or("?", |b| b.name.as_str());
+        log::warn!(
+            "backend {name}: {} ({held} similar warnings suppressed)",
+            describe(fault)
+        );
+    }
 }
 
 /// Counts a failure under its side's counter.
@@ -92,13 +111,17 @@ pub fn count_status(status: u16, stats: &ProxyStats) {
 /// log's format wants it (see [`wants_detail`]).
 pub fn log_row<N: Net>(
     env: &Env<'_, ProxyCtx<N>>,
-    backend: Option<usize>,
+    ex: Option<&Exchange>,
     latency: Duration,
     status: u16,
     outcome: LogOutcome,
     detail: Option<Box<Detail>>,
 ) {
     if let Some(csv) = &env.ctx.csv {
+        let backend = ex.and_then(|ex| {
+            let shared = env.ctx.generation(ex.generation);
+            shared.backends.get(ex.backend).map(|b| b.addr)
+        });
         csv.send(Row {
             at: SystemTime::now(),
             backend,
@@ -114,17 +137,4 @@ pub fn log_row<N: Net>(
 /// Whether log rows carry a [`Detail`] (json and combined formats).
 pub fn wants_detail<N: Net>(ctx: &ProxyCtx<N>) -> bool {
     ctx.csv.as_ref().is_some_and(|l| l.detail)
-}
-
-/// Logs backend trouble at warn, at most once per interval per worker.
-pub fn warn_backend<N: Net>(env: &mut Env<'_, ProxyCtx<N>>, backend: usize, what: &str) {
-    if let Some(held) = env.ctx.warn.allow(env.now) {
-        let name = env
-            .ctx
-            .shared
-            .backends
-            .get(backend)
-            .map_or("?", |b| b.name.as_str());
-        log::warn!("backend {name}: {what} ({held} similar warnings suppressed)");
-    }
 }

@@ -95,14 +95,13 @@ pub struct CsvWriter {
 }
 
 /// Opens the log (a file is appended to, created if missing, with the csv
-/// header if empty) and starts the writer. `backend_urls[i]` names backend
-/// `i`; `mode` is the routing policy's name. Fails if the file cannot be
+/// header if empty) and starts the writer. `mode` is the routing policy's
+/// name. Fails if the file cannot be
 /// opened or the header cannot be written, so a bad path is a start-up
 /// error.
 pub fn start(
     target: &LogTarget,
     format: LogFormat,
-    backend_urls: Vec<String>,
     mode: &'static str,
 ) -> io::Result<(CsvLog, CsvWriter)> {
     let (out, path): (Box<dyn Write + Send>, _) = match target {
@@ -123,7 +122,7 @@ pub fn start(
     };
     let thread = thread::Builder::new()
         .name("tidegate-log".into())
-        .spawn(move || sink.run(&rx, &backend_urls, mode))?;
+        .spawn(move || sink.run(&rx, mode))?;
     let log = CsvLog {
         tx,
         detail: format.wants_detail(),
@@ -159,7 +158,7 @@ struct Sink {
 }
 
 impl Sink {
-    fn run(&mut self, rx: &Receiver<Msg>, urls: &[String], mode: &str) {
+    fn run(&mut self, rx: &Receiver<Msg>, mode: &str) {
         while let Ok(first) = rx.recv() {
             // Bounded by the queue's length; the batch is written whenever
             // it fills, and once the queue runs dry.
@@ -167,10 +166,8 @@ impl Sink {
                 match msg {
                     Msg::Row(row) => {
                         match self.format {
-                            LogFormat::Csv => format_row(&mut self.batch, &row, urls, mode),
-                            LogFormat::Json => {
-                                accesslog::format_json(&mut self.batch, &row, urls, mode)
-                            }
+                            LogFormat::Csv => format_row(&mut self.batch, &row, mode),
+                            LogFormat::Json => accesslog::format_json(&mut self.batch, &row, mode),
                             LogFormat::Combined => {
                                 accesslog::format_combined(&mut self.batch, &row)
                             }

@@ -52,8 +52,11 @@ pub enum Resp {
 #[derive(Debug)]
 pub struct Exchange {
     pub req: RequestHead,
-    /// The backend of the current attempt.
+    /// The backend of the current attempt (an index into the backends of
+    /// configuration generation `generation`).
     pub backend: usize,
+    /// The configuration generation the current attempt started in.
+    pub generation: u64,
     /// The backend whose in-flight gauge this attempt holds, until
     /// [`Exchange::end_attempt`] releases it.
     pub attempt: Option<usize>,
@@ -99,6 +102,7 @@ impl Exchange {
             req_done: matches!(req.body, BodyKind::None | BodyKind::Length(0)),
             req,
             backend: 0,
+            generation: 0,
             attempt: None,
             upstream: None,
             body_sent: 0,
@@ -161,6 +165,8 @@ impl Exchange {
         bufs.bin.clear();
         env.ctx.shared.metrics.started(backend);
         env.ctx.shared.selector.on_send(backend, env.now);
+        self.generation = env.ctx.shared.generation;
+        env.ctx.gens.began();
         self.attempt = Some(backend);
         let ctx = &mut *env.ctx;
         if ctx.shared.backend_conn == BackendConn::Persistent {

@@ -11,6 +11,8 @@
 //! - `client`: the client's socket and buffers.
 //! - `account`: metrics, selector, ejector, counters and log rows at the
 //!   end of an attempt.
+//! - `live`: the running configuration, swapped whole on reload, and
+//!   each worker's older generations still in use.
 //! - `net`: the [`net::Net`] trait: TCP in production, in-memory in tests.
 //! - `reload`: what a configuration reload changes (pure).
 //! - `upstream`: the per-worker table of backend sockets and the keep-alive pool.
@@ -25,6 +27,7 @@ mod client;
 pub mod csvlog;
 mod exchange;
 pub mod fault;
+pub mod live;
 pub mod net;
 pub mod reload;
 pub mod session;
@@ -59,24 +62,28 @@ pub const PENDING_LIMIT: usize = 2 * SCRATCH_SIZE;
 /// At most one warning about backend trouble per this interval per worker.
 const WARN_EVERY: Duration = Duration::from_secs(5);
 
-/// Settings every worker shares (read-only).
+/// One generation of the configuration every worker shares (read-only;
+/// a reload publishes a new one, see [`live`]).
 #[derive(Debug)]
 pub struct Shared {
+    /// Which configuration this is: 0 at start, +1 per applied reload.
+    pub generation: u64,
     pub backends: Vec<BackendAddr>,
     pub backend_conn: BackendConn,
     pub timeouts: Timeouts,
     pub selector: Arc<dyn Selector>,
-    pub stats: ProxyStats,
+    /// Request counters: one set for the process, shared by all generations.
+    pub stats: Arc<ProxyStats>,
     pub metrics: crate::metrics::Metrics,
     /// Every worker's latency histogram, merged in when the worker stops
     /// (one lock per worker, at exit; never on the data path).
-    pub latencies: Mutex<Histogram<u64>>,
+    pub latencies: Arc<Mutex<Histogram<u64>>>,
     /// `--slo-ms`: the deadline whose hit rate the summary reports.
     pub slo: Option<Duration>,
     /// Outlier ejection, shared by all workers.
     pub ejector: crate::health::Ejector,
-    /// Caps retries at a share of recent requests.
-    pub retry_budget: crate::health::RetryBudget,
+    /// Caps retries at a share of recent requests (one for the process).
+    pub retry_budget: Arc<crate::health::RetryBudget>,
     /// With `--health-check`: the checker's up/down verdicts.
     pub active: Option<Arc<crate::health::active::ActiveHealth>>,
     /// `--via`, `--request-id`: the proxy fields written on forwarded heads.
@@ -160,7 +167,12 @@ impl ProxyStats {
 #[derive(Debug)]
 pub struct ProxyCtx<N: net::Net = net::Tcp> {
     pub worker: u16,
+    /// The configuration generation new requests use.
     pub shared: Arc<Shared>,
+    /// Where reloads are published.
+    pub live: Arc<live::Live>,
+    /// Older generations this worker's requests in flight still use.
+    pub gens: live::Generations,
     pub upstreams: upstream::Upstreams<N>,
     pub scratch: Box<[u8]>,
     pub csv: Option<csvlog::CsvLog>,
@@ -172,8 +184,8 @@ pub struct ProxyCtx<N: net::Net = net::Tcp> {
 }
 
 impl ProxyCtx<net::Tcp> {
-    pub fn new(worker: usize, shared: Arc<Shared>, csv: Option<csvlog::CsvLog>) -> Self {
-        Self::with_net(net::Tcp, worker, shared, csv)
+    pub fn new(worker: usize, live: Arc<live::Live>, csv: Option<csvlog::CsvLog>) -> Self {
+        Self::with_net(net::Tcp, worker, live, csv)
     }
 }
 
@@ -182,21 +194,58 @@ impl<N: net::Net> ProxyCtx<N> {
     pub fn with_net(
         net: N,
         worker: usize,
-        shared: Arc<Shared>,
+        live: Arc<live::Live>,
         csv: Option<csvlog::CsvLog>,
     ) -> Self {
+        let shared = live.current();
         let n = shared.backends.len();
         let worker = u16::try_from(worker).unwrap_or(u16::MAX);
         ProxyCtx {
             worker,
             ids: IdGen::new(shared.id_prefix, worker),
             shared,
+            live,
+            gens: live::Generations::default(),
             upstreams: upstream::Upstreams::new(net, n),
             scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),
             csv,
             warn: RateLimit::new(WARN_EVERY),
             latencies: summary::new_histogram(),
         }
+    }
+
+    /// Moves to the newest configuration if a reload published one (one
+    /// relaxed load when there is none). Idle pooled connections follow
+    /// their backend to its new index; those of removed backends close.
+    pub fn refresh(&mut self) {
+        if self.live.generation() == self.shared.generation {
+            return;
+        }
+        let next = self.live.current();
+        let map = reload::map_backends(&self.shared.backends, &next.backends);
+        self.upstreams.remap(&map);
+        let old = std::mem::replace(&mut self.shared, next);
+        self.gens.retire(old);
+    }
+
+    /// Generation `generation` of the configuration: the current one, or an
+    /// older one a request in flight started with. Falls back to the
+    /// current one if this worker no longer holds it (see `live`).
+    pub fn generation(&self, generation: u64) -> &Arc<Shared> {
+        if generation == self.shared.generation {
+            return &self.shared;
+        }
+        self.gens.get(generation).unwrap_or(&self.shared)
+    }
+
+    /// In the current generation, the backend that was `backend` in
+    /// generation `generation` (same address), if it is still there.
+    pub fn current_index(&self, generation: u64, backend: usize) -> Option<usize> {
+        if generation == self.shared.generation {
+            return Some(backend);
+        }
+        let addr = self.generation(generation).backends.get(backend)?.addr;
+        self.shared.backends.iter().position(|b| b.addr == addr)
     }
 
     /// Records an answered request's latency for the run summary.

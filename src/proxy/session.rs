@@ -27,7 +27,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::accesslog::{self, Detail};
-use super::account::{blame, count, count_status, end_attempt, log_row, wants_detail};
+use super::account::{blame, count, count_status, end_attempt, log_row, observe, wants_detail};
 use super::client::{Buffers, Client};
 use super::csvlog::Outcome as LogOutcome;
 use super::exchange::{Exchange, Flow, Resp};
@@ -168,6 +168,7 @@ impl<N: Net> ProxySession<N> {
 
     /// Readiness on one of the session's sockets.
     pub fn on_ready(&mut self, ev: Ready, env: &mut Ev<'_, '_, N>) -> Step {
+        env.ctx.refresh();
         match ev.side {
             Side::Client => {
                 self.client.read_ready |= ev.readable;
@@ -194,6 +195,7 @@ impl<N: Net> ProxySession<N> {
 
     /// A deadline this session scheduled may have passed.
     pub fn on_timeout(&mut self, env: &mut Ev<'_, '_, N>) -> Step {
+        env.ctx.refresh();
         self.timed_out(env)
             .and_then(|()| self.drive(env))
             .unwrap_or_else(Step::Close)
@@ -201,6 +203,7 @@ impl<N: Net> ProxySession<N> {
 
     /// The server is stopping: finish the request in hand, take no other.
     pub fn on_drain(&mut self, env: &mut Ev<'_, '_, N>) -> Step {
+        env.ctx.refresh();
         self.draining = true;
         if matches!(self.state, State::Idle(_)) && self.client.input.is_empty() {
             return Step::Close(CloseReason::Shutdown);
@@ -218,7 +221,7 @@ impl<N: Net> ProxySession<N> {
                 let detail = ex.take_detail(env.now);
                 log_row(
                     env,
-                    Some(ex.backend),
+                    Some(&ex),
                     elapsed,
                     499,
                     LogOutcome::ClientAbort,
@@ -465,24 +468,17 @@ impl<N: Net> ProxySession<N> {
         let (latency, status) = (ex.latency(now), ex.status);
         end_attempt(&mut ex, env, status, latency, End::Answered);
         env.ctx.record_latency(latency);
-        let shared = &env.ctx.shared;
         // A 5xx is a failed attempt for routing, however fast it came.
         let outcome = if status >= 500 {
             Outcome::Failure { elapsed: latency }
         } else {
             Outcome::Success { latency }
         };
-        shared.selector.observe(ex.backend, outcome, now);
+        observe(&ex, outcome, env);
+        let shared = &env.ctx.shared;
         count_status(status, &shared.stats);
         let detail = ex.take_detail(now);
-        log_row(
-            env,
-            Some(ex.backend),
-            latency,
-            status,
-            LogOutcome::Ok,
-            detail,
-        );
+        log_row(env, Some(&ex), latency, status, LogOutcome::Ok, detail);
         let reuse = shared.backend_conn == crate::config::BackendConn::Persistent
             && ex.resp_keep_alive
             && ex.req_done
@@ -505,17 +501,15 @@ impl<N: Net> ProxySession<N> {
         };
         let (latency, status) = (ex.latency(now), ex.status);
         end_attempt(&mut ex, env, status, latency, End::Answered);
+        observe(&ex, Outcome::Success { latency }, env);
         let shared = &env.ctx.shared;
-        shared
-            .selector
-            .observe(ex.backend, Outcome::Success { latency }, now);
         count_status(status, &shared.stats);
         ProxyStats::bump(&shared.stats.tunnels);
         ProxyStats::bump(&shared.stats.tunnels_open);
         let detail = ex.take_detail(now);
         log_row(
             env,
-            Some(ex.backend),
+            Some(&ex),
             latency,
             status,
             LogOutcome::Upgraded,
@@ -552,6 +546,9 @@ impl<N: Net> ProxySession<N> {
         count(Fault::Backend(f), &env.ctx.shared.stats);
         let end = if stale { End::Abandoned } else { End::Failed };
         let elapsed = ex.latency(now);
+        // The failed backend as the current configuration knows it (a
+        // reload may have moved or removed it since the attempt began).
+        let failed = env.ctx.current_index(ex.generation, ex.backend);
         let shared = &env.ctx.shared;
         if fault::may_retry(ex.req.method, f, progress, ex.retried, ex.body_sent > 0)
             && shared.retry_budget.try_retry(now)
@@ -559,8 +556,11 @@ impl<N: Net> ProxySession<N> {
             // Prefer another backend even after a stale pooled connection:
             // when a backend dies, all its pooled connections fail at once.
             // With no other, a stale one is retried on a fresh connection.
-            let other = shared.choose(now, Some(ex.backend));
-            if let Some(next) = other.or(stale.then_some(ex.backend)) {
+            let other = match failed {
+                Some(b) => shared.choose(now, Some(b)),
+                None => shared.choose(now, None),
+            };
+            if let Some(next) = other.or(failed.filter(|_| stale)) {
                 ProxyStats::bump(&shared.stats.retries);
                 end_attempt(&mut ex, env, 0, elapsed, end);
                 ex.retried = true;
@@ -591,7 +591,7 @@ impl<N: Net> ProxySession<N> {
             let detail = ex.take_detail(env.now);
             log_row(
                 env,
-                Some(ex.backend),
+                Some(&ex),
                 elapsed,
                 499,
                 LogOutcome::ClientAbort,
@@ -634,7 +634,7 @@ impl<N: Net> ProxySession<N> {
                 let answer = http::error_response(status);
                 ex.bytes_out = answer.len() as u64;
                 let detail = ex.take_detail(env.now);
-                log_row(env, Some(ex.backend), elapsed, status, f.outcome(), detail);
+                log_row(env, Some(&ex), elapsed, status, f.outcome(), detail);
                 self.client.out.push(answer);
                 self.begin_closing(env.now);
                 Ok(true)
@@ -647,7 +647,7 @@ impl<N: Net> ProxySession<N> {
                     Fault::Client(_) => f.outcome(),
                 };
                 let detail = ex.take_detail(env.now);
-                log_row(env, Some(ex.backend), elapsed, status, outcome, detail);
+                log_row(env, Some(&ex), elapsed, status, outcome, detail);
                 Err(match f {
                     Fault::Backend(_) => CloseReason::Error,
                     Fault::Client(_) => CloseReason::Done,

@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 
 use mio::{Poll, Registry, Token};
 
+use super::live::Live;
 use super::net::Net;
 use super::session::{ProxySession, State};
 use super::{ProxyCtx, ProxyStats, Shared};
 use crate::balance::{Outcome, Selector};
-use crate::config::{BackendAddr, BackendConn, Timeouts};
+use crate::config::{BackendAddr, BackendConn, ProxyConfig, ServerConfig, Timeouts};
 use crate::health::{Ejector, RetryBudget};
 use crate::metrics::Metrics;
 use crate::runtime::io::Connect;
@@ -198,22 +199,41 @@ impl Harness {
             })
             .collect();
         let shared = Arc::new(Shared {
+            generation: 0,
             backend_conn: BackendConn::Persistent,
             timeouts: Timeouts::default(),
             selector: Arc::clone(&selector) as Arc<dyn Selector>,
-            stats: ProxyStats::default(),
+            stats: Arc::new(ProxyStats::default()),
             metrics: Metrics::new(backends.iter().map(|b| b.name.clone()), None),
-            latencies: Mutex::new(super::summary::new_histogram()),
+            latencies: Arc::new(Mutex::new(super::summary::new_histogram())),
             slo: None,
             ejector: Ejector::new(BACKENDS, now, false, 5),
-            retry_budget: RetryBudget::new(now),
+            retry_budget: Arc::new(RetryBudget::new(now)),
             active: None,
             forward: crate::http::ForwardOpts::default(),
             id_prefix: 7,
             backends,
         });
         let net = MemNet::default();
-        let ctx = ProxyCtx::with_net(net.clone(), 0, Arc::clone(&shared), None);
+        let cfg = ProxyConfig {
+            server: ServerConfig {
+                listen: addr(9),
+                workers: 1,
+                backlog: 16,
+            },
+            backends: shared.backends.clone(),
+            policy: crate::balance::Policy::RoundRobin,
+            backend_conn: BackendConn::Persistent,
+            timeouts: Timeouts::default(),
+            access_log: None,
+            slo: None,
+            eject_5xx: false,
+            eject_after: 5,
+            health_check: None,
+            forward: crate::http::ForwardOpts::default(),
+        };
+        let live = Live::new(Arc::clone(&shared), cfg);
+        let ctx = ProxyCtx::with_net(net.clone(), 0, live, None);
         let poll = Poll::new().unwrap_or_else(|e| panic!("poll: {e}"));
         let mut h = Harness {
             poll,

@@ -47,6 +47,9 @@ pub struct Upstream<S> {
     /// Requests served on this connection (1 = fresh).
     pub uses: u32,
     idle_since: Instant,
+    /// The pool's epoch when it was opened or last remapped: a connection
+    /// in use across a reload is closed, not pooled, when it comes back.
+    epoch: u64,
 }
 
 /// All backend connections of a worker.
@@ -56,6 +59,8 @@ pub struct Upstreams<N: Net> {
     conns: Slab<Upstream<N::Stream>>,
     /// Per backend, keys of idle connections; the most recently used last.
     idle: Vec<Vec<usize>>,
+    /// +1 per configuration reload this worker applied.
+    epoch: u64,
 }
 
 impl<N: Net> Upstreams<N> {
@@ -64,6 +69,7 @@ impl<N: Net> Upstreams<N> {
             net,
             conns: Slab::new(),
             idle: (0..backends).map(|_| Vec::new()).collect(),
+            epoch: 0,
         }
     }
 
@@ -132,6 +138,7 @@ impl<N: Net> Upstreams<N> {
             read_closed: false,
             uses: 1,
             idle_since: now,
+            epoch: self.epoch,
         });
         Ok(key)
     }
@@ -142,8 +149,9 @@ impl<N: Net> Upstreams<N> {
             return;
         };
         let backend = up.backend;
+        let current = up.epoch == self.epoch;
         match self.idle.get_mut(backend) {
-            Some(list) if list.len() < MAX_IDLE_PER_BACKEND && !up.read_closed => {
+            Some(list) if current && list.len() < MAX_IDLE_PER_BACKEND && !up.read_closed => {
                 up.owner = None;
                 up.idle_since = now;
                 list.push(key);
@@ -190,6 +198,35 @@ impl<N: Net> Upstreams<N> {
             return false;
         }
         matches!(sio::read(&mut up.stream, scratch), Io::WouldBlock)
+    }
+
+    /// A reload changed the backend list: `map[new] = Some(old)` for a
+    /// backend that stays. Idle connections follow their backend to its new
+    /// index; those of removed backends are closed; connections in use are
+    /// closed when they come back (their requests belong to the old list).
+    pub fn remap(&mut self, map: &[Option<usize>]) {
+        let mut old = std::mem::take(&mut self.idle);
+        self.epoch += 1;
+        self.idle = map
+            .iter()
+            .map(|m| {
+                m.and_then(|o| old.get_mut(o))
+                    .map(std::mem::take)
+                    .unwrap_or_default()
+            })
+            .collect();
+        for (backend, list) in self.idle.iter().enumerate() {
+            for &key in list {
+                if let Some(up) = self.conns.get_mut(key) {
+                    up.backend = backend;
+                    up.epoch = self.epoch;
+                }
+            }
+        }
+        // What is left in `old` belongs to removed backends.
+        for key in old.into_iter().flatten() {
+            self.conns.try_remove(key);
+        }
     }
 
     /// Closes every connection (worker shutdown).

@@ -23,18 +23,17 @@ fn timestamps_are_iso8601_utc_with_microseconds() {
 
 #[test]
 fn rows_have_the_seed_columns_first() {
-    let urls = vec!["http://127.0.0.1:8081".to_string()];
     let mut line = String::new();
     let row = Row {
         at: UNIX_EPOCH,
-        backend: Some(0),
+        backend: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 8081))),
         latency: Duration::from_micros(12_345),
         status: 200,
         outcome: Outcome::Ok,
         worker: 1,
         detail: None,
     };
-    format_row(&mut line, &row, &urls, "adaptive_ewma");
+    format_row(&mut line, &row, "adaptive_ewma");
     assert_eq!(
         line,
         "1970-01-01T00:00:00.000000Z,http://127.0.0.1:8081,12.345,200,adaptive_ewma,ok,1\n"
@@ -48,7 +47,6 @@ fn rows_have_the_seed_columns_first() {
             outcome: Outcome::BadRequest,
             ..row
         },
-        &urls,
         "x",
     );
     assert!(line.contains(",-,12.345,400,x,bad_request,1"));
@@ -57,7 +55,7 @@ fn rows_have_the_seed_columns_first() {
 fn row() -> Row {
     Row {
         at: SystemTime::now(),
-        backend: Some(0),
+        backend: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 8081))),
         latency: Duration::from_millis(1),
         status: 200,
         outcome: Outcome::Ok,
@@ -87,7 +85,6 @@ fn every_row_is_written_before_the_writer_ends() -> io::Result<()> {
     let (log, writer) = start(
         &LogTarget::File(path.clone()),
         LogFormat::Csv,
-        vec!["http://a".into()],
         "round-robin",
     )?;
     for _ in 0..10_000 {
@@ -108,12 +105,7 @@ fn a_second_run_appends_without_a_second_header() -> io::Result<()> {
     let dir = temp_dir("append")?;
     let path = dir.join("rows.csv");
     for _ in 0..2 {
-        let (log, writer) = start(
-            &LogTarget::File(path.clone()),
-            LogFormat::Csv,
-            vec!["http://a".into()],
-            "x",
-        )?;
+        let (log, writer) = start(&LogTarget::File(path.clone()), LogFormat::Csv, "x")?;
         log.send(row());
         log.send(row());
         drop(log);
@@ -131,12 +123,7 @@ fn reopen_moves_to_a_new_file_at_the_same_path() -> io::Result<()> {
     let dir = temp_dir("reopen")?;
     let path = dir.join("rows.csv");
     let old = dir.join("rows.csv.1");
-    let (log, writer) = start(
-        &LogTarget::File(path.clone()),
-        LogFormat::Csv,
-        vec!["http://a".into()],
-        "x",
-    )?;
+    let (log, writer) = start(&LogTarget::File(path.clone()), LogFormat::Csv, "x")?;
     log.send(row());
     // Wait until the row is out, then rotate as logrotate does.
     for _ in 0..500 {
@@ -205,7 +192,6 @@ fn failed_writes_are_counted_and_the_writer_goes_on() -> io::Result<()> {
         pending: 0,
         torn: false,
     };
-    let urls = vec!["http://a".to_string()];
     let (tx, rx) = crossbeam_channel::unbounded();
     let log = CsvLog { tx, detail: false };
     // Batch 1: 3 rows of 54 bytes: 80 bytes go out, then ENOSPC.
@@ -213,7 +199,7 @@ fn failed_writes_are_counted_and_the_writer_goes_on() -> io::Result<()> {
         log.send(row());
     }
     drop(log);
-    sink.run(&rx, &urls, "x");
+    sink.run(&rx, "x");
     // Batch 2 fails outright; batch 3 gets through.
     for n in [2, 4] {
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -221,7 +207,7 @@ fn failed_writes_are_counted_and_the_writer_goes_on() -> io::Result<()> {
             tx.send(Msg::Row(row())).map_err(io::Error::other)?;
         }
         drop(tx);
-        sink.run(&rx, &urls, "x");
+        sink.run(&rx, "x");
     }
     let (rows, errors, dropped) = (
         counters.rows.load(Relaxed),

@@ -327,9 +327,9 @@ mod tests {
         let names: Vec<&str> = csvlog::HEADER.split(',').collect();
         assert_eq!(names[..REQUIRED.len()], REQUIRED);
         assert!(names.contains(&OUTCOME));
-        let urls = vec!["http://127.0.0.1:8081".to_string()];
         let mut text = format!("{}\n", csvlog::HEADER);
-        for (backend, outcome) in [(Some(0), Outcome::Ok), (None, Outcome::BadRequest)] {
+        let b = std::net::SocketAddr::from(([127, 0, 0, 1], 8081));
+        for (backend, outcome) in [(Some(b), Outcome::Ok), (None, Outcome::BadRequest)] {
             let row = csvlog::Row {
                 at: UNIX_EPOCH + Duration::from_micros(1_746_821_044_679_379),
                 backend,
@@ -339,7 +339,7 @@ mod tests {
                 worker: 3,
                 detail: None,
             };
-            csvlog::format_row(&mut text, &row, &urls, "adaptive_ewma");
+            csvlog::format_row(&mut text, &row, "adaptive_ewma");
         }
         let log = parse_reader("proxy.csv", text.as_bytes()).unwrap();
         let row = log.rows[0];
