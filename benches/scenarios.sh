@@ -17,6 +17,12 @@
 #                    -c40. Reports
 #                    the share of 5xx client responses and req/s against
 #                    the baseline (the same backends without the fault)
+#   identical        three identical `--profile $ID_PROFILE` (10 ms) backends,
+#                    no fault, one run per wrk -c in ID_CONNS (1 4 40), no
+#                    --slo-ms (T follows the backends' p95, as by default):
+#                    each backend's share of the CSV rows, PASS if none
+#                    gets more than ID_MAX_PCT (47 %, 1.4x a fair third;
+#                    issue 12: tail-budget used to herd onto one)
 #   baseline         three 20 ms backends, no fault: the reference for the
 #                    p99 ratios of 3, 4 and 5 and fastfail's req/s ratio
 #                    (run when any of them is)
@@ -49,15 +55,19 @@
 #                   >= 30s (their fault times are fractions of it)
 #   POLICIES        ["round-robin sma ewma least-conn p2c peak-ewma
 #                    predictive tail-budget"]
-#   SCENARIOS       which scenarios, in order ["1 2 3 4 5 fastfail"]; the
+#   SCENARIOS       which scenarios, in order ["1 2 3 4 5 fastfail
+#                   identical"]; the
 #                   baseline runs (first) when 3, 4, 5 or fastfail is among
 #                   them. E.g. SCENARIOS=fastfail POLICIES="tail-budget
 #                   round-robin peak-ewma" DURATION=15s benches/scenarios.sh
 #   FAIL_SPEC       fastfail's fault [status:503:0.5]
+#   ID_CONNS        identical's wrk -c values, one run each [1 4 40]
+#   ID_PROFILE      identical's backend --profile [10]
+#   ID_MAX_PCT      identical's pass mark: most % of rows per backend [47]
 #   PROXY_EXTRA     more proxy arguments for every run, e.g. "--eject-after
 #                   0" to see a policy without outlier ejection []
 #   WORKERS         proxy --workers [2]
-#   THREADS         wrk -t [4]
+#   THREADS         wrk -t [4] (at most -c: identical -c1 runs -t1)
 #   CONNS_1         wrk -c of scenario 1 [100]
 #   CONNS           wrk -c of the other scenarios [40]
 #   WRK_TIMEOUT     wrk --timeout [10s] (wrk's default, 2 s, would count
@@ -86,8 +96,12 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 DURATION="${DURATION:-30s}"
 POLICIES="${POLICIES:-round-robin sma ewma least-conn p2c peak-ewma predictive tail-budget}"
-SCENARIOS="${SCENARIOS:-1 2 3 4 5 fastfail}"
+SCENARIOS="${SCENARIOS:-1 2 3 4 5 fastfail identical}"
 FAIL_SPEC="${FAIL_SPEC:-status:503:0.5}"
+ID_CONNS="${ID_CONNS:-1 4 40}"
+ID_PROFILE="${ID_PROFILE:-10}"
+ID_MAX_PCT="${ID_MAX_PCT:-47}"
+export ID_MAX_PCT # read by scenarios_report.py
 read -r -a PROXY_EXTRA_ARGS <<<"${PROXY_EXTRA:-}"
 WORKERS="${WORKERS:-2}"
 THREADS="${THREADS:-4}"
@@ -112,7 +126,7 @@ command -v python3 >/dev/null 2>&1 || die "python3 is needed for the report"
 DURATION_S="$(dur_s "$DURATION")"
 ((DURATION_S >= 3)) || die "DURATION must be at least 3s"
 for s in $SCENARIOS; do
-    [[ "$s" =~ ^([1-5]|fastfail)$ ]] || die "bad scenario '$s' in SCENARIOS (1-5, fastfail)"
+    [[ "$s" =~ ^([1-5]|fastfail|identical)$ ]] || die "bad scenario '$s' in SCENARIOS (1-5, fastfail, identical)"
 done
 [[ "$SLOW_METHOD" =~ ^(auto|flag|restart)$ ]] || die "SLOW_METHOD is auto, flag or restart"
 
@@ -247,9 +261,11 @@ backend_logs_spec() {
 # WRK_PID and WRK_T0.
 start_wrk() {
     local out="$1" conns="$2"
+    # wrk needs at least one connection per thread.
+    local threads=$((conns < THREADS ? conns : THREADS))
     WRK_T0="$(now)"
     timeout --signal=INT --kill-after=10 $((DURATION_S + 30)) \
-        wrk -t"$THREADS" -c"$conns" -d"$DURATION" --timeout "$WRK_TIMEOUT" --latency \
+        wrk -t"$threads" -c"$conns" -d"$DURATION" --timeout "$WRK_TIMEOUT" --latency \
         "http://127.0.0.1:$PROXY_PORT/" >"$out" 2>&1 &
     WRK_PID=$!
     BENCH_PIDS+=("$WRK_PID")
@@ -303,12 +319,21 @@ for s in $SCENARIOS; do
     if [[ "$s" == 3 || "$s" == 4 || "$s" == 5 || "$s" == fastfail ]]; then want_baseline=1; fi
 done
 if ((want_baseline)); then RUN_SCEN+=(base); fi
-for s in $SCENARIOS; do RUN_SCEN+=("$s"); done
+for s in $SCENARIOS; do
+    if [[ "$s" == identical ]]; then
+        for c in $ID_CONNS; do
+            [[ "$c" =~ ^[1-9][0-9]*$ ]] || die "bad wrk -c '$c' in ID_CONNS"
+            RUN_SCEN+=("identical-c$c")
+        done
+    else
+        RUN_SCEN+=("$s")
+    fi
+done
 
 {
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ); machine: $(describe_machine)"
     echo "wrk: $(wrk -v 2>&1 | head -n 1 || true); \`wrk -t$THREADS -c$CONNS_1\` (scenario 1) or \`-c$CONNS\` (the others), \`-d$DURATION --timeout $WRK_TIMEOUT --latency\`"
-    echo "proxy: \`tidegate proxy --workers $WORKERS --policy P --log-csv FILE --slo-ms D${PROXY_EXTRA:+ $PROXY_EXTRA}\` on 127.0.0.1:$PROXY_PORT (other settings: defaults; scenario 5 adds \`--backend-timeout $HANG_TIMEOUT\`)"
+    echo "proxy: \`tidegate proxy --workers $WORKERS --policy P --log-csv FILE --slo-ms D${PROXY_EXTRA:+ $PROXY_EXTRA}\` on 127.0.0.1:$PROXY_PORT (other settings: defaults; scenario 5 adds \`--backend-timeout $HANG_TIMEOUT\`; identical has no \`--slo-ms\`)"
     echo "fault times: T1 = ${T1} s, T2 = ${T2} s after wrk starts (DURATION/3, 2*DURATION/3)"
     echo "scenario 3 method: $(if [[ "$SLOW_USE" == flag ]]; then echo "\`--slow ${SLOW_FACTOR}x@...\` on the slow backend"; else echo "restart (the binary has no --slow: the slow backend is restarted with profile $((20 * SLOW_FACTOR)) at T1 and with 20 at T2)"; fi)"
     echo "policies run: ${SUPPORTED[*]}"
@@ -392,6 +417,13 @@ for scen in "${RUN_SCEN[@]}"; do
             start_backend "$key" ok2 "$(port 2)" --profile 20
             note="fastfail: --fail $FAIL_SPEC"
             ;;
+        identical-c*)
+            conns="${scen#identical-c}" slo=""
+            for i in 0 1 2; do
+                start_backend "$key" "id$((i + 1))" "$(port $i)" --profile "$ID_PROFILE"
+            done
+            note="wrk -c$conns, no --slo-ms"
+            ;;
         base)
             start_backend "$key" ok1 "$(port 0)" --profile 20
             start_backend "$key" ok2 "$(port 1)" --profile 20
@@ -402,13 +434,14 @@ for scen in "${RUN_SCEN[@]}"; do
         # Proxy.
         pb=()
         for n in "${BK_ORDER[@]}"; do pb+=(--backend "127.0.0.1:${BK_PORT[$n]}"); done
+        if [[ -n "$slo" ]]; then pb+=(--slo-ms "$slo"); fi
         if ! try_start_server "$RAW/$key.proxy.log" "$TIDEGATE_BIN" proxy --listen "127.0.0.1:$PROXY_PORT" \
-            "${pb[@]}" --policy "$policy" --workers "$WORKERS" --log-csv "$RAW/$csv" --slo-ms "$slo" \
+            "${pb[@]}" --policy "$policy" --workers "$WORKERS" --log-csv "$RAW/$csv" \
             --admin "127.0.0.1:$ADMIN_PORT" "${extra[@]+"${extra[@]}"}" \
             "${PROXY_EXTRA_ARGS[@]+"${PROXY_EXTRA_ARGS[@]}"}"; then
             log "warning: the proxy did not start (see $RAW/$key.proxy.log); run skipped"
             printf '%s\t%s\t%s\t-\t-\t%s\tnostart\t%s\t%s\t%s\t-\t-\t-\t-\t%s\t%s\t%s\n' "$scen" "$policy" "$key" \
-                "$key.proxy.log" "$(backends_spec)" "$(backend_logs_spec)" "$fault" "$slo" "${note:--}" "$load" >>"$RAW/runs.tsv"
+                "$key.proxy.log" "$(backends_spec)" "$(backend_logs_spec)" "$fault" "${slo:--}" "${note:--}" "$load" >>"$RAW/runs.tsv"
             stop_all_backends
             continue
         fi
@@ -443,7 +476,7 @@ for scen in "${RUN_SCEN[@]}"; do
             start_backend "$key" killed "$(port 0)" --profile 20
             p2="$(now)"
             ;;
-        5 | base | 1 | 2 | fastfail)
+        5 | base | 1 | 2 | fastfail | identical-c*)
             p1="$(add "$WRK_T0" "$T1")"
             p2="$(add "$WRK_T0" "$T2")"
             ;;
@@ -468,7 +501,7 @@ for scen in "${RUN_SCEN[@]}"; do
             "; CSV rows: $(($(wc -l <"$RAW/$csv" 2>/dev/null || echo 1) - 1))"
         printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scen" "$policy" "$key" "$csv" \
             "$key.wrk.txt" "$key.proxy.log" "$proxy_rc" "$bspec" "$blogs" "$fault" "$WRK_T0" "$WRK_T1" \
-            "$p1" "$p2" "$slo" "${note:--}" "$load" >>"$RAW/runs.tsv"
+            "$p1" "$p2" "${slo:--}" "${note:--}" "$load" >>"$RAW/runs.tsv"
     done
 done
 
@@ -493,5 +526,10 @@ if [[ " $SCENARIOS " == *" fastfail "* ]]; then
     echo
     log "fastfail (from $REPORT):"
     sed -n '/^## Fast failures/,/^<details>/p' "$REPORT" | sed '$d'
+fi
+if [[ " $SCENARIOS " == *" identical "* ]]; then
+    echo
+    log "identical (from $REPORT):"
+    sed -n '/^## Identical backends/,/^identical: /p' "$REPORT"
 fi
 log "report: $REPORT; raw CSVs, wrk outputs and logs: $RAW/"

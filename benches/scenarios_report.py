@@ -58,6 +58,9 @@ PHASES = {
     "base": ("0-T1", "T1-T2", "T2-end"),
 }
 ORDER = ["1", "2", "3", "4", "5", "fastfail", "base"]
+# identical: runs "identical-c<N>", one table; the pass mark (% of rows).
+ID_PREFIX = "identical-c"
+ID_MAX_PCT = float(os.environ.get("ID_MAX_PCT", "47"))
 BUCKET_S = 1.0
 
 
@@ -225,6 +228,34 @@ def served(d, run):
     return out
 
 
+def identical_section(rs):
+    """Issue 12's table: each backend's share of the rows per policy and
+    wrk -c, and whether the largest is within ID_MAX_PCT."""
+    names = [n for n, _ in rs[0]["backends"]]
+    out = ["## Identical backends: three `--profile 10` backends, no `--slo-ms`", "",
+           f"PASS when no backend gets more than {ID_MAX_PCT:g} % of the CSV rows (1.4x a fair third).", ""]
+    hdr = ["policy", "wrk -c", "req/s", "mean", "p95", "p99", "non-2xx"] + [f"{n} %" for n in names] \
+        + ["max %", "result", "load"]
+    rows, verdicts = [], []
+    for r in rs:
+        conns = r["scen"][len(ID_PREFIX):]
+        if r["nostart"]:
+            rows.append([r["policy"], conns, "proxy did not start"] + ["-"] * (len(hdr) - 3))
+            verdicts.append(False)
+            continue
+        a, w = r["all"], r["wrk"]
+        shares = [r["dist"][n] for n in names]
+        most = max((x for x in shares if x is not None), default=None)
+        ok = most is not None and r["rows"] > 0 and most <= ID_MAX_PCT
+        verdicts.append(ok)
+        rows.append([r["policy"], conns, f(w["rps"]), f(a["mean"]), f(a["p95"]), f(a["p99"]), r["non2xx"]]
+                    + [f(x) for x in shares] + [f(most), "PASS" if ok else "**FAIL**", r["run"].get("load", "-")])
+    out += [sr.table(hdr, rows), ""]
+    out += [f"identical: {'PASS' if all(verdicts) else 'FAIL'} ({sum(verdicts)} of {len(verdicts)} runs within "
+            f"{ID_MAX_PCT:g} %)", ""]
+    return out
+
+
 def f(x, d=1):
     return sr.f(x, d)
 
@@ -373,6 +404,11 @@ def main():
                 "(the proxy drains and logs them). *backend-served*: the backends' own counts, one per "
                 "process (`?`: killed, no count). *load*: 1-min load average at the run's start.", "",
                 "</details>", ""]
+
+    ids = sorted((r for r in res if r["scen"].startswith(ID_PREFIX)),
+                 key=lambda r: (r["policy"], int(r["scen"][len(ID_PREFIX):])))
+    if ids:
+        out += identical_section(ids)
 
     # Proxy summary lines and problems.
     out += ["## Proxy summary lines", ""]

@@ -31,8 +31,10 @@
 //!    do not fill the window; censored, so a backend whose slow answers
 //!    are still out (or that hangs) does not look fast;
 //! 2. `T` = the SLO if given, else [`T_FACTOR`] × the lowest backend p95;
-//! 3. per backend mean and `P(L > T)`; the LP (`lp`, exact) gives target
-//!    shares with a [`FLOOR`] each, so every backend keeps being measured;
+//! 3. per backend mean and `P(L > T)`; backends the windows cannot tell
+//!    apart are pooled into one estimate (`ties`); the LP (`lp`, exact)
+//!    gives target shares with a [`FLOOR`] each, so every backend keeps
+//!    being measured, and each tied group's share is split equally;
 //! 4. shares move [`DAMPING`] of the way to the target, or further if that
 //!    is what it takes to bring the mix back within the budget (by the
 //!    current estimates): damping smooths the mean, never the tail
@@ -42,6 +44,7 @@
 mod fit;
 mod lp;
 mod swrr;
+mod ties;
 mod window;
 
 pub(super) mod dispatch;
@@ -50,6 +53,8 @@ pub(super) mod dispatch;
 pub(super) mod sim;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tie_tests;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, TryLockError};
@@ -61,6 +66,7 @@ use self::dispatch::{DispatchLog, stamp};
 use self::fit::LoadFit;
 use self::lp::Arm;
 use self::swrr::{SCALE, Swrr};
+use self::ties::Stats;
 use self::window::{Censored, Samples};
 use super::{Backend, Outcome, PROBE_TIMEOUT, Selector, estimates_line, labels, millis};
 
@@ -160,6 +166,10 @@ struct Scratch {
     answers: Vec<(u64, u64)>,
     ages: Vec<u64>,
     members: Vec<usize>,
+    /// Per member: window statistics, tie order and group leader.
+    stats: Vec<Stats>,
+    order: Vec<usize>,
+    group: Vec<usize>,
     arms: Vec<Arm>,
     target: Vec<f64>,
 }
@@ -194,6 +204,9 @@ impl TailBudget {
                 answers: Vec::with_capacity(window::RING + dispatch::SLOTS),
                 ages: Vec::with_capacity(dispatch::SLOTS),
                 members: Vec::with_capacity(n),
+                stats: Vec::with_capacity(n),
+                order: Vec::with_capacity(n),
+                group: Vec::with_capacity(n),
                 arms: Vec::with_capacity(n),
                 target: Vec::with_capacity(n),
             }),
@@ -244,6 +257,9 @@ impl TailBudget {
             answers,
             ages,
             members,
+            stats,
+            order,
+            group,
             arms,
             target,
         } = s;
@@ -275,28 +291,23 @@ impl TailBudget {
         if t.is_finite() {
             self.threshold.store((t / 1e6).to_bits(), ORDER);
         }
-        // 3. The LP over the measured backends.
+        // 3. The LP over the measured backends, ties pooled (`ties`).
         members.clear();
-        arms.clear();
+        stats.clear();
         for (i, (v, c)) in samples.iter().zip(censored.iter()).enumerate() {
-            let n = v.len() + c.count;
-            if n == 0 {
-                continue;
+            if let Some(s) = Stats::of(v, c, t) {
+                members.push(i);
+                stats.push(s);
             }
-            let sum = v.iter().map(|&ns| ns as f64).sum::<f64>() + c.age_sum as f64;
-            let above = v.len() - v.partition_point(|&ns| ns as f64 <= t) + c.count;
-            members.push(i);
-            arms.push(Arm {
-                mean: sum / n as f64,
-                tail: above as f64 / n as f64,
-            });
         }
         if members.is_empty() {
             return; // nothing measured yet
         }
+        ties::pool(stats, order, group, arms);
         target.clear();
         target.resize(arms.len(), 0.0);
         lp::solve(arms, BUDGET, FLOOR, target);
+        ties::spread(group, target);
         // 4. Damp; the measured backends share what the unmeasured leave.
         let share = |i: usize| f64::from_bits(self.shares[i].load(ORDER));
         let mass: f64 = members.iter().map(|&i| share(i)).sum();

@@ -6,6 +6,7 @@
 //!
 //! - [`Seed`]: A cycles [10,15,20,400,400,400,10,15,20] ms, advancing on
 //!   every arrival; B = 200 ms; C = 250 ms; unlimited concurrency.
+//! - [`Identical`]: every backend the same latency plus noise (issue 12).
 //! - [`Capacity`]: each backend has `c` servers and a FIFO queue, fixed
 //!   service time (the research's scenario 2: 4/8/16 servers, 20 ms).
 
@@ -76,6 +77,35 @@ impl Model for Seed {
             .as_mut()
             .map_or(0, |r| (r.next() * 1000.0) as u64);
         ms * 1000 + extra
+    }
+}
+
+/// Identical backends: `base` µs plus U(0, 1) ms of jitter, and one
+/// answer in 50 delayed by a further U(5, 15) ms (a CPU stall).
+#[derive(Debug)]
+pub(in crate::balance) struct Identical {
+    base: u64,
+    rng: Rng,
+}
+
+impl Identical {
+    pub(in crate::balance) fn new(base: Duration, seed: u64) -> Self {
+        Identical {
+            base: base.as_micros() as u64,
+            rng: Rng::new(seed),
+        }
+    }
+}
+
+impl Model for Identical {
+    fn latency(&mut self, _b: usize, _t: u64) -> u64 {
+        let jitter = (self.rng.next() * 1000.0) as u64;
+        let stall = if self.rng.next() < 0.02 {
+            5_000 + (self.rng.next() * 10_000.0) as u64
+        } else {
+            0
+        };
+        self.base + jitter + stall
     }
 }
 
