@@ -144,6 +144,8 @@ impl Server {
             .map(|b| balance::Backend {
                 addr: b.addr,
                 name: b.name.clone(),
+                weight: b.weight,
+                backup: b.backup,
             })
             .collect();
         let selector = balance::build(&cfg.policy, &backends, Instant::now()).map_err(|e| {
@@ -168,7 +170,8 @@ impl Server {
                 Instant::now(),
                 cfg.eject_5xx,
                 cfg.eject_after,
-            ),
+            )
+            .with_backups(cfg.backends.iter().filter(|b| b.backup).count()),
             retry_budget: RetryBudget::new(Instant::now()),
             active: cfg
                 .health_check

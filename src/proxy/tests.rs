@@ -192,10 +192,7 @@ impl Harness {
             ..Recorder::default()
         });
         let backends: Vec<BackendAddr> = (0..BACKENDS)
-            .map(|b| BackendAddr {
-                name: format!("b{b}"),
-                addr: addr(b),
-            })
+            .map(|b| BackendAddr::new(format!("b{b}"), addr(b)))
             .collect();
         let shared = Arc::new(Shared {
             backend_conn: BackendConn::Persistent,
