@@ -114,7 +114,10 @@ pub(super) fn draw(n: usize, exclude: Option<usize>, r: u64) -> Draw {
 /// the rest. O(n), for the few backends a proxy has.
 pub(super) fn draw_weighted(weights: &[u32], exclude: Option<usize>, r: u64) -> Draw {
     let ok = |i: usize| Some(i) != exclude && weights[i] > 0;
-    let total: u64 = (0..weights.len()).filter(|&i| ok(i)).map(|i| u64::from(weights[i])).sum();
+    let total: u64 = (0..weights.len())
+        .filter(|&i| ok(i))
+        .map(|i| u64::from(weights[i]))
+        .sum();
     let mut eligible = (0..weights.len()).filter(|&i| ok(i));
     let (Some(only), second) = (eligible.next(), eligible.next()) else {
         return Draw::None;

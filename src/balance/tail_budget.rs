@@ -62,8 +62,8 @@ use log::{Level, debug, log_enabled};
 use self::dispatch::{DispatchLog, stamp};
 use self::fit::LoadFit;
 use self::lp::Arm;
-use super::swrr::{SCALE, Swrr};
 use self::window::{Censored, Samples};
+use super::swrr::{SCALE, Swrr};
 use super::{Backend, Outcome, PROBE_TIMEOUT, Selector, estimates_line, labels, millis};
 
 /// CSV `routing_mode` name.

@@ -30,11 +30,16 @@ impl Tiered {
         let (mut primaries, mut backups) = (Vec::new(), Vec::new());
         let mut place = Vec::with_capacity(backends.len());
         for (i, b) in backends.iter().enumerate() {
-            let tier = if b.backup { &mut backups } else { &mut primaries };
+            let tier = if b.backup {
+                &mut backups
+            } else {
+                &mut primaries
+            };
             place.push((b.backup, tier.len()));
             tier.push(i);
         }
-        let pick = |idx: &[usize]| -> Vec<Backend> { idx.iter().map(|&i| backends[i].clone()).collect() };
+        let pick =
+            |idx: &[usize]| -> Vec<Backend> { idx.iter().map(|&i| backends[i].clone()).collect() };
         Ok(Tiered {
             primary: build_flat(policy, &pick(&primaries), now)?,
             backup: build_flat(policy, &pick(&backups), now)?,

@@ -192,9 +192,7 @@ pub fn build_policy(
             default_rtt: params.default_rtt,
         },
         "tail-budget" => Policy::TailBudget { slo: params.slo },
-        other => other
-            .parse::<Policy>()
-            .map_err(|e| bad(e.to_string()))?,
+        other => other.parse::<Policy>().map_err(|e| bad(e.to_string()))?,
     };
     policy.validate().map_err(|e| bad(e.to_string()))?;
     Ok(policy)
@@ -215,7 +213,12 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
     let whole = text.get(start..)?.lines().next().unwrap_or("").trim();
     if whole.starts_with('[') {
         // A table's own error (a missing key): name the table.
-        return Some(whole.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+        return Some(
+            whole
+                .trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_string(),
+        );
     }
     let line = text.get(start..offset)?;
     let key = line.split_once('=')?.0.trim();
@@ -264,7 +267,7 @@ impl FileConfig {
 
     fn build(&self, c: &mut Check<'_>) -> Option<ProxyConfig> {
         let listen = match &self.listen {
-            Some(v) => c.get("listen", v, |k, s| super::resolve(k, s)),
+            Some(v) => c.get("listen", v, super::resolve),
             None => super::resolve("listen", DEFAULT_PROXY_LISTEN).ok(),
         };
         let workers = match &self.workers {
@@ -293,7 +296,13 @@ impl FileConfig {
             None => super::forward_field(key, default, is_field).ok(),
         };
         let defaults = ForwardOpts::default();
-        let via = field(c, "via", &self.via, defaults.via.as_deref().unwrap_or("off"), false);
+        let via = field(
+            c,
+            "via",
+            &self.via,
+            defaults.via.as_deref().unwrap_or("off"),
+            false,
+        );
         let rid_default = defaults.request_id.as_deref().unwrap_or("off");
         let request_id = field(c, "request_id", &self.request_id, rid_default, true);
         let health_check = self.health_check(c);
@@ -311,7 +320,10 @@ impl FileConfig {
             backend_conn: backend_conn?,
             timeouts: timeouts?,
             log_csv: self.log_csv.as_ref().map(|v| PathBuf::from(v.get_ref())),
-            slo: self.slo_ms.as_ref().map(|v| Duration::from_millis(*v.get_ref())),
+            slo: self
+                .slo_ms
+                .as_ref()
+                .map(|v| Duration::from_millis(*v.get_ref())),
             eject_5xx: h.eject_5xx.as_ref().is_some_and(|v| *v.get_ref()),
             eject_after: h
                 .eject_after
@@ -335,11 +347,20 @@ impl FileConfig {
         };
         let defaults = PolicyParams::default();
         let params = PolicyParams {
-            sma_window: self.sma_window.as_ref().map_or(defaults.sma_window, |v| *v.get_ref()),
-            ewma_alpha: self.ewma_alpha.as_ref().map_or(defaults.ewma_alpha, |v| *v.get_ref()),
+            sma_window: self
+                .sma_window
+                .as_ref()
+                .map_or(defaults.sma_window, |v| *v.get_ref()),
+            ewma_alpha: self
+                .ewma_alpha
+                .as_ref()
+                .map_or(defaults.ewma_alpha, |v| *v.get_ref()),
             decay: dur(c, "decay", &self.decay, defaults.decay)?,
             default_rtt: dur(c, "default_rtt", &self.default_rtt, defaults.default_rtt)?,
-            slo: self.slo_ms.as_ref().map(|v| Duration::from_millis(*v.get_ref())),
+            slo: self
+                .slo_ms
+                .as_ref()
+                .map(|v| Duration::from_millis(*v.get_ref())),
         };
         let name = self.policy.as_ref();
         let span = name.map_or(0..0, |v| v.span());
@@ -381,7 +402,9 @@ impl FileConfig {
         let h = &self.health;
         let interval = match &h.interval {
             Some(v) => match c.get("health.interval", v, super::parse_duration)? {
-                d if d.is_zero() => return c.fail("health.interval", v.span(), "must be above zero"),
+                d if d.is_zero() => {
+                    return c.fail("health.interval", v.span(), "must be above zero");
+                }
                 d => d,
             },
             None => DEFAULT_HEALTH_INTERVAL,

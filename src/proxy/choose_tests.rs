@@ -71,7 +71,13 @@ fn a_backup_takes_traffic_only_while_every_primary_is_ejected() {
     assert!(matches!(probe, Some(0 | 1)), "{probe:?}");
     let b = probe.unwrap_or(0);
     s.ejector.record(b, true, later);
-    assert_eq!(picks(&s, later, 3).iter().filter(|p| **p == Some(2)).count(), 0);
+    assert_eq!(
+        picks(&s, later, 3)
+            .iter()
+            .filter(|p| **p == Some(2))
+            .count(),
+        0
+    );
 }
 
 #[test]

@@ -91,7 +91,9 @@ impl Shared {
     pub fn choose(&self, now: std::time::Instant, exclude: Option<usize>) -> Option<usize> {
         let selector = &*self.selector;
         let first = selector.pick(now, exclude);
-        if let Some(b) = first.and_then(|f| self.usable_from(f, now, exclude, |x| selector.pick(now, x))) {
+        if let Some(b) =
+            first.and_then(|f| self.usable_from(f, now, exclude, |x| selector.pick(now, x)))
+        {
             return Some(b);
         }
         // Cold path: no usable primary was offered. Backups only if every
@@ -102,8 +104,7 @@ impl Shared {
                 .filter(|&i| !self.backends[i].backup)
                 .all(|i| self.is_out(i));
             if primaries_out
-                && let Some(u) =
-                    self.usable_from(b, now, exclude, |x| selector.pick_backup(now, x))
+                && let Some(u) = self.usable_from(b, now, exclude, |x| selector.pick_backup(now, x))
             {
                 return Some(u);
             }

@@ -64,17 +64,19 @@ pub struct TestProxy {
 
 /// Starts a proxy in front of `backends`.
 pub fn start(backends: &[SocketAddr], opts: Opts) -> io::Result<TestProxy> {
+    let backends = (backends.iter())
+        .map(|&addr| BackendAddr::new(addr.to_string(), addr))
+        .collect();
+    start_backends(backends, opts)
+}
+
+/// Starts a proxy in front of `backends` as configured (weights, backups).
+pub fn start_backends(backends: Vec<BackendAddr>, opts: Opts) -> io::Result<TestProxy> {
     let server = ServerConfig::new("127.0.0.1:0", Some(opts.workers), 1024)
         .map_err(|e| io::Error::other(e.to_string()))?;
     let cfg = ProxyConfig {
         server,
-        backends: backends
-            .iter()
-            .map(|&addr| BackendAddr {
-                name: addr.to_string(),
-                addr,
-            })
-            .collect(),
+        backends,
         policy: opts.policy,
         backend_conn: opts.conn,
         timeouts: opts.timeouts,
@@ -84,6 +86,8 @@ pub fn start(backends: &[SocketAddr], opts: Opts) -> io::Result<TestProxy> {
         health_check: opts.health_check,
         eject_after: tidegate::health::EJECT_AFTER,
         forward: opts.forward,
+        admin: None,
+        admin_token: None,
     };
     let (server, handles) = Server::proxy(&cfg).map_err(|e| io::Error::other(e.to_string()))?;
     let server = server.spawn()?;

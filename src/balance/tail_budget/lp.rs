@@ -81,7 +81,12 @@ pub(super) fn solve(arms: &[Arm], budget: f64, floor: f64, out: &mut [f64]) {
         };
     }
     let rest = (1.0 - total_floor).max(0.0);
-    let left = budget - arms.iter().zip(out.iter()).map(|(a, f)| f * a.tail).sum::<f64>();
+    let left = budget
+        - arms
+            .iter()
+            .zip(out.iter())
+            .map(|(a, f)| f * a.tail)
+            .sum::<f64>();
 
     // (cost, i, v_i, k): `v_i` to `i`, the rest to `k` (k == i: a single).
     let mut best: Option<(f64, usize, f64, usize)> = None;
@@ -206,7 +211,12 @@ mod tests {
     fn floors_scale_with_weight() {
         // Backend 1 is best, so 0 and 2 sit at their floors: 3% and 1%
         // (the 4 x 1% of equal weights, shared 3:1:... by weight).
-        let mut arms = [arm(100.0, 0.0), arm(10.0, 0.0), arm(100.0, 0.0), arm(50.0, 0.0)];
+        let mut arms = [
+            arm(100.0, 0.0),
+            arm(10.0, 0.0),
+            arm(100.0, 0.0),
+            arm(50.0, 0.0),
+        ];
         arms[0].weight = 3.0;
         arms[1].weight = 1.0;
         arms[3].weight = 2.0;

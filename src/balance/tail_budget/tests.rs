@@ -280,7 +280,10 @@ fn the_floor_and_starting_shares_scale_with_weight() {
     let s = TailBudget::new(&b, None, t0);
     // Before any answer: shares by weight, 3/5, 1/5, 1/5.
     let w = s.weights();
-    assert!((w[0] - 0.6).abs() < 1e-12 && (w[1] - 0.2).abs() < 1e-12, "{w:?}");
+    assert!(
+        (w[0] - 0.6).abs() < 1e-12 && (w[1] - 0.2).abs() < 1e-12,
+        "{w:?}"
+    );
     // Backend 1 is far better; 0 and 2 sink to their floors: 3% of the
     // floors' 3% total for the weight-3 one, 0.6% for the weight-1 one.
     for k in 0..64 {
