@@ -7,7 +7,8 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, FromArgMatches};
 use tidegate::balance;
-use tidegate::config::file::{self, FileBackend, FileConfig, PolicyParams};
+use tidegate::config::file::{self, FileBackend, FileConfig};
+use tidegate::config::policy::{self, PolicyParams};
 use tidegate::config::{self, ConfigError, DEFAULT_BACKLOG, ProxyConfig, ServerConfig, Timeouts};
 use toml::Spanned;
 
@@ -117,7 +118,7 @@ impl ProxyArgs {
             default_rtt: config::parse_duration("--default-rtt", &self.default_rtt)?,
             slo: self.slo_ms.map(Duration::from_millis),
         };
-        let policy = file::build_policy("--policy", &self.policy, &params)?;
+        let policy = policy::build_policy("--policy", &self.policy, &params)?;
         Ok(ProxyConfig {
             server: ServerConfig::new(&self.listen, self.workers, self.backlog)?,
             backends: config::resolve_backends(&self.backends)?,
