@@ -1,5 +1,14 @@
 //! Validated settings for each mode. Everything here is checked before a
 //! socket is opened, so bad input ends with one clear line, not a panic.
+//!
+//! `file`: the proxy's TOML configuration file (`--config`, `check-config`):
+//! its schema and the pure text -> [`ProxyConfig`] validation.
+
+mod backend;
+pub mod file;
+pub mod policy;
+
+pub use backend::{BackendAddr, MAX_WEIGHT, resolve_backends};
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -7,6 +16,13 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::http::{self, ForwardOpts, Proto};
+
+/// `tidegate proxy`'s default listen address (the seed's proxy port).
+pub const DEFAULT_PROXY_LISTEN: &str = "127.0.0.1:9090";
+
+/// Default interval between active health checks: a dead backend is
+/// noticed within 3 checks (6 s) at a negligible 0.5 request/s each.
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Default listen backlog. Matches the default `net.core.somaxconn` (4096)
 /// on current kernels; a larger value is silently capped by the kernel.
@@ -130,13 +146,6 @@ impl FromStr for BackendConn {
     }
 }
 
-/// One backend as configured: its name as given and its resolved address.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BackendAddr {
-    pub name: String,
-    pub addr: SocketAddr,
-}
-
 /// Shortest accepted timeout. Zero would expire at once: `--idle-timeout 0`
 /// closed every connection before its first request, `--backend-timeout 0`
 /// answered everything 504 and `--connect-timeout 0` everything 502. The
@@ -228,9 +237,10 @@ pub fn parse_timeout(flag: &'static str, value: &str) -> Result<Duration, Config
     Ok(d)
 }
 
-/// [`MIN_TIMEOUT`]..=[`MAX_TIMEOUT`], or 0 for `--drain-timeout` (no drain).
+/// [`MIN_TIMEOUT`]..=[`MAX_TIMEOUT`], or 0 for the drain timeout (no
+/// drain), whether named as a flag or as the file's key.
 fn check_timeout(flag: &'static str, value: &str, d: Duration) -> Result<(), ConfigError> {
-    let zero_ok = flag == "--drain-timeout";
+    let zero_ok = flag == "--drain-timeout" || flag == "timeouts.drain";
     let why = if d.is_zero() && zero_ok {
         return Ok(());
     } else if d < MIN_TIMEOUT {
@@ -268,45 +278,40 @@ pub struct ProxyConfig {
     pub health_check: Option<(String, Duration)>,
     /// `--via`, `--request-id`: the proxy fields added to forwarded heads.
     pub forward: ForwardOpts,
+    /// `--admin ADDR` / `[admin] address`: the admin listener, if any.
+    pub admin: Option<SocketAddr>,
+    /// `[admin] token`: the bearer token the admin API requires (carried
+    /// here; the admin API enforces it).
+    pub admin_token: Option<String>,
 }
 
 /// The proxy fields from `--via NAME|off` and `--request-id HEADER|off`
 /// (`X-Forwarded-Proto` is `http` until there is a TLS listener).
 pub fn forward_opts(via: &str, request_id: &str) -> Result<ForwardOpts, ConfigError> {
-    let check = |flag: &'static str, value: &str, is_field: bool| {
-        if value == "off" {
-            return Ok(None);
-        }
-        http::check_token(value, is_field)
-            .map(|()| Some(value.to_string()))
-            .map_err(|why| ConfigError::BadValue {
-                flag,
-                value: value.to_string(),
-                why: why.into(),
-            })
-    };
     Ok(ForwardOpts {
-        via: check("--via", via, false)?,
+        via: forward_field("--via", via, false)?,
         proto: Proto::Http,
-        request_id: check("--request-id", request_id, true)?,
+        request_id: forward_field("--request-id", request_id, true)?,
     })
 }
 
-/// Resolves every `--backend`; at least one is required.
-pub fn resolve_backends(values: &[String]) -> Result<Vec<BackendAddr>, ConfigError> {
-    if values.is_empty() {
-        return Err(ConfigError::NoBackends);
+/// One of the proxy fields' settings: `off` (none), or a token (`is_field`:
+/// a field name, which some names such as `Host` cannot be).
+pub fn forward_field(
+    flag: &'static str,
+    value: &str,
+    is_field: bool,
+) -> Result<Option<String>, ConfigError> {
+    if value == "off" {
+        return Ok(None);
     }
-    values
-        .iter()
-        .map(|v| {
-            let addr = resolve("--backend", v)?;
-            Ok(BackendAddr {
-                name: v.clone(),
-                addr,
-            })
+    http::check_token(value, is_field)
+        .map(|()| Some(value.to_string()))
+        .map_err(|why| ConfigError::BadValue {
+            flag,
+            value: value.to_string(),
+            why: why.into(),
         })
-        .collect()
 }
 
 /// Parses `30s`, `250ms`, `2m`, `1h`, or a bare number of seconds

@@ -8,7 +8,9 @@
 //!   `io::ErrorKind`), fd limits, connection stats, the connection log.
 //! - `server`: starts the acceptor and workers for a mode, runs, stops,
 //!   summarises (the one module that knows both echo and proxy).
-//! - `config`: validated settings per mode; the [`config::ConfigError`] enum.
+//! - `config`: validated settings per mode; the [`config::ConfigError`] enum;
+//!   `config::file`, the proxy's TOML file (schema and the pure text ->
+//!   `ProxyConfig` validation that `check-config` and a reload share).
 //! - `echo`: echo mode's session state machine.
 //! - `proxy/`: proxy mode: the session state machine, the backend side of
 //!   one exchange, the backend socket pool, the request log writer.

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 mod cli;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use log::{info, warn};
 
 use cli::proxy::ProxyArgs;
@@ -43,6 +43,15 @@ enum Command {
     Demo(DemoArgs),
     /// The seed's analysis of --log-csv files: req/s, latency percentiles, distribution.
     Report(ReportCmd),
+    /// Validate a proxy configuration file without starting anything.
+    CheckConfig(CheckConfigArgs),
+}
+
+#[derive(Debug, Args)]
+struct CheckConfigArgs {
+    /// The TOML file, as `tidegate proxy --config FILE` would read it.
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -121,15 +130,21 @@ struct EchoArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let result = match cli.command {
         Command::Echo(args) => echo(args),
-        Command::Proxy(args) => args
-            .config()
-            .and_then(|cfg| Ok((cfg, args.admin()?)))
-            .map_err(StartError::from)
-            .and_then(|(cfg, admin)| proxy(&cfg, admin)),
+        Command::Proxy(args) => {
+            let sub = matches.subcommand_matches("proxy");
+            let cfg = match sub.map(|m| args.resolve(m)) {
+                Some(Ok(cfg)) => cfg,
+                Some(Err(lines)) => return fail(&lines),
+                None => return fail(&["no proxy arguments".to_string()]),
+            };
+            proxy(&cfg)
+        }
+        Command::CheckConfig(args) => return check_config(&args.file),
         Command::Backend(args) => backend_cmd(&args),
         Command::Demo(args) => demo(&args),
         Command::Report(args) => {
@@ -156,6 +171,36 @@ fn main() -> ExitCode {
     }
 }
 
+/// Each line on stderr as `tidegate: error: LINE`; exit status 1.
+fn fail(lines: &[String]) -> ExitCode {
+    for line in lines {
+        eprintln!("tidegate: error: {line}");
+    }
+    ExitCode::FAILURE
+}
+
+/// `tidegate check-config FILE`: a one-line summary and 0, or one line
+/// per problem on stderr and 1. Binds nothing, starts nothing.
+fn check_config(path: &std::path::Path) -> ExitCode {
+    let shown = path.display();
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => return fail(&[format!("{shown}: cannot read: {e}")]),
+    };
+    match config::file::load(&text) {
+        Ok(cfg) => {
+            println!("{shown}: OK: {}", config::file::summary(&cfg));
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            for p in problems {
+                eprintln!("{shown}: {p}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn echo(args: EchoArgs) -> Result<(), StartError> {
     let cfg = EchoConfig {
         server: ServerConfig::new(&args.listen, args.workers, args.backlog)?,
@@ -175,9 +220,9 @@ fn echo(args: EchoArgs) -> Result<(), StartError> {
     Ok(())
 }
 
-fn proxy(cfg: &ProxyConfig, admin: Option<SocketAddr>) -> Result<(), StartError> {
+fn proxy(cfg: &ProxyConfig) -> Result<(), StartError> {
     // Bound first, so a taken admin port fails before the proxy starts.
-    let admin = admin.map(AdminListener::bind).transpose()?;
+    let admin = cfg.admin.map(AdminListener::bind).transpose()?;
     let (mut server, handles) = Server::proxy(cfg)?;
     let (shared, csv) = (handles.shared, handles.csv);
     server.handle_signals()?;
@@ -296,7 +341,7 @@ fn demo(args: &DemoArgs) -> Result<(), StartError> {
     proxy_args.log_csv = args.log_csv.clone();
     proxy_args.admin = Some(args.admin.clone());
     let cfg = proxy_args.config()?;
-    let admin = proxy_args.admin()?;
+    let admin = cfg.admin;
     println!(
         "tidegate demo: backends A (10,15,20,400,400,400,10,15,20 ms) on 8081, B (200 ms) on 8082, C (250 ms) on 8083"
     );
@@ -309,7 +354,7 @@ fn demo(args: &DemoArgs) -> Result<(), StartError> {
         println!("tidegate demo: dashboard on http://{addr}/ (metrics: /metrics)");
     }
     println!("tidegate demo: Ctrl-C stops everything.");
-    let result = proxy(&cfg, admin);
+    let result = proxy(&cfg);
     for h in handles {
         let name = h.name().to_string();
         match h.stop() {

@@ -183,6 +183,8 @@ fn sigint_drains_requests_in_flight() -> TestResult {
     ))?;
     let csv =
         std::env::temp_dir().join(format!("tidegate-ptests-{}-drain.csv", std::process::id()));
+    // The log is appended to: start from no file.
+    let _ = std::fs::remove_file(&csv);
     let csv_arg = csv.display().to_string();
     let backend_arg = slow.local_addr().to_string();
     let p = Proc::spawn(

@@ -50,7 +50,9 @@ mod peak_ewma;
 mod predictive;
 mod round_robin;
 mod sma;
+mod swrr;
 mod tail_budget;
+mod tiered;
 
 pub use peak_ewma::{DEFAULT_DECAY, DEFAULT_RTT};
 
@@ -124,16 +126,30 @@ pub struct Backend {
     pub addr: SocketAddr,
     /// As given on the command line, e.g. `127.0.0.1:8081`; used in logs.
     pub name: String,
+    /// Relative share (at least 1): round-robin's weight, p2c's sampling
+    /// weight, tail-budget's floor multiplier. Other policies ignore it.
+    pub weight: u32,
+    /// Picked (by [`Selector::pick_backup`]) only when no primary is usable.
+    pub backup: bool,
 }
 
 impl Backend {
-    /// A backend named by its address.
+    /// A primary backend of weight 1 named by its address.
     pub fn new(addr: SocketAddr) -> Self {
         Backend {
             addr,
             name: addr.to_string(),
+            weight: 1,
+            backup: false,
         }
     }
+}
+
+/// Each backend's weight (at least 1), or `None` when all are equal, so
+/// policies keep their unweighted (cheaper) path.
+pub(crate) fn weights(backends: &[Backend]) -> Option<Vec<u32>> {
+    let w: Vec<u32> = backends.iter().map(|b| b.weight.max(1)).collect();
+    w.windows(2).any(|p| p[0] != p[1]).then_some(w)
 }
 
 /// How a request sent to a backend went.
@@ -225,6 +241,14 @@ pub trait Selector: Send + Sync + fmt::Debug {
     /// For metrics; may allocate.
     fn gauges(&self) -> Vec<(&'static str, Vec<Option<f64>>)> {
         Vec::new()
+    }
+
+    /// Chooses among the backup backends, for when no primary is usable
+    /// (the caller decides that). `pick` never returns a backup. `None`:
+    /// no (other) backup. Only the selector [`build`] wraps around primary
+    /// and backup backends implements it.
+    fn pick_backup(&self, _now: Instant, _exclude: Option<usize>) -> Option<usize> {
+        None
     }
 }
 
@@ -381,6 +405,18 @@ pub fn build(
     now: Instant,
 ) -> Result<Arc<dyn Selector>, PolicyError> {
     policy.validate()?;
+    if backends.iter().any(|b| b.backup) && backends.iter().any(|b| !b.backup) {
+        return Ok(Arc::new(tiered::Tiered::new(policy, backends, now)?));
+    }
+    build_flat(policy, backends, now)
+}
+
+/// One selector over all of `backends`, backups or not.
+fn build_flat(
+    policy: &Policy,
+    backends: &[Backend],
+    now: Instant,
+) -> Result<Arc<dyn Selector>, PolicyError> {
     Ok(match *policy {
         Policy::RoundRobin => Arc::new(round_robin::RoundRobin::new(backends)),
         Policy::Sma { window } => Arc::new(sma::new(backends, window, now)),

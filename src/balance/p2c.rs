@@ -15,6 +15,10 @@
 //!   that IS a fair coin flip between the two, with no extra random bit.
 //! - One eligible backend: that one; none: `None`. `exclude` (a retry)
 //!   removes the failed backend before drawing.
+//! - Unequal weights ([`draw_weighted`]): each candidate is drawn with
+//!   probability proportional to its weight (the second among the
+//!   others), so a weight-3 backend is offered three times as often as a
+//!   weight-1 one; the less loaded of the two still wins.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -104,6 +108,50 @@ pub(super) fn draw(n: usize, exclude: Option<usize>, r: u64) -> Draw {
     }
 }
 
+/// [`draw`] with each backend's chance proportional to `weights[i]` (at
+/// least 1 is assumed; a 0 weight is never drawn): the low half of `r`
+/// picks the first by cumulative weight, the high half the second among
+/// the rest. O(n), for the few backends a proxy has.
+pub(super) fn draw_weighted(weights: &[u32], exclude: Option<usize>, r: u64) -> Draw {
+    let ok = |i: usize| Some(i) != exclude && weights[i] > 0;
+    let total: u64 = (0..weights.len())
+        .filter(|&i| ok(i))
+        .map(|i| u64::from(weights[i]))
+        .sum();
+    let mut eligible = (0..weights.len()).filter(|&i| ok(i));
+    let (Some(only), second) = (eligible.next(), eligible.next()) else {
+        return Draw::None;
+    };
+    if second.is_none() {
+        return Draw::One(only);
+    }
+    // The backend whose slice of the cumulative weights holds `x`.
+    let nth = |x: u64, skip: Option<usize>| {
+        let mut x = x;
+        let mut last = only;
+        for i in (0..weights.len()).filter(|&i| ok(i) && Some(i) != skip) {
+            let w = u64::from(weights[i]);
+            if x < w {
+                return i;
+            }
+            x -= w;
+            last = i;
+        }
+        last
+    };
+    // Truncations intended: the low and high halves of `r`.
+    let (lo, hi) = (r as u32, (r >> 32) as u32);
+    let a = nth(below_u64(lo, total), None);
+    let b = nth(below_u64(hi, total - u64::from(weights[a])), Some(a));
+    Draw::Two(a, b)
+}
+
+/// [`below`] for a range given as u64 (a sum of weights).
+fn below_u64(x: u32, m: u64) -> u64 {
+    // The result is < m, which fits u64.
+    ((u128::from(x) * u128::from(m)) >> 32) as u64
+}
+
 /// `x` scaled into `0..m` by multiply-shift (Lemire): exact in range, and
 /// as unbiased as `x % m` (off by at most m / 2^32) without a division.
 fn below(x: u32, m: usize) -> usize {
@@ -124,11 +172,14 @@ pub(super) struct P2c {
     labels: Vec<String>,
     in_flight: InFlight,
     rng: Rng,
+    /// Only when the weights differ: the sampling weights.
+    weights: Option<Vec<u32>>,
 }
 
 impl P2c {
     pub(super) fn new(backends: &[Backend]) -> Self {
         P2c {
+            weights: super::weights(backends),
             names: backends.iter().map(|b| b.name.clone()).collect(),
             labels: labels(backends),
             in_flight: InFlight::new(backends.len()),
@@ -144,7 +195,12 @@ impl Selector for P2c {
 
     fn pick(&self, _now: Instant, exclude: Option<usize>) -> Option<usize> {
         let n = self.in_flight.len();
-        let chosen = match draw(n, exclude, self.rng.next()) {
+        let r = self.rng.next();
+        let candidates = match &self.weights {
+            Some(w) => draw_weighted(w, exclude, r),
+            None => draw(n, exclude, r),
+        };
+        let chosen = match candidates {
             Draw::None => return None,
             Draw::One(i) => i,
             Draw::Two(a, b) => cheaper(a, b, |i| self.in_flight.get(i)),
@@ -260,6 +316,55 @@ mod tests {
             counts.values().all(|&c| (850..=1150).contains(&c)),
             "{counts:?}"
         );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn weighted_draw_never_repeats_nor_returns_the_excluded(
+            weights in proptest::collection::vec(1u32..=256, 0..12),
+            exclude in proptest::option::of(0usize..14),
+            r in any::<u64>(),
+        ) {
+            let n = weights.len();
+            let m = (0..n).filter(|&i| Some(i) != exclude).count();
+            match draw_weighted(&weights, exclude, r) {
+                Draw::None => prop_assert_eq!(m, 0),
+                Draw::One(i) => prop_assert!(m == 1 && i < n && Some(i) != exclude),
+                Draw::Two(a, b) => {
+                    prop_assert!(m >= 2 && a != b && a < n && b < n);
+                    prop_assert!(Some(a) != exclude && Some(b) != exclude);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn weighted_draws_are_proportional_to_weight() {
+        // Weights 3,1,1,1: backend 0 is the first candidate half the time
+        // and a candidate at all in 1/2 + 1/2 * (3/5) = 80% of draws.
+        let rng = Rng::new(SEED);
+        let (mut first, mut any) = (0, 0);
+        for _ in 0..12_000 {
+            let Draw::Two(a, b) = draw_weighted(&[3, 1, 1, 1], None, rng.next()) else {
+                panic!("two expected");
+            };
+            first += usize::from(a == 0);
+            any += usize::from(a == 0 || b == 0);
+        }
+        assert!((5_700..=6_300).contains(&first), "first {first}/12000");
+        assert!((9_300..=9_900).contains(&any), "any {any}/12000");
+        // Through the selector: all idle, ties go to the first candidate,
+        // so picks follow the weights.
+        let t0 = Instant::now();
+        let mut b = backends(4);
+        b[0].weight = 3;
+        let s = P2c::new(&b);
+        let zeros = (0..1200).filter(|_| s.pick(t0, None) == Some(0)).count();
+        assert!((540..=660).contains(&zeros), "{zeros}/1200");
+        // Excluding the heavy one leaves a fair draw among the others.
+        assert!((0..50).all(|_| s.pick(t0, Some(0)) != Some(0)));
     }
 
     #[test]

@@ -1,10 +1,13 @@
 //! `round-robin`: backends in turn, one shared counter; outcomes are ignored.
+//! With unequal weights, smooth weighted round-robin (`swrr`, nginx's
+//! algorithm, lock-free): weights 3:1 give `a a b a`, `a a b a`, ...
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use log::{Level, debug, log_enabled};
 
+use super::swrr::Swrr;
 use super::{Backend, Outcome, Selector};
 
 /// CSV `routing_mode` name.
@@ -20,13 +23,23 @@ pub(super) struct RoundRobin {
     /// Picks so far; `next % n` is the next backend. Wrapping at
     /// `usize::MAX` only skews one turn when `n` is not a power of two.
     next: AtomicUsize,
+    /// Only when the weights differ: the weighted rotation.
+    weighted: Option<Swrr>,
 }
 
 impl RoundRobin {
     pub(super) fn new(backends: &[Backend]) -> Self {
+        let weighted = super::weights(backends).map(|w| {
+            let s = Swrr::new(w.len(), 0);
+            for (i, &w) in w.iter().enumerate() {
+                s.set(i, u64::from(w));
+            }
+            s
+        });
         RoundRobin {
             names: backends.iter().map(|b| b.name.clone()).collect(),
             next: AtomicUsize::new(0),
+            weighted,
         }
     }
 
@@ -45,6 +58,14 @@ impl Selector for RoundRobin {
         let n = self.names.len();
         if n == 0 || (n == 1 && exclude == Some(0)) {
             return None;
+        }
+        if let Some(w) = &self.weighted {
+            // A retry skips the failed backend; the others keep their ratio.
+            let i = w.pick(|i| Some(i) != exclude)?;
+            if log_enabled!(Level::Debug) {
+                debug!("[{TAG}] chosen: {}", self.names[i]);
+            }
+            return Some(i);
         }
         let mut i = self.turn();
         if Some(i) == exclude {
@@ -99,5 +120,23 @@ mod tests {
         assert_eq!(one.pick(t0, None), Some(0));
         // An index that is not a backend excludes nothing.
         assert_eq!(one.pick(t0, Some(5)), Some(0));
+    }
+
+    #[test]
+    fn weights_3_to_1_give_three_picks_to_one_smoothly() {
+        let t0 = Instant::now();
+        let mut b = backends(3);
+        b[0].weight = 3;
+        let rr = RoundRobin::new(&b);
+        let picks: Vec<_> = (0..10).map(|_| rr.pick(t0, None).unwrap()).collect();
+        // nginx's smooth sequence for {3,1,1}: never three in a row.
+        assert_eq!(picks, [0, 1, 0, 2, 0, 0, 1, 0, 2, 0]);
+        // A retry avoids the failed backend; 1 and 2 alternate.
+        for _ in 0..10 {
+            assert_ne!(rr.pick(t0, Some(0)), Some(0));
+        }
+        let mut one = backends(1);
+        one[0].weight = 4;
+        assert_eq!(RoundRobin::new(&one).pick(t0, Some(0)), None);
     }
 }

@@ -33,17 +33,18 @@
 //! 2. `T` = the SLO if given, else [`T_FACTOR`] × the lowest backend p95;
 //! 3. per backend mean and `P(L > T)`; backends the windows cannot tell
 //!    apart are pooled into one estimate (`ties`); the LP (`lp`, exact)
-//!    gives target shares with a [`FLOOR`] each, so every backend keeps
-//!    being measured, and each tied group's share is split equally;
+//!    gives target shares with a [`FLOOR`] each (scaled by the backends'
+//!    weights), so every backend keeps being measured, and each tied
+//!    group's share is split among its members by weight;
 //! 4. shares move [`DAMPING`] of the way to the target, or further if that
 //!    is what it takes to bring the mix back within the budget (by the
 //!    current estimates): damping smooths the mean, never the tail
 //!    constraint. They become the SWRR weights. Unmeasured backends keep
-//!    their share until measured (equal shares at start).
+//!    their share until measured (shares by weight at start; equal by
+//!    default).
 
 mod fit;
 mod lp;
-mod swrr;
 mod ties;
 mod window;
 
@@ -65,9 +66,9 @@ use log::{Level, debug, log_enabled};
 use self::dispatch::{DispatchLog, stamp};
 use self::fit::LoadFit;
 use self::lp::Arm;
-use self::swrr::{SCALE, Swrr};
 use self::ties::Stats;
 use self::window::{Censored, Samples};
+use super::swrr::{SCALE, Swrr};
 use super::{Backend, Outcome, PROBE_TIMEOUT, Selector, estimates_line, labels, millis};
 
 /// CSV `routing_mode` name.
@@ -130,6 +131,9 @@ const ORDER: Ordering = Ordering::Relaxed;
 #[derive(Debug)]
 pub struct TailBudget {
     names: Vec<String>,
+    /// Configured weights: each backend's [`FLOOR`] and starting share
+    /// scale with its weight.
+    weights: Vec<u32>,
     labels: Vec<String>,
     slo: Option<Duration>,
     epoch: Instant,
@@ -179,7 +183,13 @@ impl TailBudget {
     /// best backend's p95); `now` is the start of the run.
     pub fn new(backends: &[Backend], slo: Option<Duration>, now: Instant) -> TailBudget {
         let n = backends.len();
-        let equal = if n == 0 { 0.0 } else { 1.0 / n as f64 };
+        let weights: Vec<u32> = backends.iter().map(|b| b.weight.max(1)).collect();
+        let total = f64::from(weights.iter().sum::<u32>()).max(1.0);
+        let start = |i: usize| f64::from(weights[i]) / total;
+        let swrr = Swrr::new(n, 0);
+        for i in 0..n {
+            swrr.set(i, units(start(i)));
+        }
         TailBudget {
             names: backends.iter().map(|b| b.name.clone()).collect(),
             labels: labels(backends),
@@ -194,8 +204,8 @@ impl TailBudget {
                     load: LoadFit::default(),
                 })
                 .collect(),
-            swrr: Swrr::new(n, units(equal)),
-            shares: (0..n).map(|_| AtomicU64::new(equal.to_bits())).collect(),
+            swrr,
+            shares: (0..n).map(|i| AtomicU64::new(start(i).to_bits())).collect(),
             threshold: AtomicU64::new(f64::NAN.to_bits()),
             recomputed: AtomicU64::new(0),
             scratch: Mutex::new(Scratch {
@@ -211,6 +221,7 @@ impl TailBudget {
                 target: Vec::with_capacity(n),
             }),
             fallback_turn: AtomicUsize::new(0),
+            weights,
         }
     }
 
@@ -304,10 +315,13 @@ impl TailBudget {
             return; // nothing measured yet
         }
         ties::pool(stats, order, group, arms);
+        for (arm, &i) in arms.iter_mut().zip(members.iter()) {
+            arm.weight = f64::from(self.weights.get(i).copied().unwrap_or(1));
+        }
         target.clear();
         target.resize(arms.len(), 0.0);
         lp::solve(arms, BUDGET, FLOOR, target);
-        ties::spread(group, target);
+        ties::spread(group, arms, target);
         // 4. Damp; the measured backends share what the unmeasured leave.
         let share = |i: usize| f64::from_bits(self.shares[i].load(ORDER));
         let mass: f64 = members.iter().map(|&i| share(i)).sum();

@@ -5,16 +5,25 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tidegate::proxy::accesslog::{AccessLog, LogFormat, LogTarget};
 
-use clap::{Args, FromArgMatches};
-use tidegate::balance::{self, Policy};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, FromArgMatches};
+use tidegate::balance;
+use tidegate::config::file::{self, FileBackend, FileConfig};
+use tidegate::config::policy::{self, PolicyParams};
 use tidegate::config::{self, ConfigError, DEFAULT_BACKLOG, ProxyConfig, ServerConfig, Timeouts};
+use toml::Spanned;
 
 #[derive(Debug, Args)]
 pub struct ProxyArgs {
+    /// Read the settings from this TOML file (see examples/tidegate.toml);
+    /// flags given on the command line override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Address to listen on (ip:port or host:port).
-    #[arg(long, default_value = "127.0.0.1:9090", value_name = "ADDR")]
+    #[arg(long, default_value = config::DEFAULT_PROXY_LISTEN, value_name = "ADDR")]
     pub listen: String,
     /// A backend (ip:port or host:port, resolved at start); repeat for more.
+    /// With --config, replaces the file's backends.
     #[arg(long = "backend", value_name = "ADDR")]
     pub backends: Vec<String>,
     /// Routing policy: round-robin, sma, ewma, least-conn, p2c, peak-ewma, predictive or tail-budget.
@@ -137,31 +146,14 @@ impl ProxyArgs {
     }
 
     pub fn config(&self) -> Result<ProxyConfig, ConfigError> {
-        let policy = match self.policy.as_str() {
-            "sma" | "adaptive_sma" => Policy::Sma {
-                window: self.sma_window,
-            },
-            "ewma" | "adaptive_ewma" => Policy::Ewma {
-                alpha: self.ewma_alpha,
-            },
-            "peak-ewma" => Policy::PeakEwma {
-                decay: config::parse_duration("--decay", &self.decay)?,
-                default_rtt: config::parse_duration("--default-rtt", &self.default_rtt)?,
-            },
-            "tail-budget" => Policy::TailBudget {
-                slo: self.slo_ms.map(Duration::from_millis),
-            },
-            other => other.parse::<Policy>().map_err(|e| ConfigError::BadValue {
-                flag: "--policy",
-                value: other.to_string(),
-                why: e.to_string(),
-            })?,
+        let params = PolicyParams {
+            sma_window: self.sma_window,
+            ewma_alpha: self.ewma_alpha,
+            decay: config::parse_duration("--decay", &self.decay)?,
+            default_rtt: config::parse_duration("--default-rtt", &self.default_rtt)?,
+            slo: self.slo_ms.map(Duration::from_millis),
         };
-        policy.validate().map_err(|e| ConfigError::BadValue {
-            flag: "--policy",
-            value: self.policy.clone(),
-            why: e.to_string(),
-        })?;
+        let policy = policy::build_policy("--policy", &self.policy, &params)?;
         Ok(ProxyConfig {
             server: ServerConfig::new(&self.listen, self.workers, self.backlog)?,
             backends: config::resolve_backends(&self.backends)?,
@@ -196,7 +188,175 @@ impl ProxyArgs {
                 }
                 None => None,
             },
+            admin: self.admin()?,
+            admin_token: None,
         })
+    }
+
+    /// The configuration: `--config FILE` with the flags given on the
+    /// command line (`matches`) laid over it, or the flags alone. Each
+    /// error is one line; a file's problems all come back at once.
+    pub fn resolve(&self, matches: &ArgMatches) -> Result<ProxyConfig, Vec<String>> {
+        let Some(path) = &self.config else {
+            return self.config().map_err(|e| vec![e.to_string()]);
+        };
+        let shown = path.display();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| vec![format!("cannot read --config {shown}: {e}")])?;
+        let lines = |problems: Vec<file::Problem>| {
+            problems.iter().map(|p| format!("{shown}: {p}")).collect()
+        };
+        let mut parsed = FileConfig::parse(&text).map_err(lines)?;
+        self.overlay(matches, &mut parsed);
+        parsed.validate(&text).map_err(lines)
+    }
+
+    /// Sets every flag given on the command line over the file's value.
+    fn overlay(&self, m: &ArgMatches, f: &mut FileConfig) {
+        let given = |id: &str| m.value_source(id) == Some(ValueSource::CommandLine);
+        let val = |v| Some(Spanned::new(0..0, v));
+        let cli = &mut f.from_cli;
+        let mut mark = |id: &str, key: &'static str, flag: &'static str| {
+            let g = given(id);
+            if g {
+                cli.push((key, flag));
+            }
+            g
+        };
+        if mark("listen", "listen", "--listen") {
+            f.listen = val(self.listen.clone());
+        }
+        if mark("workers", "workers", "--workers") {
+            f.workers = self.workers.map(|w| Spanned::new(0..0, w));
+        }
+        if mark("backlog", "backlog", "--backlog") {
+            f.backlog = Some(Spanned::new(0..0, self.backlog));
+        }
+        if mark("policy", "policy", "--policy") {
+            f.policy = val(self.policy.clone());
+        }
+        if mark("sma_window", "sma_window", "--sma-window") {
+            f.sma_window = Some(Spanned::new(0..0, self.sma_window));
+        }
+        if mark("ewma_alpha", "ewma_alpha", "--ewma-alpha") {
+            f.ewma_alpha = Some(Spanned::new(0..0, self.ewma_alpha));
+        }
+        if mark("decay", "decay", "--decay") {
+            f.decay = val(self.decay.clone());
+        }
+        if mark("default_rtt", "default_rtt", "--default-rtt") {
+            f.default_rtt = val(self.default_rtt.clone());
+        }
+        if mark("slo_ms", "slo_ms", "--slo-ms") {
+            f.slo_ms = self.slo_ms.map(|v| Spanned::new(0..0, v));
+        }
+        if mark("backend_conn", "backend_conn", "--backend-conn") {
+            f.backend_conn = val(self.backend_conn.clone());
+        }
+        if mark("log_csv", "log_csv", "--log-csv") {
+            f.log_csv = self
+                .log_csv
+                .as_ref()
+                .map(|p| Spanned::new(0..0, p.to_string_lossy().into_owned()));
+        }
+        if mark("access_log", "access_log", "--access-log") {
+            f.access_log = self.access_log.clone().map(|v| Spanned::new(0..0, v));
+        }
+        if mark(
+            "access_log_format",
+            "access_log_format",
+            "--access-log-format",
+        ) {
+            f.access_log_format = val(self.access_log_format.clone());
+        }
+        if mark("via", "via", "--via") {
+            f.via = val(self.via.clone());
+        }
+        if mark("request_id", "request_id", "--request-id") {
+            f.request_id = val(self.request_id.clone());
+        }
+        let t = &mut f.timeouts;
+        for (id, key, flag, slot, value) in [
+            (
+                "connect_timeout",
+                "timeouts.connect",
+                "--connect-timeout",
+                &mut t.connect,
+                &self.connect_timeout,
+            ),
+            (
+                "backend_timeout",
+                "timeouts.backend",
+                "--backend-timeout",
+                &mut t.backend,
+                &self.backend_timeout,
+            ),
+            (
+                "header_timeout",
+                "timeouts.header",
+                "--header-timeout",
+                &mut t.header,
+                &self.header_timeout,
+            ),
+            (
+                "idle_timeout",
+                "timeouts.idle",
+                "--idle-timeout",
+                &mut t.idle,
+                &self.idle_timeout,
+            ),
+            (
+                "client_timeout",
+                "timeouts.client",
+                "--client-timeout",
+                &mut t.client,
+                &self.client_timeout,
+            ),
+            (
+                "tunnel_timeout",
+                "timeouts.tunnel",
+                "--tunnel-timeout",
+                &mut t.tunnel,
+                &self.tunnel_timeout,
+            ),
+            (
+                "drain_timeout",
+                "timeouts.drain",
+                "--drain-timeout",
+                &mut t.drain,
+                &self.drain_timeout,
+            ),
+        ] {
+            if mark(id, key, flag) {
+                *slot = val(value.clone());
+            }
+        }
+        let h = &mut f.health;
+        if mark("health_check", "health.check", "--health-check") {
+            h.check = self.health_check.clone().map(|v| Spanned::new(0..0, v));
+        }
+        if mark("health_interval", "health.interval", "--health-interval") {
+            h.interval = val(self.health_interval.clone());
+        }
+        if mark("eject_after", "health.eject_after", "--eject-after") {
+            h.eject_after = Some(Spanned::new(0..0, self.eject_after));
+        }
+        if mark("eject_5xx", "health.eject_5xx", "--eject-5xx") {
+            h.eject_5xx = Some(Spanned::new(0..0, self.eject_5xx));
+        }
+        if mark("admin", "admin.address", "--admin") {
+            f.admin.address = self.admin.clone().map(|v| Spanned::new(0..0, v));
+        }
+        if mark("backends", "backend.address", "--backend") {
+            f.backends = (self.backends.iter())
+                .map(|a| FileBackend {
+                    address: Spanned::new(0..0, a.clone()),
+                    name: None,
+                    weight: None,
+                    backup: None,
+                })
+                .collect();
+        }
     }
 
     /// The proxy's flags with every default, as if given `tidegate proxy`
@@ -229,6 +389,79 @@ mod tests {
         args.backends = vec!["127.0.0.1:8081".into()];
         let cfg = args.config()?;
         assert_eq!(cfg.timeouts, Timeouts::default());
+        // A file with only a backend means the same as the flags' defaults.
+        let from_file = file::load("[[backend]]\naddress = \"127.0.0.1:8081\"\n");
+        let from_file = from_file.map_err(|p| ConfigError::BadValue {
+            flag: "file",
+            value: String::new(),
+            why: format!("{p:?}"),
+        })?;
+        assert_eq!(format!("{from_file:?}"), format!("{cfg:?}"));
+        Ok(())
+    }
+
+    /// `tidegate proxy ARGS` with `text` as the --config file.
+    fn resolved(text: &str, args: &[&str]) -> Result<ProxyConfig, Vec<String>> {
+        let dir = std::env::temp_dir().join(format!("tidegate-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| vec![e.to_string()])?;
+        let path = dir.join(format!("{}.toml", args.len()));
+        std::fs::write(&path, text).map_err(|e| vec![e.to_string()])?;
+        let path = path.to_string_lossy().into_owned();
+        let mut argv = vec!["proxy", "--config", path.as_str()];
+        argv.extend_from_slice(args);
+        let m = ProxyArgs::augment_args(clap::Command::new("proxy"))
+            .try_get_matches_from(argv)
+            .map_err(|e| vec![e.to_string()])?;
+        let a = ProxyArgs::from_arg_matches(&m).map_err(|e| vec![e.to_string()])?;
+        a.resolve(&m)
+    }
+
+    #[test]
+    fn flags_given_override_the_file_and_defaults_do_not() -> Result<(), Vec<String>> {
+        let text = "listen = \"127.0.0.1:7000\"\npolicy = \"sma\"\nsma_window = 5\n\
+                    [timeouts]\nidle = \"5s\"\n\
+                    [[backend]]\naddress = \"127.0.0.1:8081\"\nweight = 3\n";
+        // No flags: the file as written (not the flags' defaults).
+        let cfg = resolved(text, &[])?;
+        assert_eq!(cfg.server.listen.port(), 7000);
+        assert_eq!(cfg.policy, balance::Policy::Sma { window: 5 });
+        assert_eq!(cfg.timeouts.idle, Duration::from_secs(5));
+        assert_eq!(cfg.backends[0].weight, 3);
+        // Flags win; a policy flag keeps the file's parameters.
+        let cfg = resolved(
+            text,
+            &[
+                "--idle-timeout",
+                "7s",
+                "--listen",
+                "127.0.0.1:7002",
+                "--sma-window",
+                "9",
+            ],
+        )?;
+        assert_eq!(cfg.server.listen.port(), 7002);
+        assert_eq!(cfg.timeouts.idle, Duration::from_secs(7));
+        assert_eq!(cfg.policy, balance::Policy::Sma { window: 9 });
+        let cfg = resolved(text, &["--policy", "round-robin"])?;
+        assert_eq!(cfg.policy, balance::Policy::RoundRobin);
+        // --backend replaces the file's list.
+        let cfg = resolved(
+            text,
+            &["--backend", "127.0.0.1:9001", "--backend", "127.0.0.1:9002"],
+        )?;
+        let ports: Vec<_> = cfg
+            .backends
+            .iter()
+            .map(|b| (b.addr.port(), b.weight))
+            .collect();
+        assert_eq!(ports, [(9001, 1), (9002, 1)]);
+        // A bad flag is named as the flag; a bad key with its position.
+        let err = resolved(text, &["--idle-timeout", "0"]).map(|_| ());
+        assert!(err.is_err_and(|e| e[0].contains("invalid --idle-timeout '0'")));
+        let err = resolved("workers = 0\n[[backend]]\naddress = \"127.0.0.1:1\"\n", &[]);
+        assert!(err.is_err_and(|e| {
+            e[0].ends_with("line 1, column 11: invalid workers 0: must be at least 1")
+        }));
         Ok(())
     }
 }

@@ -136,6 +136,8 @@ pub struct Ejector {
     /// Consecutive failures that eject (`--eject-after`); 0 disables
     /// ejection altogether (both rules).
     after: u32,
+    /// How many backends may be out at once (see [`Ejector::with_backups`]).
+    max_out: u32,
 }
 
 fn nanos(base: Instant, t: Instant) -> u64 {
@@ -154,7 +156,21 @@ impl Ejector {
             ejected: AtomicU32::new(0),
             eject_5xx,
             after,
+            max_out: (backends / 2).max(1) as u32,
         }
+    }
+
+    /// Of the backends, `backups` are backups (`backup = true`). At most
+    /// half the backends may be out at once, so that the rest do not fail
+    /// open onto broken ones; with backups, every primary may be ejected
+    /// (the backups take over: that is what they are for), plus half the
+    /// backups.
+    pub fn with_backups(mut self, backups: usize) -> Self {
+        let n = self.backends.len();
+        if backups > 0 && backups < n {
+            self.max_out = u32::try_from(n - backups + backups / 2).unwrap_or(u32::MAX);
+        }
+        self
     }
 
     /// May `backend` take a request at `now`? `Probe` claims the single
@@ -258,8 +274,9 @@ impl Ejector {
         } else {
             return;
         };
-        // At most half the backends out at once; past that, fail open.
-        let max = (self.backends.len() / 2).max(1) as u32;
+        // At most half the backends out at once (every primary when there
+        // are backups); past that, fail open.
+        let max = self.max_out;
         if self
             .ejected
             .fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1))

@@ -186,6 +186,8 @@ pub fn build(cfg: &ProxyConfig, prev: Option<&Shared>, now: Instant) -> Result<S
         .map(|b| balance::Backend {
             addr: b.addr,
             name: b.name.clone(),
+            weight: b.weight,
+            backup: b.backup,
         })
         .collect();
     let selector = balance::build(&cfg.policy, &backends, now).map_err(|e| BuildError::Policy {
@@ -193,6 +195,7 @@ pub fn build(cfg: &ProxyConfig, prev: Option<&Shared>, now: Instant) -> Result<S
         why: e.to_string(),
     })?;
     let names = cfg.backends.iter().map(|b| b.name.clone());
+    let backups = cfg.backends.iter().filter(|b| b.backup).count();
     let shared = match prev {
         None => Shared {
             generation: 0,
@@ -204,7 +207,8 @@ pub fn build(cfg: &ProxyConfig, prev: Option<&Shared>, now: Instant) -> Result<S
             metrics: Metrics::new(names, cfg.slo),
             latencies: Arc::new(Mutex::new(super::summary::new_histogram())),
             slo: cfg.slo,
-            ejector: Ejector::new(cfg.backends.len(), now, cfg.eject_5xx, cfg.eject_after),
+            ejector: Ejector::new(cfg.backends.len(), now, cfg.eject_5xx, cfg.eject_after)
+                .with_backups(backups),
             retry_budget: Arc::new(RetryBudget::new(now)),
             active: None,
             forward: cfg.forward.clone(),
@@ -222,7 +226,8 @@ pub fn build(cfg: &ProxyConfig, prev: Option<&Shared>, now: Instant) -> Result<S
                 metrics: prev.metrics.carried(names, &map, cfg.slo),
                 latencies: Arc::clone(&prev.latencies),
                 slo: cfg.slo,
-                ejector: Ejector::new(cfg.backends.len(), now, cfg.eject_5xx, cfg.eject_after),
+                ejector: Ejector::new(cfg.backends.len(), now, cfg.eject_5xx, cfg.eject_after)
+                    .with_backups(backups),
                 retry_budget: Arc::clone(&prev.retry_budget),
                 active: None,
                 forward: cfg.forward.clone(),

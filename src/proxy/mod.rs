@@ -36,6 +36,8 @@ mod tunnel;
 pub mod upstream;
 
 #[cfg(test)]
+mod choose_tests;
+#[cfg(test)]
 mod tests;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -93,32 +95,69 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Picks a backend the way the policy wants, skipping ejected ones; if
-    /// the policy keeps offering ejected backends (or all are ejected),
-    /// fails open with its first choice rather than refusing the request.
+    /// Picks a backend the way the policy wants, skipping ejected ones (and
+    /// those active checks found down). Backup backends are tried only when
+    /// every primary is down or ejected. If the policy keeps offering
+    /// unusable backends (or all are), fails open with its first choice
+    /// rather than refusing the request.
     pub fn choose(&self, now: std::time::Instant, exclude: Option<usize>) -> Option<usize> {
+        let selector = &*self.selector;
+        let first = selector.pick(now, exclude);
+        if let Some(b) =
+            first.and_then(|f| self.usable_from(f, now, exclude, |x| selector.pick(now, x)))
+        {
+            return Some(b);
+        }
+        // Cold path: no usable primary was offered. Backups only if every
+        // primary is really out (not merely excluded by this retry).
+        let backup = selector.pick_backup(now, exclude);
+        if let Some(b) = backup {
+            let primaries_out = (0..self.backends.len())
+                .filter(|&i| !self.backends[i].backup)
+                .all(|i| self.is_out(i));
+            if primaries_out
+                && let Some(u) = self.usable_from(b, now, exclude, |x| selector.pick_backup(now, x))
+            {
+                return Some(u);
+            }
+        }
+        first.or(backup)
+    }
+
+    /// `first`, or the next the policy offers (`pick(last)`), that is
+    /// usable; `None` after one try per backend.
+    fn usable_from(
+        &self,
+        first: usize,
+        now: std::time::Instant,
+        exclude: Option<usize>,
+        pick: impl Fn(Option<usize>) -> Option<usize>,
+    ) -> Option<usize> {
         use crate::health::Admit;
         // Health checks first: admitting claims an ejected backend's probe.
         let usable = |b: usize| {
             self.active.as_ref().is_none_or(|a| a.is_up(b))
                 && self.ejector.admit(b, now) != Admit::No
         };
-        let first = self.selector.pick(now, exclude)?;
         if usable(first) {
             return Some(first);
         }
         let mut last = first;
         // Bounded: one try per backend.
         for _ in 0..self.backends.len() {
-            match self.selector.pick(now, Some(last)) {
-                Some(b) if Some(b) != exclude && usable(b) => {
-                    return Some(b);
-                }
+            match pick(Some(last)) {
+                Some(b) if Some(b) != exclude && usable(b) => return Some(b),
                 Some(b) => last = b,
                 None => break,
             }
         }
-        Some(first)
+        None
+    }
+
+    /// Whether backend `i` is down (active checks) or ejected, without
+    /// claiming its probe.
+    fn is_out(&self, i: usize) -> bool {
+        self.active.as_ref().is_some_and(|a| !a.is_up(i)) || self.ejector.is_ejected(i)
     }
 }
 

@@ -120,9 +120,8 @@ mod tests {
             },
             backends: backends
                 .iter()
-                .map(|&(name, port)| BackendAddr {
-                    name: name.into(),
-                    addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                .map(|&(name, port)| {
+                    BackendAddr::new(name, SocketAddr::from(([127, 0, 0, 1], port)))
                 })
                 .collect(),
             policy: crate::balance::Policy::RoundRobin,
@@ -134,6 +133,8 @@ mod tests {
             eject_after: 5,
             health_check: None,
             forward: crate::http::ForwardOpts::default(),
+            admin: None,
+            admin_token: None,
         }
     }
 
@@ -163,10 +164,8 @@ mod tests {
 
     #[test]
     fn a_repeated_address_maps_one_to_one() {
-        let old = [("a", 1), ("a2", 1)].map(|(n, p)| BackendAddr {
-            name: n.into(),
-            addr: SocketAddr::from(([127, 0, 0, 1], p)),
-        });
+        let old = [("a", 1), ("a2", 1)]
+            .map(|(n, p)| BackendAddr::new(n, SocketAddr::from(([127, 0, 0, 1], p))));
         let new = [old[0].clone()];
         assert_eq!(map_backends(&old, &new), vec![Some(0)]);
         assert_eq!(map_backends(&new, &old), vec![Some(0), None]);

@@ -193,10 +193,7 @@ impl Harness {
             ..Recorder::default()
         });
         let backends: Vec<BackendAddr> = (0..BACKENDS)
-            .map(|b| BackendAddr {
-                name: format!("b{b}"),
-                addr: addr(b),
-            })
+            .map(|b| BackendAddr::new(format!("b{b}"), addr(b)))
             .collect();
         let shared = Arc::new(Shared {
             generation: 0,
@@ -231,6 +228,8 @@ impl Harness {
             eject_after: 5,
             health_check: None,
             forward: crate::http::ForwardOpts::default(),
+            admin: None,
+            admin_token: None,
         };
         let live = Live::new(Arc::clone(&shared), cfg);
         let ctx = ProxyCtx::with_net(net.clone(), 0, live, None);

@@ -45,10 +45,7 @@ pub fn start(backends: &[(&str, SocketAddr)], opts: Opts) -> io::Result<AdminPro
             .map_err(|e| io::Error::other(e.to_string()))?,
         backends: backends
             .iter()
-            .map(|&(name, addr)| BackendAddr {
-                name: name.into(),
-                addr,
-            })
+            .map(|&(name, addr)| BackendAddr::new(name, addr))
             .collect(),
         policy: opts.policy,
         backend_conn: opts.conn,
@@ -62,6 +59,8 @@ pub fn start(backends: &[(&str, SocketAddr)], opts: Opts) -> io::Result<AdminPro
         health_check: None,
         eject_after: 0,
         forward: opts.forward,
+        admin: None,
+        admin_token: None,
     };
     let listener =
         admin::AdminListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).map_err(err)?;

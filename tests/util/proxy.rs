@@ -65,7 +65,15 @@ pub struct TestProxy {
 
 /// Starts a proxy in front of `backends`.
 pub fn start(backends: &[SocketAddr], opts: Opts) -> io::Result<TestProxy> {
-    let cfg = config(backends, opts)?;
+    let backends = (backends.iter())
+        .map(|&addr| BackendAddr::new(addr.to_string(), addr))
+        .collect();
+    start_backends(backends, opts)
+}
+
+/// Starts a proxy in front of `backends` as configured (weights, backups).
+pub fn start_backends(backends: Vec<BackendAddr>, opts: Opts) -> io::Result<TestProxy> {
+    let cfg = config_backends(backends, opts)?;
     let (server, handles) = Server::proxy(&cfg).map_err(|e| io::Error::other(e.to_string()))?;
     let server = server.spawn()?;
     Ok(TestProxy {
@@ -77,17 +85,19 @@ pub fn start(backends: &[SocketAddr], opts: Opts) -> io::Result<TestProxy> {
 
 /// The configuration [`start`] runs (also what a reload test applies).
 pub fn config(backends: &[SocketAddr], opts: Opts) -> io::Result<ProxyConfig> {
+    let backends = (backends.iter())
+        .map(|&addr| BackendAddr::new(addr.to_string(), addr))
+        .collect();
+    config_backends(backends, opts)
+}
+
+/// The configuration for `backends` as given.
+pub fn config_backends(backends: Vec<BackendAddr>, opts: Opts) -> io::Result<ProxyConfig> {
     let server = ServerConfig::new("127.0.0.1:0", Some(opts.workers), 1024)
         .map_err(|e| io::Error::other(e.to_string()))?;
     Ok(ProxyConfig {
         server,
-        backends: backends
-            .iter()
-            .map(|&addr| BackendAddr {
-                name: addr.to_string(),
-                addr,
-            })
-            .collect(),
+        backends,
         policy: opts.policy,
         backend_conn: opts.conn,
         timeouts: opts.timeouts,
@@ -100,6 +110,8 @@ pub fn config(backends: &[SocketAddr], opts: Opts) -> io::Result<ProxyConfig> {
         health_check: opts.health_check,
         eject_after: tidegate::health::EJECT_AFTER,
         forward: opts.forward,
+        admin: None,
+        admin_token: None,
     })
 }
 

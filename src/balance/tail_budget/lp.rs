@@ -9,6 +9,10 @@
 //! ```
 //!
 //! # Method
+//! Backend weights scale the floors: `f_i = min(n·floor, 1)·g_i / Σ g` for
+//! weights `g` (all equal: `min(floor, 1/n)` each), so the floors' total
+//! stays what equal weights would give. Below, `floor` stands for `f_i`.
+//!
 //! Substitute `w_i = floor + v_i`: the rest `R = 1 - n·floor` is shared
 //! freely (`Σ v_i = R`, `v_i >= 0`) under the remaining budget
 //! `B = budget - floor·Σ t_i`. This is a fractional knapsack with one
@@ -51,6 +55,8 @@ pub(super) struct Arm {
     pub(super) mean: f64,
     /// Probability of a latency above the threshold, in [0, 1].
     pub(super) tail: f64,
+    /// The backend's configured weight (> 0): its floor's multiplier.
+    pub(super) weight: f64,
 }
 
 /// Slack in feasibility tests, for shares computed in floating point.
@@ -64,10 +70,23 @@ pub(super) fn solve(arms: &[Arm], budget: f64, floor: f64, out: &mut [f64]) {
         return;
     }
     let out = &mut out[..n];
-    let floor = floor.clamp(0.0, 1.0 / n as f64);
-    let rest = (1.0 - n as f64 * floor).max(0.0);
-    out.fill(floor);
-    let left = budget - floor * arms.iter().take(n).map(|a| a.tail).sum::<f64>();
+    let arms = &arms[..n];
+    let total_floor = (floor * n as f64).clamp(0.0, 1.0);
+    let weights: f64 = arms.iter().map(|a| a.weight.max(0.0)).sum();
+    for (o, a) in out.iter_mut().zip(arms) {
+        *o = if weights > 0.0 {
+            total_floor * a.weight.max(0.0) / weights
+        } else {
+            total_floor / n as f64
+        };
+    }
+    let rest = (1.0 - total_floor).max(0.0);
+    let left = budget
+        - arms
+            .iter()
+            .zip(out.iter())
+            .map(|(a, f)| f * a.tail)
+            .sum::<f64>();
 
     // (cost, i, v_i, k): `v_i` to `i`, the rest to `k` (k == i: a single).
     let mut best: Option<(f64, usize, f64, usize)> = None;
@@ -117,7 +136,11 @@ mod tests {
     use super::*;
 
     fn arm(mean: f64, tail: f64) -> Arm {
-        Arm { mean, tail }
+        Arm {
+            mean,
+            tail,
+            weight: 1.0,
+        }
     }
 
     fn shares(arms: &[Arm], budget: f64, floor: f64) -> Vec<f64> {
@@ -182,6 +205,28 @@ mod tests {
         let w = shares(&arms, 0.04, 0.01);
         assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-12);
         assert!((w[1] - 0.98).abs() < 1e-12, "{w:?}");
+    }
+
+    #[test]
+    fn floors_scale_with_weight() {
+        // Backend 1 is best, so 0 and 2 sit at their floors: 3% and 1%
+        // (the 4 x 1% of equal weights, shared 3:1:... by weight).
+        let mut arms = [
+            arm(100.0, 0.0),
+            arm(10.0, 0.0),
+            arm(100.0, 0.0),
+            arm(50.0, 0.0),
+        ];
+        arms[0].weight = 3.0;
+        arms[1].weight = 1.0;
+        arms[3].weight = 2.0;
+        let w = shares(&arms, 0.04, 0.01);
+        let want = [0.04 * 3.0 / 7.0, 0.0, 0.04 / 7.0, 0.04 * 2.0 / 7.0];
+        for i in [0, 2, 3] {
+            assert!((w[i] - want[i]).abs() < 1e-12, "{w:?}");
+        }
+        assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        assert!(w[1] > 0.9);
     }
 
     #[test]

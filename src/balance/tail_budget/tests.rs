@@ -271,3 +271,32 @@ fn capacity_scenario_beats_round_robin() {
         println!("  tail-budget {} (p99 ratio {ratio:.2})", r.summary());
     }
 }
+
+#[test]
+fn the_floor_and_starting_shares_scale_with_weight() {
+    let t0 = Instant::now();
+    let mut b = backends(3);
+    b[0].weight = 3;
+    let s = TailBudget::new(&b, None, t0);
+    // Before any answer: shares by weight, 3/5, 1/5, 1/5.
+    let w = s.weights();
+    assert!(
+        (w[0] - 0.6).abs() < 1e-12 && (w[1] - 0.2).abs() < 1e-12,
+        "{w:?}"
+    );
+    // Backend 1 is far better; 0 and 2 sink to their floors: 3% of the
+    // floors' 3% total for the weight-3 one, 0.6% for the weight-1 one.
+    for k in 0..64 {
+        let t = at(t0, k);
+        exchange(&s, 0, 300, t);
+        exchange(&s, 1, 10, t);
+        exchange(&s, 2, 300, t);
+    }
+    for p in 1..=60 {
+        s.pick(at(t0, 1_000 + 100 * p), None);
+    }
+    let w = s.weights();
+    assert!((w[0] - 0.03 * 3.0 / 5.0).abs() < 1e-3, "{w:?}");
+    assert!((w[2] - 0.03 / 5.0).abs() < 1e-3, "{w:?}");
+    assert!(w[0] > 2.5 * w[2], "{w:?}");
+}

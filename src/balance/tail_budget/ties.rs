@@ -139,32 +139,35 @@ pub(super) fn pool(
             t += s.n * s.tail;
         }
         let w = w.max(f64::MIN_POSITIVE);
+        // Weight 1 here; the caller sets each backend's configured weight.
         arms.push(Arm {
             mean: m / w,
             tail: t / w,
+            weight: 1.0,
         });
     }
 }
 
-/// Shares each group's total of `target` equally among its members
-/// (`group` as [`pool`] left it).
-pub(super) fn spread(group: &[usize], target: &mut [f64]) {
-    let n = group.len().min(target.len());
+/// Shares each group's total of `target` among its members in proportion
+/// to their configured weights (equally when the weights are equal;
+/// `group` as [`pool`] left it, `arms` carrying the weights).
+pub(super) fn spread(group: &[usize], arms: &[Arm], target: &mut [f64]) {
+    let n = group.len().min(target.len()).min(arms.len());
     for leader in 0..n {
         if group[leader] != leader {
             continue;
         }
-        let (mut sum, mut count) = (0.0, 0usize);
-        for (g, w) in group.iter().zip(target.iter()).take(n) {
+        let (mut sum, mut weights) = (0.0, 0.0);
+        for ((g, t), a) in group.iter().zip(target.iter()).zip(arms).take(n) {
             if *g == leader {
-                sum += w;
-                count += 1;
+                sum += t;
+                weights += a.weight;
             }
         }
-        let each = sum / count.max(1) as f64;
-        for (g, w) in group.iter().zip(target.iter_mut()).take(n) {
+        let weights = weights.max(f64::MIN_POSITIVE);
+        for ((g, t), a) in group.iter().zip(target.iter_mut()).zip(arms).take(n) {
             if *g == leader {
-                *w = each;
+                *t = sum * a.weight / weights;
             }
         }
     }
@@ -257,11 +260,12 @@ mod tests {
             arms[1],
             Arm {
                 mean: 30e6,
-                tail: 0.0
+                tail: 0.0,
+                weight: 1.0
             }
         );
         let mut target = [0.01, 0.01, 0.97, 0.01];
-        spread(&group, &mut target);
+        spread(&group, &arms, &mut target);
         for (got, want) in target.iter().zip([0.33, 0.01, 0.33, 0.33]) {
             assert!((got - want).abs() < 1e-12, "{target:?}");
         }

@@ -1,0 +1,514 @@
+//! The proxy's TOML configuration file: `tidegate proxy --config FILE` and
+//! `tidegate check-config FILE`. `examples/tidegate.toml` documents every key.
+//!
+//! Two steps, both pure (no socket is opened; host names are resolved):
+//! 1. [`FileConfig::parse`]: TOML into the schema below. Syntax errors, an
+//!    unknown key (`deny_unknown_fields`) or a value of the wrong type stop
+//!    here, with toml's line and column.
+//! 2. [`FileConfig::validate`]: every value checked (durations, ranges,
+//!    addresses, duplicate names...) into a [`ProxyConfig`]; every problem
+//!    is collected, each naming its key, at its value's line and column.
+//!
+//! [`load`] is both: what `check-config` runs and what a reload re-runs.
+//! Absent keys take the same defaults as the flags. The binary lays the
+//! flags given on its command line over a parsed file (recording them in
+//! `from_cli`, so a bad one is named as the flag) before validating.
+
+use std::fmt;
+use std::ops::Range;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::policy::{PolicyParams, build_policy};
+use super::{
+    BackendAddr, ConfigError, DEFAULT_BACKLOG, DEFAULT_HEALTH_INTERVAL, DEFAULT_PROXY_LISTEN,
+    MAX_WEIGHT, ProxyConfig, ServerConfig, Timeouts,
+};
+use crate::balance::Policy;
+use crate::http::{ForwardOpts, Proto};
+
+/// A value as read, with where it was read (`0..0` when set from a flag).
+pub type Val<T> = Option<Spanned<T>>;
+
+/// The file's top level: one key per proxy flag, in snake case.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Val<String>,
+    pub workers: Val<usize>,
+    pub backlog: Val<u32>,
+    pub policy: Val<String>,
+    pub sma_window: Val<usize>,
+    pub ewma_alpha: Val<f64>,
+    pub decay: Val<String>,
+    pub default_rtt: Val<String>,
+    pub slo_ms: Val<u64>,
+    pub backend_conn: Val<String>,
+    pub log_csv: Val<String>,
+    pub access_log: Val<String>,
+    pub access_log_format: Val<String>,
+    pub via: Val<String>,
+    pub request_id: Val<String>,
+    #[serde(default)]
+    pub timeouts: FileTimeouts,
+    #[serde(default)]
+    pub health: FileHealth,
+    #[serde(default)]
+    pub admin: FileAdmin,
+    /// `[[backend]]` tables.
+    #[serde(default, rename = "backend")]
+    pub backends: Vec<FileBackend>,
+    /// `(key, flag)` of each value the command line set over the file.
+    #[serde(skip)]
+    pub from_cli: Vec<(&'static str, &'static str)>,
+}
+
+/// `[timeouts]`: each `--X-timeout`, as a duration string.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTimeouts {
+    pub connect: Val<String>,
+    pub backend: Val<String>,
+    pub header: Val<String>,
+    pub idle: Val<String>,
+    pub client: Val<String>,
+    pub tunnel: Val<String>,
+    pub drain: Val<String>,
+}
+
+/// `[health]`: active checks and outlier ejection.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHealth {
+    /// `--health-check PATH`.
+    pub check: Val<String>,
+    /// `--health-interval`.
+    pub interval: Val<String>,
+    /// `--eject-after`.
+    pub eject_after: Val<u32>,
+    /// `--eject-5xx`.
+    pub eject_5xx: Val<bool>,
+}
+
+/// `[admin]`: the admin listener.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAdmin {
+    /// `--admin ADDR` (`"off"`: none).
+    pub address: Val<String>,
+    /// Bearer token the admin API requires.
+    pub token: Val<String>,
+}
+
+/// One `[[backend]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileBackend {
+    pub address: Spanned<String>,
+    pub name: Val<String>,
+    pub weight: Val<u32>,
+    pub backup: Val<bool>,
+}
+
+/// One thing wrong with a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based (line, column) where toml or the value's span gives one.
+    pub at: Option<(usize, usize)>,
+    /// What is wrong, naming the key (or the flag that set it).
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.at {
+            Some((line, col)) => write!(f, "line {line}, column {col}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+/// Parses and validates a file's text: the one function a reload needs.
+pub fn load(text: &str) -> Result<ProxyConfig, Vec<Problem>> {
+    FileConfig::parse(text)?.validate(text)
+}
+
+/// `3 backends (1 backup), policy tail-budget, listen 127.0.0.1:9090`.
+pub fn summary(cfg: &ProxyConfig) -> String {
+    let n = cfg.backends.len();
+    let backups = cfg.backends.iter().filter(|b| b.backup).count();
+    format!(
+        "{n} backend{} ({backups} backup{}), policy {}, listen {}",
+        if n == 1 { "" } else { "s" },
+        if backups == 1 { "" } else { "s" },
+        cfg.policy.name(),
+        cfg.server.listen
+    )
+}
+
+/// (line, column), both 1-based, of byte `offset` in `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+/// The dotted key whose value sits at `offset`, read from the text: the
+/// key before `=` on that line, under the nearest `[table]` above it.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let start = text.get(..offset)?.rfind('\n').map_or(0, |i| i + 1);
+    let whole = text.get(start..)?.lines().next().unwrap_or("").trim();
+    if whole.starts_with('[') {
+        // A table's own error (a missing key): name the table.
+        return Some(
+            whole
+                .trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_string(),
+        );
+    }
+    let line = text.get(start..offset)?;
+    let key = line.split_once('=')?.0.trim();
+    let table = text.get(..start)?.lines().rev().find_map(|l| {
+        let l = l.trim();
+        l.starts_with('[')
+            .then(|| l.trim_matches(|c| c == '[' || c == ']').trim())
+    });
+    Some(match table {
+        Some(t) if !t.is_empty() => format!("{t}.{key}"),
+        _ => key.to_string(),
+    })
+}
+
+impl FileConfig {
+    /// The TOML text into the schema; the first syntax, key or type error.
+    pub fn parse(text: &str) -> Result<FileConfig, Vec<Problem>> {
+        toml::from_str(text).map_err(|e: toml::de::Error| {
+            let span = e.span();
+            let msg = e.message().trim().replace('\n', " ");
+            let message = match span.as_ref().and_then(|s| key_at(text, s.start)) {
+                Some(key) if !msg.contains(&key) => format!("{key}: {msg}"),
+                _ => msg,
+            };
+            vec![Problem {
+                at: span.map(|s| line_col(text, s.start)),
+                message,
+            }]
+        })
+    }
+
+    /// Checks every value (`text`: the file, for positions) into a
+    /// [`ProxyConfig`], or every problem found.
+    pub fn validate(&self, text: &str) -> Result<ProxyConfig, Vec<Problem>> {
+        let mut c = Check {
+            text,
+            from_cli: &self.from_cli,
+            problems: Vec::new(),
+        };
+        let cfg = self.build(&mut c);
+        match cfg {
+            Some(cfg) if c.problems.is_empty() => Ok(cfg),
+            _ => Err(c.problems),
+        }
+    }
+
+    fn build(&self, c: &mut Check<'_>) -> Option<ProxyConfig> {
+        let listen = match &self.listen {
+            Some(v) => c.get("listen", v, super::resolve),
+            None => super::resolve("listen", DEFAULT_PROXY_LISTEN).ok(),
+        };
+        let workers = match &self.workers {
+            Some(v) if *v.get_ref() == 0 => c.fail("workers", v.span(), "must be at least 1"),
+            Some(v) => Some(*v.get_ref()),
+            None => Some(super::default_workers()),
+        };
+        let backlog = match &self.backlog {
+            Some(v) if *v.get_ref() == 0 || *v.get_ref() > i32::MAX as u32 => {
+                let why = format!("out of range (1..={})", i32::MAX);
+                c.fail("backlog", v.span(), &why)
+            }
+            Some(v) => Some(*v.get_ref()),
+            None => Some(DEFAULT_BACKLOG),
+        };
+        let policy = self.policy(c);
+        let backend_conn = match &self.backend_conn {
+            Some(v) => c.get("backend_conn", v, |k, s: &str| {
+                s.parse().map_err(|e: ConfigError| rename(e, k))
+            }),
+            None => Some(super::BackendConn::Persistent),
+        };
+        let timeouts = self.timeouts(c);
+        let field = |c: &mut Check<'_>, key, v: &Val<String>, default: &str, is_field| match v {
+            Some(v) => c.get(key, v, |k, s| super::forward_field(k, s, is_field)),
+            None => super::forward_field(key, default, is_field).ok(),
+        };
+        let defaults = ForwardOpts::default();
+        let via = field(
+            c,
+            "via",
+            &self.via,
+            defaults.via.as_deref().unwrap_or("off"),
+            false,
+        );
+        let rid_default = defaults.request_id.as_deref().unwrap_or("off");
+        let request_id = field(c, "request_id", &self.request_id, rid_default, true);
+        let health_check = self.health_check(c);
+        let (admin, admin_token) = (self.admin_address(c), self.admin_token(c));
+        let backends = self.backends(c);
+        let access_log = self.access_log(c);
+        let h = &self.health;
+        Some(ProxyConfig {
+            server: ServerConfig {
+                listen: listen?,
+                workers: workers?,
+                backlog: backlog?,
+            },
+            backends: backends?,
+            policy: policy?,
+            backend_conn: backend_conn?,
+            timeouts: timeouts?,
+            access_log: access_log?,
+            slo: self
+                .slo_ms
+                .as_ref()
+                .map(|v| Duration::from_millis(*v.get_ref())),
+            eject_5xx: h.eject_5xx.as_ref().is_some_and(|v| *v.get_ref()),
+            eject_after: h
+                .eject_after
+                .as_ref()
+                .map_or(crate::health::EJECT_AFTER, |v| *v.get_ref()),
+            health_check: health_check?,
+            forward: ForwardOpts {
+                via: via?,
+                proto: Proto::Http,
+                request_id: request_id?,
+            },
+            admin: admin?,
+            admin_token: admin_token?,
+        })
+    }
+
+    fn policy(&self, c: &mut Check<'_>) -> Option<Policy> {
+        let dur = |c: &mut Check<'_>, key, v: &Val<String>, default| match v {
+            Some(v) => c.get(key, v, super::parse_duration),
+            None => Some(default),
+        };
+        let defaults = PolicyParams::default();
+        let params = PolicyParams {
+            sma_window: self
+                .sma_window
+                .as_ref()
+                .map_or(defaults.sma_window, |v| *v.get_ref()),
+            ewma_alpha: self
+                .ewma_alpha
+                .as_ref()
+                .map_or(defaults.ewma_alpha, |v| *v.get_ref()),
+            decay: dur(c, "decay", &self.decay, defaults.decay)?,
+            default_rtt: dur(c, "default_rtt", &self.default_rtt, defaults.default_rtt)?,
+            slo: self
+                .slo_ms
+                .as_ref()
+                .map(|v| Duration::from_millis(*v.get_ref())),
+        };
+        let name = self.policy.as_ref();
+        let span = name.map_or(0..0, |v| v.span());
+        let name = name.map_or("tail-budget", |v| v.get_ref().as_str());
+        let key = c.name("policy");
+        match build_policy(key, name, &params) {
+            Ok(p) => Some(p),
+            Err(e) => c.push("policy", span, e.to_string()),
+        }
+    }
+
+    /// `[timeouts]`, each checked; `None` if any is bad (all reported).
+    fn timeouts(&self, c: &mut Check<'_>) -> Option<Timeouts> {
+        let t = &self.timeouts;
+        let d = Timeouts::default();
+        let mut get = |key: &'static str, v: &Val<String>, default: Duration| match v {
+            Some(v) => c.get(key, v, super::parse_timeout),
+            None => Some(default),
+        };
+        let connect = get("timeouts.connect", &t.connect, d.connect);
+        let backend = get("timeouts.backend", &t.backend, d.backend);
+        let header = get("timeouts.header", &t.header, d.header);
+        let idle = get("timeouts.idle", &t.idle, d.idle);
+        let client = get("timeouts.client", &t.client, d.client);
+        let tunnel = get("timeouts.tunnel", &t.tunnel, d.tunnel);
+        let drain = get("timeouts.drain", &t.drain, d.drain);
+        Some(Timeouts {
+            connect: connect?,
+            backend: backend?,
+            header: header?,
+            idle: idle?,
+            client: client?,
+            tunnel: tunnel?,
+            drain: drain?,
+        })
+    }
+
+    fn health_check(&self, c: &mut Check<'_>) -> Option<Option<(String, Duration)>> {
+        let h = &self.health;
+        let interval = match &h.interval {
+            Some(v) => match c.get("health.interval", v, super::parse_duration)? {
+                d if d.is_zero() => {
+                    return c.fail("health.interval", v.span(), "must be above zero");
+                }
+                d => d,
+            },
+            None => DEFAULT_HEALTH_INTERVAL,
+        };
+        match &h.check {
+            Some(v) if !v.get_ref().starts_with('/') => c.fail(
+                "health.check",
+                v.span(),
+                "expected an absolute path like /healthz",
+            ),
+            Some(v) => Some(Some((v.get_ref().clone(), interval))),
+            None => Some(None),
+        }
+    }
+
+    fn admin_address(&self, c: &mut Check<'_>) -> Option<Option<std::net::SocketAddr>> {
+        match &self.admin.address {
+            Some(v) if v.get_ref() == "off" => Some(None),
+            Some(v) => c.get("admin.address", v, super::resolve).map(Some),
+            None => Some(None),
+        }
+    }
+
+    fn admin_token(&self, c: &mut Check<'_>) -> Option<Option<String>> {
+        match &self.admin.token {
+            Some(v) if v.get_ref().trim().is_empty() => {
+                c.fail("admin.token", v.span(), "must not be empty")
+            }
+            Some(v) => Some(Some(v.get_ref().clone())),
+            None => Some(None),
+        }
+    }
+
+    fn backends(&self, c: &mut Check<'_>) -> Option<Vec<BackendAddr>> {
+        if self.backends.is_empty() {
+            let why = "no backends: add a [[backend]] table with an address (or give --backend)";
+            return c.push("backend", 0..0, why.to_string());
+        }
+        let mut out = Vec::with_capacity(self.backends.len());
+        let mut names: Vec<&str> = Vec::with_capacity(self.backends.len());
+        let mut ok = true;
+        for b in &self.backends {
+            let addr = c.get("backend.address", &b.address, super::resolve);
+            let weight = match &b.weight {
+                Some(w) if !(1..=MAX_WEIGHT).contains(w.get_ref()) => {
+                    let why = format!("out of range (1..={MAX_WEIGHT})");
+                    c.fail("backend.weight", w.span(), &why)
+                }
+                Some(w) => Some(*w.get_ref()),
+                None => Some(1),
+            };
+            let name = b.name.as_ref().map_or(b.address.get_ref(), |n| n.get_ref());
+            if name.trim().is_empty() {
+                let span = b.name.as_ref().map_or(0..0, |n| n.span());
+                c.fail::<()>("backend.name", span, "must not be empty");
+                ok = false;
+            }
+            if names.contains(&name.as_str()) {
+                let span = b.name.as_ref().map_or(b.address.span(), |n| n.span());
+                let why = format!("duplicate backend.name '{name}' (names must be unique)");
+                c.push::<()>("backend.name", span, why);
+                ok = false;
+            }
+            names.push(name);
+            match (addr, weight) {
+                (Some(addr), Some(weight)) => out.push(BackendAddr {
+                    name: name.clone(),
+                    addr,
+                    weight,
+                    backup: b.backup.as_ref().is_some_and(|v| *v.get_ref()),
+                }),
+                _ => ok = false,
+            }
+        }
+        if ok && out.iter().all(|b| b.backup) {
+            let why = "every backend is a backup: at least one must not be";
+            return c.push("backend.backup", 0..0, why.to_string());
+        }
+        ok.then_some(out)
+    }
+}
+
+/// Renames the flag an error names.
+fn rename(e: ConfigError, key: &'static str) -> ConfigError {
+    match e {
+        ConfigError::BadValue { value, why, .. } => ConfigError::BadValue {
+            flag: key,
+            value,
+            why,
+        },
+        other => other,
+    }
+}
+
+/// Validation state: the text (for positions) and the problems so far.
+struct Check<'a> {
+    text: &'a str,
+    from_cli: &'a [(&'static str, &'static str)],
+    problems: Vec<Problem>,
+}
+
+impl Check<'_> {
+    /// How to name `key`: its flag if the command line set it.
+    fn name(&self, key: &'static str) -> &'static str {
+        self.from_cli
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map_or(key, |(_, flag)| flag)
+    }
+
+    /// Records a problem; always `None`, to return.
+    fn push<T>(&mut self, key: &'static str, span: Range<usize>, message: String) -> Option<T> {
+        let from_cli = self.from_cli.iter().any(|(k, _)| *k == key);
+        let at = (!from_cli && span != (0..0)).then(|| line_col(self.text, span.start));
+        self.problems.push(Problem { at, message });
+        None
+    }
+
+    /// Records "KEY 'VALUE'...: why" style problems for simple checks.
+    fn fail<T>(&mut self, key: &'static str, span: Range<usize>, why: &str) -> Option<T> {
+        let name = self.name(key);
+        let value = self.text.get(span.clone()).unwrap_or("").trim().to_string();
+        let message = if value.is_empty() {
+            format!("invalid {name}: {why}")
+        } else {
+            format!("invalid {name} {value}: {why}")
+        };
+        self.push(key, span, message)
+    }
+
+    /// `parse(name, value)`, or the problem it reports.
+    fn get<T>(
+        &mut self,
+        key: &'static str,
+        v: &Spanned<String>,
+        parse: impl FnOnce(&'static str, &str) -> Result<T, ConfigError>,
+    ) -> Option<T> {
+        match parse(self.name(key), v.get_ref()) {
+            Ok(t) => Some(t),
+            // A key is not a flag: "invalid backend.address 'x'", not
+            // "invalid backend.address address 'x'".
+            Err(ConfigError::BadAddress { flag, value, why }) if !flag.starts_with("--") => {
+                let message =
+                    format!("invalid {flag} '{value}': {why} (expected ip:port or host:port)");
+                self.push(key, v.span(), message)
+            }
+            Err(e) => self.push(key, v.span(), e.to_string()),
+        }
+    }
+}
+
+mod log;
+
+#[cfg(test)]
+#[path = "file_tests.rs"]
+mod tests;
