@@ -41,6 +41,7 @@
 //!    constraint. They become the SWRR weights. Unmeasured backends keep
 //!    their share until measured (equal shares at start).
 
+mod carry;
 mod fit;
 mod lp;
 mod swrr;
@@ -458,6 +459,18 @@ impl Selector for TailBudget {
 
     fn estimates(&self) -> Vec<Option<f64>> {
         self.slots.iter().map(|s| s.answers.mean_ms()).collect()
+    }
+
+    fn inherit(&self, old: &dyn Selector, map: &[Option<usize>], now: Instant) {
+        carry::inherit(self, old, map, now);
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn epoch(&self) -> Option<Instant> {
+        Some(self.epoch)
     }
 
     fn on_send(&self, backend: usize, now: Instant) {
