@@ -41,10 +41,16 @@ use super::{Backend, Policy, PolicyError, Selector, build};
 
 /// `map[i] = Some(j)` when `new[i]` has the address of `old[j]` (a backend
 /// that stays), `None` for a new one: the map [`Selector::inherit`] takes.
-/// If an address appears twice in `old`, the first one is kept.
+/// An address listed twice maps one to one, in order (as
+/// `proxy::reload::map_backends`). Bounded: n x m comparisons.
 pub fn carry_map(old: &[Backend], new: &[Backend]) -> Vec<Option<usize>> {
+    let mut taken = vec![false; old.len()];
     new.iter()
-        .map(|b| old.iter().position(|o| o.addr == b.addr))
+        .map(|b| {
+            let j = (0..old.len()).find(|&j| !taken[j] && old[j].addr == b.addr)?;
+            taken[j] = true;
+            Some(j)
+        })
         .collect()
 }
 
@@ -114,6 +120,10 @@ mod tests {
         assert_eq!(carry_map(&old, &new), [Some(2), None, Some(0)]);
         assert!(carry_map(&old, &[]).is_empty());
         assert_eq!(carry_map(&[], &old), [None, None, None]);
+        let twice = [old[1].clone(), old[1].clone()];
+        assert_eq!(carry_map(&twice, &old), [None, Some(0), None]);
+        assert_eq!(carry_map(&twice, &twice), [Some(0), Some(1)]);
+        assert_eq!(carry_map(&old[1..2], &twice), [Some(0), None]);
     }
 
     #[test]
