@@ -132,3 +132,28 @@ fn what_needs_a_restart_is_left_and_a_bad_config_changes_nothing() -> TestResult
     assert_eq!(p.client()?.get("/")?.status, 200);
     Ok(())
 }
+
+#[test]
+fn the_policy_keeps_what_it_learned_about_backends_that_stay() -> TestResult {
+    let (a, _) = counting("a")?;
+    let (b, _) = counting("b")?;
+    let (c, _) = counting("c")?;
+    let o = Opts {
+        policy: tidegate::balance::Policy::Ewma { alpha: 0.2 },
+        ..opts()
+    };
+    let p = proxy::start(&[a.addr, b.addr], o.clone())?;
+    let mut client = p.client()?;
+    for _ in 0..20 {
+        assert_eq!(client.get("/")?.status, 200);
+    }
+    let before = p.handles.live.current().selector.estimates();
+    assert!(before.iter().all(Option::is_some), "{before:?}");
+    // c comes first in the new list: kept backends move to new indices.
+    p.handles
+        .live
+        .reload(proxy::config(&[c.addr, b.addr, a.addr], o)?)?;
+    let after = p.handles.live.current().selector.estimates();
+    assert_eq!(after, vec![None, before[1], before[0]]);
+    Ok(())
+}

@@ -31,11 +31,16 @@ const ORDER: Ordering = Ordering::Relaxed;
 const NO_PROBE: u64 = 0;
 
 /// One backend's latency estimate, updated lock-free from any thread.
-pub(super) trait Estimator: Send + Sync + fmt::Debug {
+pub(super) trait Estimator: Send + Sync + fmt::Debug + 'static {
     /// Folds in one latency sample. Must not allocate or block.
     fn record(&self, sample: Duration);
     /// The estimate in ms; `None` before the first sample.
     fn estimate(&self) -> Option<f64>;
+    /// On a reload: takes over `old`'s samples (see `reload`). Called
+    /// on a fresh estimator before it takes traffic.
+    fn take_over(&self, old: &Self)
+    where
+        Self: Sized;
 }
 
 #[derive(Debug)]
@@ -194,6 +199,21 @@ impl<E: Estimator> Selector for Lowest<E> {
 
     fn estimates(&self) -> Vec<Option<f64>> {
         self.slots.iter().map(|s| s.est.estimate()).collect()
+    }
+
+    /// Each kept backend's estimator state; probes stay unclaimed (an
+    /// unmeasured kept backend is probed again).
+    fn inherit(&self, old: &dyn Selector, map: &[Option<usize>], _now: Instant) {
+        let Some(old) = old.as_any().downcast_ref::<Self>() else {
+            return;
+        };
+        for (i, j) in super::reload::kept(map, self.slots.len(), old.slots.len()) {
+            self.slots[i].est.take_over(&old.slots[j].est);
+        }
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }
 

@@ -64,6 +64,11 @@ impl Estimator for Ewma {
         let bits = self.bits.load(ORDER);
         (bits != EMPTY).then(|| f64::from_bits(bits))
     }
+
+    /// The average as it is; a new `alpha` applies from the next sample.
+    fn take_over(&self, old: &Self) {
+        self.bits.store(old.bits.load(ORDER), ORDER);
+    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,11 @@
 //! a tail violation. Round-robin, least-conn and P2C learn nothing from
 //! outcomes; outlier ejection (`health`) covers them.
 //!
+//! # Reload
+//! A reload builds a new selector for the new backend list and hands it
+//! what the old one learned about every backend that stays ([`rebuild`],
+//! [`Selector::inherit`]; see `reload`).
+//!
 //! # Policies
 //! - `round_robin`: `round-robin`, ignores outcomes.
 //! - `sma`: `adaptive_sma`, mean of each backend's last N latencies.
@@ -40,7 +45,8 @@
 //! Add a file with a type implementing [`Selector`] (or, for another
 //! "lowest estimate wins" rule, just an `adaptive::Estimator`), a [`Policy`]
 //! variant, its names in [`Policy::name`], `FromStr` and [`POLICY_NAMES`],
-//! and an arm in [`build`].
+//! and an arm in [`build`]. If it learns, also `inherit`, `as_any` and
+//! `epoch` (see `reload`) and a case in `inherit_tests`.
 
 mod adaptive;
 mod ewma;
@@ -48,6 +54,7 @@ mod least_conn;
 mod p2c;
 mod peak_ewma;
 mod predictive;
+mod reload;
 mod round_robin;
 mod sma;
 mod swrr;
@@ -59,6 +66,8 @@ pub use peak_ewma::{DEFAULT_DECAY, DEFAULT_RTT};
 #[cfg(test)]
 mod failure_tests;
 #[cfg(test)]
+mod inherit_tests;
+#[cfg(test)]
 mod sim_tests;
 
 use std::fmt;
@@ -69,6 +78,7 @@ use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 pub use predictive::Predictive;
+pub use reload::{carry_map, rebuild};
 pub use tail_budget::TailBudget;
 
 /// The latency sample SMA and EWMA record for a failed request, if it took
@@ -248,6 +258,28 @@ pub trait Selector: Send + Sync + fmt::Debug {
     /// no (other) backup. Only the selector [`build`] wraps around primary
     /// and backup backends implements it.
     fn pick_backup(&self, _now: Instant, _exclude: Option<usize>) -> Option<usize> {
+        None
+    }
+
+    /// On a reload, takes over what `old` (the selector replaced) learned:
+    /// `map[i] = Some(j)` when backend `i` here is `old`'s `j` (same
+    /// address, [`carry_map`]), `None` for a new one (cold start). Copies
+    /// estimates, windows, fits; NOT requests in flight: they finish
+    /// against `old` (their `observe`/`on_done` go to the selector that
+    /// picked them) and this one starts at 0. Another policy type (a
+    /// policy change) or a missing/out-of-range entry carries nothing.
+    /// Called once before taking traffic; see `reload` and [`rebuild`].
+    fn inherit(&self, _old: &dyn Selector, _map: &[Option<usize>], _now: Instant) {}
+
+    /// `self` as `Any`, for `inherit` to downcast its predecessor. The
+    /// default (`()`) matches no selector: nothing is inherited from it.
+    fn as_any(&self) -> &dyn std::any::Any {
+        &()
+    }
+
+    /// What its time stamps count from (`build`'s `now`), if it keeps
+    /// any: [`rebuild`] builds the successor on it.
+    fn epoch(&self) -> Option<Instant> {
         None
     }
 }

@@ -236,6 +236,39 @@ impl Selector for PeakEwma {
         self.estimates_at(latest.unwrap_or(0))
     }
 
+    /// Each kept backend's estimate and stamp, moved to this selector's
+    /// base; one from before the base is decayed to it first (exact: it
+    /// is what a read at the base sees). In-flight counts and unspent
+    /// probes are not carried.
+    fn inherit(&self, old: &dyn Selector, map: &[Option<usize>], _now: Instant) {
+        let Some(old) = old.as_any().downcast_ref::<Self>() else {
+            return;
+        };
+        for (i, j) in super::reload::kept(map, self.nodes.len(), old.nodes.len()) {
+            let (node, from) = (&self.nodes[i], &old.nodes[j]);
+            let bits = from.est.load(ORDER);
+            if bits == EMPTY {
+                continue; // unmeasured: probed again, as a new backend
+            }
+            let stamp = from.stamp.load(ORDER);
+            let (est, stamp) = match super::reload::shift(stamp, old.base, self.base) {
+                Ok(t) => (f64::from_bits(bits), t),
+                Err(before) => (f64::from_bits(bits) * old.weight(nanos(before)), 0),
+            };
+            node.stamp.store(stamp, ORDER);
+            node.est.store(est.to_bits(), ORDER);
+            node.probed.store(true, ORDER);
+        }
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn epoch(&self) -> Option<Instant> {
+        Some(self.base)
+    }
+
     fn on_send(&self, backend: usize, _now: Instant) {
         self.in_flight.send(backend);
     }
@@ -243,6 +276,11 @@ impl Selector for PeakEwma {
     fn on_done(&self, backend: usize, _now: Instant) {
         self.in_flight.done(backend);
     }
+}
+
+/// A duration in ns, saturating.
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

@@ -412,6 +412,44 @@ impl Selector for Predictive {
         est
     }
 
+    /// Each measured kept backend's EWMA, variance, last answer, model
+    /// and R² window; not its in-flight count, sends or probe.
+    fn inherit(&self, old: &dyn Selector, map: &[Option<usize>], _now: Instant) {
+        let Some(old) = old.as_any().downcast_ref::<Self>() else {
+            return;
+        };
+        let restamp = |t: u64| super::reload::restamp(t, old.epoch, self.epoch);
+        for (i, j) in super::reload::kept(map, self.slots.len(), old.slots.len()) {
+            if !old.measured(j) {
+                continue; // probed again, as a new backend
+            }
+            let (s, from) = (&self.slots[i], &old.slots[j]);
+            s.ewma.store(from.ewma.load(ORDER), ORDER);
+            s.var.store(from.var.load(ORDER), ORDER);
+            let answered = from.answered.load(ORDER);
+            if answered != 0 {
+                s.answered.store(restamp(answered), ORDER);
+            }
+            let (rls, scores) = {
+                let f = lock(&from.fit);
+                (f.rls.clone(), f.scores.clone())
+            };
+            let mut fit = lock(&s.fit);
+            fit.rls = rls;
+            fit.scores = scores;
+            s.coef.publish(&fit.rls);
+        }
+        self.clock.fetch_max(restamp(old.clock.load(ORDER)), ORDER);
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn epoch(&self) -> Option<Instant> {
+        Some(self.epoch)
+    }
+
     fn on_send(&self, backend: usize, now: Instant) {
         if backend >= self.slots.len() {
             return;

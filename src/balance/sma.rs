@@ -73,6 +73,19 @@ impl Estimator for Window {
         // Precision: a mean in ns is exact as f64 below 2^53 ns (104 days).
         (count > 0).then(|| sum as f64 / f64::from(count) / 1e6)
     }
+
+    /// `old`'s samples oldest first, so the newest ones are kept if this
+    /// window is shorter (`--sma-window` changed on reload).
+    fn take_over(&self, old: &Self) {
+        let n = old.slots.len();
+        let next = old.next.load(ORDER);
+        for k in (1..=next.min(n)).rev() {
+            let nanos = old.slots[next.wrapping_sub(k) % n].load(ORDER);
+            if nanos != EMPTY {
+                self.record(Duration::from_nanos(nanos));
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -43,6 +43,7 @@
 //!    their share until measured (shares by weight at start; equal by
 //!    default).
 
+mod carry;
 mod fit;
 mod lp;
 mod ties;
@@ -472,6 +473,18 @@ impl Selector for TailBudget {
 
     fn estimates(&self) -> Vec<Option<f64>> {
         self.slots.iter().map(|s| s.answers.mean_ms()).collect()
+    }
+
+    fn inherit(&self, old: &dyn Selector, map: &[Option<usize>], now: Instant) {
+        carry::inherit(self, old, map, now);
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn epoch(&self) -> Option<Instant> {
+        Some(self.epoch)
     }
 
     fn on_send(&self, backend: usize, now: Instant) {

@@ -190,7 +190,14 @@ pub fn build(cfg: &ProxyConfig, prev: Option<&Shared>, now: Instant) -> Result<S
             backup: b.backup,
         })
         .collect();
-    let selector = balance::build(&cfg.policy, &backends, now).map_err(|e| BuildError::Policy {
+    let selector = match prev {
+        Some(prev) => {
+            let map = map_backends(&prev.backends, &cfg.backends);
+            balance::rebuild(&cfg.policy, &backends, &*prev.selector, &map, now)
+        }
+        None => balance::build(&cfg.policy, &backends, now),
+    }
+    .map_err(|e| BuildError::Policy {
         name: cfg.policy.name(),
         why: e.to_string(),
     })?;
@@ -291,12 +298,7 @@ impl Live {
         let prev = self.current();
         let now = Instant::now();
         let next = build(&applied, Some(&prev), now).map_err(|e| e.to_string())?;
-        inherit(&next, &prev, &plan.map, now);
         self.publish(Arc::new(next), applied);
         Ok(plan)
     }
 }
-
-/// The new selector takes over what the old one learned about the backends
-/// that stay.
-fn inherit(_next: &Shared, _prev: &Shared, _map: &[Option<usize>], _now: Instant) {}

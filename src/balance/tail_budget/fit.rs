@@ -73,6 +73,13 @@ impl LoadFit {
         }
     }
 
+    /// On a reload: `old`'s sums as they are.
+    pub(super) fn take_over(&self, old: &LoadFit) {
+        for (sum, from) in self.sums.iter().zip(&old.sums) {
+            sum.store(from.load(ORDER), ORDER);
+        }
+    }
+
     /// The current line; `None` before about two samples.
     pub(super) fn line(&self) -> Option<Line> {
         let [w, x, y, xx, xy] = self.sums.each_ref().map(|s| f64::from_bits(s.load(ORDER)));

@@ -99,6 +99,22 @@ impl Samples {
         Some(sum as f64 / count as f64 / 1e6)
     }
 
+    /// On a reload: records `old`'s answers in their order, each send
+    /// stamp passed through `restamp` (to this selector's epoch).
+    pub(super) fn take_over(&self, old: &Samples, restamp: impl Fn(u64) -> u64) {
+        let next = old.next.load(ORDER);
+        for k in (1..=next.min(RING)).rev() {
+            let i = next.wrapping_sub(k) % RING;
+            let s1 = old.sent[i].load(Ordering::Acquire);
+            let v = old.ns[i].load(ORDER);
+            fence(Ordering::Acquire);
+            if s1 != EMPTY && old.sent[i].load(ORDER) == s1 {
+                let failed = v & FAILED != 0;
+                self.record(restamp(s1), Duration::from_nanos(v & !FAILED), failed);
+            }
+        }
+    }
+
     /// Appends every consistent (send stamp, ns) pair to `out`.
     pub(super) fn collect(&self, out: &mut Vec<(u64, u64)>) {
         for (sent, ns) in self.sent.iter().zip(&self.ns) {
