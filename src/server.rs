@@ -251,15 +251,17 @@ impl Server {
         }
         let listener = match inherited {
             Some(l) => inherit(l, cfg.listen)?,
-            None => acceptor::listen_with(cfg.listen, cfg.backlog, cfg.reuseport).map_err(
-                |e| match e {
-                    ListenError::InUse(addr) => StartError::AddrInUse(addr),
-                    ListenError::Io { addr, source } => StartError::Io {
-                        what: format!("cannot listen on {addr}"),
-                        source,
+            None => {
+                acceptor::listen_with(cfg.listen, cfg.backlog, cfg.reuseport).map_err(
+                    |e| match e {
+                        ListenError::InUse(addr) => StartError::AddrInUse(addr),
+                        ListenError::Io { addr, source } => StartError::Io {
+                            what: format!("cannot listen on {addr}"),
+                            source,
+                        },
                     },
-                },
-            )?,
+                )?
+            }
         };
         let accept_stats = Arc::new(AcceptStats::default());
         let mut workers = Vec::with_capacity(cfg.workers);

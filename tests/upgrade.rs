@@ -138,9 +138,15 @@ fn take_over(old: Proc, args: &[&str], load: &Load) -> Result<Proc, Box<dyn std:
     cmd.push("--takeover");
     let mut new = Proc::spawn("", &cmd)?;
     let addr = new.addr()?;
-    assert!(wait_log(&mut new, "upgrade socket listening on"), "{:?}", new.stderr);
     assert!(
-        new.stderr.iter().any(|l| l.contains("took the listeners over from pid")),
+        wait_log(&mut new, "upgrade socket listening on"),
+        "{:?}",
+        new.stderr
+    );
+    assert!(
+        new.stderr
+            .iter()
+            .any(|l| l.contains("took the listeners over from pid")),
         "{:?}",
         new.stderr
     );
@@ -148,7 +154,8 @@ fn take_over(old: Proc, args: &[&str], load: &Load) -> Result<Proc, Box<dyn std:
     assert_eq!(code, Some(0), "old process: {err:?}");
     assert!(out.contains("tidegate proxy:"), "old summary: {out}");
     assert!(
-        err.iter().any(|l| l.contains("stops accepting, drains and exits")),
+        err.iter()
+            .any(|l| l.contains("stops accepting, drains and exits")),
         "{err:?}"
     );
     assert_eq!(new.addr, Some(addr));

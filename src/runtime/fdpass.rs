@@ -35,14 +35,9 @@ pub fn send(sock: &UnixStream, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Resul
     let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
     let cmsg = [ControlMessage::ScmRights(&raw)];
     let iov = [IoSlice::new(data)];
-    let sent = socket::sendmsg::<UnixAddr>(
-        sock.as_raw_fd(),
-        &iov,
-        &cmsg,
-        MsgFlags::MSG_NOSIGNAL,
-        None,
-    )
-    .map_err(io::Error::from)?;
+    let sent =
+        socket::sendmsg::<UnixAddr>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None)
+            .map_err(io::Error::from)?;
     if sent != data.len() {
         // The descriptors went with the first byte; the rest of a message
         // this small never needs a second write on a unix socket.

@@ -379,10 +379,13 @@ fn run(poll: Poll, start: Start, offer: &Offer, on_handover: OnHandover, stop: &
     let Some(socket) = serve(poll, socket, offer, on_handover, stop) else {
         return;
     };
-    let still_ours = std::fs::symlink_metadata(&socket.path)
-        .is_ok_and(|m| (m.dev(), m.ino()) == socket.id);
+    let still_ours =
+        std::fs::symlink_metadata(&socket.path).is_ok_and(|m| (m.dev(), m.ino()) == socket.id);
     if still_ours && let Err(e) = std::fs::remove_file(&socket.path) {
-        warn!("cannot remove upgrade socket {}: {e}", socket.path.display());
+        warn!(
+            "cannot remove upgrade socket {}: {e}",
+            socket.path.display()
+        );
     }
 }
 
@@ -479,7 +482,10 @@ fn hand_over(conn: &UnixStream, offer: &Offer) -> Result<(), Abort> {
     conn.set_write_timeout(Some(STEP_TIMEOUT))
         .and_then(|()| fdpass::send(conn, text.as_bytes(), &fds))
         .map_err(failed)?;
-    match read_line(conn, deadline(), Vec::new()).map_err(failed)?.as_str() {
+    match read_line(conn, deadline(), Vec::new())
+        .map_err(failed)?
+        .as_str()
+    {
         "READY" => Ok(()),
         other => Err(Abort::Failed(format!("expected READY, got {other:?}"))),
     }
