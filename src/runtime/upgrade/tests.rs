@@ -1,9 +1,17 @@
 //! The takeover handshake between two threads of one process, over a real
 //! unix socket, handing over a real TCP listener.
 
+use super::serve::rebind;
+use super::wire::{deadline, read_line, write_line};
 use super::*;
+use std::io::{self, Read};
+use std::net::TcpListener;
 use std::net::TcpStream;
+use std::os::fd::AsFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
+use std::time::Instant;
 
 fn temp_path(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("tidegate-ut-{}-{name}.sock", std::process::id()))
