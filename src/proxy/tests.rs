@@ -220,6 +220,7 @@ impl Harness {
                 listen: addr(9),
                 workers: 1,
                 backlog: 16,
+                reuseport: false,
             },
             backends: shared.backends.clone(),
             policy: crate::balance::Policy::RoundRobin,
