@@ -34,6 +34,9 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub workers: usize,
     pub backlog: u32,
+    /// `--reuseport`: bind with SO_REUSEPORT, so that several processes on
+    /// one host can listen on the same port.
+    pub reuseport: bool,
 }
 
 /// Settings for `tidegate echo`.
@@ -115,6 +118,7 @@ impl ServerConfig {
             listen,
             workers,
             backlog,
+            reuseport: false,
         })
     }
 }

@@ -11,11 +11,11 @@ mod cli;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use log::{info, warn};
 
-use cli::proxy::ProxyArgs;
+use cli::proxy::{ProxyArgs, UpgradeOpts};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use tidegate::admin::{self, AdminListener};
 use tidegate::config::{self, ConfigError, DEFAULT_BACKLOG, EchoConfig, ProxyConfig, ServerConfig};
-use tidegate::runtime::limits;
+use tidegate::runtime::{limits, upgrade};
 use tidegate::server::{Server, StartError};
 use tidegate::tools::backend::{self, BackendConfig, Profile, StopSignal};
 use tidegate::tools::report::{self, ReportArgs};
@@ -137,12 +137,13 @@ fn main() -> ExitCode {
         Command::Echo(args) => echo(args),
         Command::Proxy(args) => {
             let sub = matches.subcommand_matches("proxy");
-            let cfg = match sub.map(|m| args.resolve(m)) {
+            let mut cfg = match sub.map(|m| args.resolve(m)) {
                 Some(Ok(cfg)) => cfg,
                 Some(Err(lines)) => return fail(&lines),
                 None => return fail(&["no proxy arguments".to_string()]),
             };
-            proxy(&cfg)
+            cfg.server.reuseport |= args.reuseport;
+            proxy(&cfg, args.upgrade())
         }
         Command::CheckConfig(args) => return check_config(&args.file),
         Command::Backend(args) => backend_cmd(&args),
@@ -220,12 +221,46 @@ fn echo(args: EchoArgs) -> Result<(), StartError> {
     Ok(())
 }
 
-fn proxy(cfg: &ProxyConfig) -> Result<(), StartError> {
-    // Bound first, so a taken admin port fails before the proxy starts.
-    let admin = cfg.admin.map(AdminListener::bind).transpose()?;
-    let (mut server, handles) = Server::proxy(cfg)?;
+fn proxy(cfg: &ProxyConfig, upgrade: Option<UpgradeOpts>) -> Result<(), StartError> {
+    // A takeover first: the listeners are the old process's, not bound here.
+    let mut inherited = match &upgrade {
+        Some(u) if u.takeover => Some(upgrade::take_over(&u.path)?),
+        _ => None,
+    };
+    // Bound (or inherited) first, so a taken admin port fails before the
+    // proxy starts.
+    let admin = match (cfg.admin, inherited.as_mut().and_then(|i| i.admin.take())) {
+        (Some(_), Some(fd)) => Some(AdminListener::from_std(fd)?),
+        (Some(addr), None) => Some(AdminListener::bind(addr)?),
+        (None, _) => None,
+    };
+    let admin_fd = match (&admin, &upgrade) {
+        (Some(a), Some(_)) => Some((
+            a.try_clone_fd().map_err(|source| StartError::Io {
+                what: "duplicating the admin listener for upgrades".into(),
+                source,
+            })?,
+            a.local_addr(),
+        )),
+        _ => None,
+    };
+    let (listener, handshake) = match inherited {
+        Some(i) => (Some(i.listener), Some(i.handshake)),
+        None => (None, None),
+    };
+    let (mut server, handles) = Server::proxy_on(cfg, listener)?;
     let (shared, csv) = (handles.shared, handles.csv);
     server.handle_signals()?;
+    if let Some(u) = &upgrade {
+        let start = match handshake {
+            Some(h) => {
+                info!("took the listeners over from pid {}", h.pid.unwrap_or(0));
+                upgrade::Start::TakenOver(h, u.path.clone())
+            }
+            None => upgrade::Start::Bound(upgrade::bind(&u.path)?),
+        };
+        server.serve_upgrades(start, admin_fd)?;
+    }
     let admin = match admin {
         Some(listener) => Some(listener.serve(admin::Sources {
             shared: shared.clone(),
@@ -354,7 +389,7 @@ fn demo(args: &DemoArgs) -> Result<(), StartError> {
         println!("tidegate demo: dashboard on http://{addr}/ (metrics: /metrics)");
     }
     println!("tidegate demo: Ctrl-C stops everything.");
-    let result = proxy(&cfg);
+    let result = proxy(&cfg, None);
     for h in handles {
         let name = h.name().to_string();
         match h.stop() {

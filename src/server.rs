@@ -4,6 +4,7 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::thread::{self, JoinHandle};
@@ -24,6 +25,7 @@ use crate::runtime::acceptor::{
 use crate::runtime::connlog;
 use crate::runtime::session::Session;
 use crate::runtime::stats::{AcceptStats, Summary, WorkerStats};
+use crate::runtime::upgrade::{self, UpgradeError, UpgradeHandle};
 use crate::runtime::worker;
 
 /// Why a server could not start.
@@ -32,6 +34,8 @@ pub enum StartError {
     Config(ConfigError),
     /// The listen port is taken by another socket.
     AddrInUse(SocketAddr),
+    /// `--upgrade-socket` / `--takeover` could not be set up.
+    Upgrade(UpgradeError),
     /// Any other failure to set up a socket, poll or thread.
     Io {
         what: String,
@@ -48,6 +52,7 @@ impl fmt::Display for StartError {
                 "cannot listen on {addr}: port {} is already in use (choose another with --listen)",
                 addr.port()
             ),
+            StartError::Upgrade(e) => e.fmt(f),
             StartError::Io { what, source } => write!(f, "{what}: {source}"),
         }
     }
@@ -59,6 +64,33 @@ impl From<ConfigError> for StartError {
     fn from(e: ConfigError) -> Self {
         StartError::Config(e)
     }
+}
+
+impl From<UpgradeError> for StartError {
+    fn from(e: UpgradeError) -> Self {
+        StartError::Upgrade(e)
+    }
+}
+
+/// An inherited listener for the acceptor. Its address wins over `--listen`
+/// (changing the listen address needs a restart, not an upgrade).
+fn inherit(
+    listener: std::net::TcpListener,
+    wanted: SocketAddr,
+) -> Result<mio::net::TcpListener, StartError> {
+    let addr = listener
+        .local_addr()
+        .map_err(io_err("reading the inherited listener's address"))?;
+    if addr != wanted {
+        log::warn!(
+            "--listen {wanted} differs from the inherited listener {addr}: keeping {addr} \
+             (changing the listen address needs a restart)"
+        );
+    }
+    listener
+        .set_nonblocking(true)
+        .map_err(io_err("setting up the inherited listener"))?;
+    Ok(mio::net::TcpListener::from_std(listener))
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> StartError {
@@ -75,6 +107,8 @@ pub struct Server {
     worker_stats: Vec<Arc<WorkerStats>>,
     /// Log writers, joined after the workers so no line is lost.
     writers: Vec<Writer>,
+    /// The `--upgrade-socket` thread, stopped when accepting stops.
+    upgrade: Option<UpgradeHandle>,
 }
 
 /// What a caller of [`Server::proxy`] can watch while it runs.
@@ -139,6 +173,15 @@ impl Server {
     /// Binds and starts proxy mode's workers. The returned [`Shared`] holds
     /// the selector and the request counters.
     pub fn proxy(cfg: &ProxyConfig) -> Result<(Server, ProxyHandles), StartError> {
+        Self::proxy_on(cfg, None)
+    }
+
+    /// [`Server::proxy`] on `inherited`, a listening socket received from
+    /// the process this one takes over from, instead of binding one.
+    pub fn proxy_on(
+        cfg: &ProxyConfig,
+        inherited: Option<std::net::TcpListener>,
+    ) -> Result<(Server, ProxyHandles), StartError> {
         cfg.timeouts.validate()?;
         let shared = live::build(cfg, None, Instant::now()).map_err(|e| match e {
             live::BuildError::Policy { name, why } => StartError::Config(ConfigError::BadValue {
@@ -168,7 +211,7 @@ impl Server {
             }
             None => (None, None),
         };
-        let mut server = Self::start::<ProxySession>(&cfg.server, |id| {
+        let mut server = Self::start_on::<ProxySession>(&cfg.server, inherited, |id| {
             ProxyCtx::new(id, Arc::clone(&live), csv.clone())
         })?;
         server.acceptor.set_drain(cfg.timeouts.drain);
@@ -192,18 +235,34 @@ impl Server {
     /// Binds the listener and starts `cfg.workers` workers running `S`.
     pub fn start<S: Session>(
         cfg: &ServerConfig,
+        make_ctx: impl FnMut(usize) -> S::Ctx,
+    ) -> Result<Server, StartError> {
+        Self::start_on::<S>(cfg, None, make_ctx)
+    }
+
+    /// [`Server::start`], on an inherited listener when given one.
+    fn start_on<S: Session>(
+        cfg: &ServerConfig,
+        inherited: Option<std::net::TcpListener>,
         mut make_ctx: impl FnMut(usize) -> S::Ctx,
     ) -> Result<Server, StartError> {
         if cfg.workers == 0 {
             return Err(ConfigError::ZeroWorkers.into());
         }
-        let listener = acceptor::listen(cfg.listen, cfg.backlog).map_err(|e| match e {
-            ListenError::InUse(addr) => StartError::AddrInUse(addr),
-            ListenError::Io { addr, source } => StartError::Io {
-                what: format!("cannot listen on {addr}"),
-                source,
-            },
-        })?;
+        let listener = match inherited {
+            Some(l) => inherit(l, cfg.listen)?,
+            None => {
+                acceptor::listen_with(cfg.listen, cfg.backlog, cfg.reuseport).map_err(
+                    |e| match e {
+                        ListenError::InUse(addr) => StartError::AddrInUse(addr),
+                        ListenError::Io { addr, source } => StartError::Io {
+                            what: format!("cannot listen on {addr}"),
+                            source,
+                        },
+                    },
+                )?
+            }
+        };
         let accept_stats = Arc::new(AcceptStats::default());
         let mut workers = Vec::with_capacity(cfg.workers);
         for id in 0..cfg.workers {
@@ -223,7 +282,30 @@ impl Server {
             accept_stats,
             worker_stats,
             writers: Vec::new(),
+            upgrade: None,
         })
+    }
+
+    /// Serves `--upgrade-socket` on its own thread: a later process may
+    /// take over this one's listener (and `admin`'s, when given): this one
+    /// then stops accepting and drains, and [`Server::run`] returns.
+    pub fn serve_upgrades(
+        &mut self,
+        start: upgrade::Start,
+        admin: Option<(OwnedFd, SocketAddr)>,
+    ) -> Result<(), StartError> {
+        let listener = self
+            .acceptor
+            .listener_fd()
+            .map_err(io_err("duplicating the listener for upgrades"))?;
+        let mut fds = vec![("listen", listener, self.addr)];
+        fds.extend(admin.map(|(fd, addr)| ("admin", fd, addr)));
+        let stop = self.acceptor.shutdown_handle();
+        let on_handover = upgrade::OnHandover(Box::new(move || stop.shutdown()));
+        let handle = upgrade::spawn(start, upgrade::Offer { fds }, on_handover)
+            .map_err(io_err("starting the upgrade thread"))?;
+        self.upgrade = Some(handle);
+        Ok(())
     }
 
     /// The address actually bound (useful with port 0).
@@ -297,9 +379,16 @@ impl Server {
             accept_stats,
             worker_stats,
             writers,
+            upgrade,
         } = self;
         info!("accepting on {addr}");
-        for (i, w) in acceptor.run().into_iter().enumerate() {
+        let workers = acceptor.run();
+        // Closes this process's copy of the listener at once (the acceptor
+        // closed its own), so that a stopping server refuses new clients.
+        if let Some(u) = upgrade {
+            u.stop();
+        }
+        for (i, w) in workers.into_iter().enumerate() {
             if w.thread.join().is_err() {
                 error!("worker {i} panicked");
             }

@@ -118,6 +118,28 @@ impl AdminListener {
         })
     }
 
+    /// A listener inherited from the process this one took over from
+    /// (`--takeover`), already bound and listening.
+    pub fn from_std(std: std::net::TcpListener) -> Result<Self, StartError> {
+        let fail = |source| StartError::Io {
+            what: "setting up the inherited admin listener".into(),
+            source,
+        };
+        std.set_nonblocking(true).map_err(fail)?;
+        let local = std.local_addr().map_err(fail)?;
+        Ok(AdminListener {
+            listener: TcpListener::from_std(std),
+            addr: local,
+        })
+    }
+
+    /// A second descriptor for the listening socket, to hand to a new
+    /// process on upgrade.
+    pub fn try_clone_fd(&self) -> io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::AsFd;
+        self.listener.as_fd().try_clone_to_owned()
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
     }

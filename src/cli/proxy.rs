@@ -106,6 +106,22 @@ pub struct ProxyArgs {
     /// Serve the dashboard (/), /metrics and /stats on this address [default: off].
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<String>,
+    /// Listen on this unix socket for a new process taking over (zero-downtime upgrade).
+    #[arg(long, value_name = "PATH")]
+    pub upgrade_socket: Option<PathBuf>,
+    /// Take the listening sockets over from the process at --upgrade-socket, which then drains and exits.
+    #[arg(long, requires = "upgrade_socket")]
+    pub takeover: bool,
+    /// Bind with SO_REUSEPORT, so several processes on this host can share the port.
+    #[arg(long)]
+    pub reuseport: bool,
+}
+
+/// `--upgrade-socket PATH [--takeover]`.
+#[derive(Debug, Clone)]
+pub struct UpgradeOpts {
+    pub path: PathBuf,
+    pub takeover: bool,
 }
 
 impl ProxyArgs {
@@ -145,6 +161,14 @@ impl ProxyArgs {
         }
     }
 
+    /// `--upgrade-socket` and `--takeover`, if given.
+    pub fn upgrade(&self) -> Option<UpgradeOpts> {
+        self.upgrade_socket.as_ref().map(|path| UpgradeOpts {
+            path: path.clone(),
+            takeover: self.takeover,
+        })
+    }
+
     pub fn config(&self) -> Result<ProxyConfig, ConfigError> {
         let params = PolicyParams {
             sma_window: self.sma_window,
@@ -154,8 +178,10 @@ impl ProxyArgs {
             slo: self.slo_ms.map(Duration::from_millis),
         };
         let policy = policy::build_policy("--policy", &self.policy, &params)?;
+        let mut server = ServerConfig::new(&self.listen, self.workers, self.backlog)?;
+        server.reuseport = self.reuseport;
         Ok(ProxyConfig {
-            server: ServerConfig::new(&self.listen, self.workers, self.backlog)?,
+            server,
             backends: config::resolve_backends(&self.backends)?,
             policy,
             backend_conn: self.backend_conn.parse()?,

@@ -265,6 +265,8 @@ impl FileConfig {
                 listen: listen?,
                 workers: workers?,
                 backlog: backlog?,
+                // --reuseport is a command-line flag only.
+                reuseport: false,
             },
             backends: backends?,
             policy: policy?,

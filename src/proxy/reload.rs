@@ -51,6 +51,9 @@ impl Plan {
         if old.server.backlog != new.server.backlog {
             needs_restart.push("backlog");
         }
+        if old.server.reuseport != new.server.reuseport {
+            needs_restart.push("reuseport");
+        }
         if old.access_log != new.access_log {
             needs_restart.push("access_log");
         }
@@ -117,6 +120,7 @@ mod tests {
                 listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
                 workers,
                 backlog: 1024,
+                reuseport: false,
             },
             backends: backends
                 .iter()
@@ -156,9 +160,10 @@ mod tests {
         let old = cfg(&[("a", 1)], 2);
         let mut new = cfg(&[("a", 1)], 1);
         new.server.listen = SocketAddr::from(([127, 0, 0, 1], 9091));
+        new.server.reuseport = true;
         assert_eq!(
             Plan::new(&old, &new).needs_restart,
-            vec!["listen", "workers"]
+            vec!["listen", "workers", "reuseport"]
         );
     }
 

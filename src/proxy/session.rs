@@ -53,6 +53,16 @@ const ROUNDS_PER_TURN: usize = 16;
 /// lingering_close); also bounds a client that never reads its last answer.
 const LINGER: Duration = Duration::from_secs(2);
 
+/// Draining (stop, or a takeover by a new process), a keep-alive
+/// connection idle for less than this is kept until its next request
+/// (answered with `Connection: close`) or until it has been idle this long.
+/// Closing it at once would race a request already on its way, which the
+/// client would see as a reset: a busy client sends its next request within
+/// microseconds to milliseconds of the previous answer, so 1 s covers a
+/// loaded machine, while a connection quiet for longer is closed at once
+/// (the same race as --idle-timeout, which clients must retry anyway).
+const DRAIN_IDLE_GRACE: Duration = Duration::from_secs(1);
+
 /// Input discarded while lingering before closing anyway.
 const LINGER_BYTES: usize = 1 << 20;
 
@@ -202,10 +212,16 @@ impl<N: Net> ProxySession<N> {
     }
 
     /// The server is stopping: finish the request in hand, take no other.
+    /// A connection idle for less than [`DRAIN_IDLE_GRACE`] is likely to
+    /// have its next request on the way: it is kept that long, and that
+    /// request is answered with `Connection: close`.
     pub fn on_drain(&mut self, env: &mut Ev<'_, '_, N>) -> Step {
         env.ctx.refresh();
         self.draining = true;
-        if matches!(self.state, State::Idle(_)) && self.client.input.is_empty() {
+        if let State::Idle(i) = &self.state
+            && self.client.input.is_empty()
+            && env.now.saturating_duration_since(i.since) >= DRAIN_IDLE_GRACE
+        {
             return Step::Close(CloseReason::Shutdown);
         }
         self.drive(env).unwrap_or_else(Step::Close)
@@ -324,7 +340,8 @@ impl<N: Net> ProxySession<N> {
             return Ok(false);
         };
         if self.client.input.is_empty() {
-            if self.client.eof || self.draining {
+            // Draining, an idle connection ends at its deadline (below).
+            if self.client.eof {
                 return Err(CloseReason::Done);
             }
             return Ok(false);
@@ -689,6 +706,7 @@ impl<N: Net> ProxySession<N> {
             State::Idle(i) => match (i.head_started, i.paused_until) {
                 (Some(started), Some(resume)) => resume.min(after(started, t.header)),
                 (Some(started), None) => after(started, t.header),
+                (None, _) if self.draining => after(i.since, t.idle.min(DRAIN_IDLE_GRACE)),
                 (None, _) => after(i.since, t.idle),
             },
             State::Exchange(ex) if ex.connecting(env.ctx) => after(ex.conn_started, t.connect),

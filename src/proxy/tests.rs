@@ -217,6 +217,7 @@ impl Harness {
                 listen: addr(9),
                 workers: 1,
                 backlog: 16,
+                reuseport: false,
             },
             backends: shared.backends.clone(),
             policy: crate::balance::Policy::RoundRobin,
@@ -634,4 +635,43 @@ fn a_head_sent_in_two_segments_is_never_paused() {
     h.ready(Side::Client);
     assert!(!h.client.with(|p| p.paused));
     assert_eq!(h.state(), "exchange");
+}
+
+#[test]
+fn draining_keeps_a_just_idle_connection_for_its_next_request() {
+    let mut h = run(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", &[Backend::Answer]);
+    assert_eq!(h.state(), "idle");
+    // A takeover or a stop begins right after the answer: the client's
+    // next request may be on its way, so the connection is kept...
+    h.call(|s, env| s.on_drain(env));
+    assert_eq!(h.state(), "idle");
+    h.client.send(b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n");
+    h.ready(Side::Client);
+    h.ready(Side::Backend);
+    h.last_conn().send(OK);
+    h.ready(Side::Backend);
+    // ...and that request is answered, with Connection: close.
+    let out = h.client.written();
+    assert_eq!(out.matches("HTTP/1.1 200").count(), 2, "{out}");
+    let last = out.rsplit("HTTP/1.1 200").next().unwrap_or_default();
+    assert!(
+        last.to_ascii_lowercase().contains("connection: close"),
+        "{out}"
+    );
+    assert!(matches!(h.state(), "closing" | "closed"), "{}", h.state());
+}
+
+#[test]
+fn draining_closes_an_idle_connection_after_the_grace_or_at_once_if_long_idle() {
+    let mut h = run(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", &[Backend::Answer]);
+    h.call(|s, env| s.on_drain(env));
+    h.wait(Duration::from_millis(999));
+    assert_eq!(h.state(), "idle");
+    h.wait(Duration::from_millis(1));
+    assert_eq!(h.state(), "closed");
+    // Idle for longer than the grace: closed as soon as draining starts.
+    let mut h = run(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", &[Backend::Answer]);
+    h.now += Duration::from_secs(2);
+    h.call(|s, env| s.on_drain(env));
+    assert_eq!(h.state(), "closed");
 }

@@ -5,6 +5,7 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -43,10 +44,24 @@ const WARN_EVERY: Duration = Duration::from_secs(5);
 
 /// Opens a non-blocking listener with SO_REUSEADDR and the given backlog.
 pub fn listen(addr: SocketAddr, backlog: u32) -> Result<TcpListener, ListenError> {
+    listen_with(addr, backlog, false)
+}
+
+/// [`listen`], with SO_REUSEPORT when `reuseport` is set (`--reuseport`):
+/// several processes, each with such a socket on the same port, share it,
+/// and the kernel spreads new connections over them.
+pub fn listen_with(
+    addr: SocketAddr,
+    backlog: u32,
+    reuseport: bool,
+) -> Result<TcpListener, ListenError> {
     let fail = |source| ListenError::Io { addr, source };
     let sock =
         Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(fail)?;
     sock.set_reuse_address(true).map_err(fail)?;
+    if reuseport {
+        sock.set_reuse_port(true).map_err(fail)?;
+    }
     if addr.is_ipv6() {
         sock.set_only_v6(true).map_err(fail)?;
     }
@@ -161,6 +176,12 @@ impl Acceptor {
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// A second descriptor for the listening socket, to hand to a new
+    /// process on upgrade (`runtime::upgrade`).
+    pub fn listener_fd(&self) -> io::Result<OwnedFd> {
+        self.listener.as_fd().try_clone_to_owned()
     }
 
     pub fn shutdown_handle(&self) -> ShutdownHandle {
@@ -361,7 +382,9 @@ impl Acceptor {
     }
 
     fn finish(mut self) -> Vec<WorkerHandle> {
-        // Stop accepting first: new clients get refused instead of queued.
+        // Stop accepting first: new clients get refused instead of queued
+        // (after an upgrade, the successor's copy keeps the socket and its
+        // queue: nothing is refused).
         let _ = self.poll.registry().deregister(&mut self.listener);
         drop(self.listener);
         for (i, w) in self.workers.iter().enumerate() {

@@ -136,6 +136,24 @@ pub fn is_interrupted(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::Interrupted
 }
 
+/// A blocking call with a timeout (SO_RCVTIMEO / SO_SNDTIMEO) ran out of
+/// time: Linux reports EAGAIN, other systems ETIMEDOUT.
+pub fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// Connecting to a unix socket path found nobody there: no such file, or a
+/// file left behind by a process that is gone (ECONNREFUSED).
+pub fn is_nobody_listening(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+    )
+}
+
 /// True when a bind failed because the address is taken.
 pub fn is_addr_in_use(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::AddrInUse

@@ -15,15 +15,20 @@
 //! - `stats`: connection counters shared between threads; the run summary.
 //! - `connlog`: `--log-connections`, written by its own thread.
 //! - `ratelimit`: keeps repeated warnings from flooding the log.
+//! - `upgrade`: `--upgrade-socket` / `--takeover`: handing the listeners to
+//!   a new process (zero-downtime binary upgrade), on its own thread.
+//! - `fdpass`: SCM_RIGHTS over a unix socket (the crate's one `unsafe`).
 
 pub mod acceptor;
 pub mod buffer;
 pub mod close;
 pub mod connlog;
+pub mod fdpass;
 pub mod io;
 pub mod limits;
 pub mod ratelimit;
 pub mod session;
 pub mod stats;
 pub mod timers;
+pub mod upgrade;
 pub mod worker;
