@@ -175,18 +175,24 @@ fn echo(args: EchoArgs) -> Result<(), StartError> {
     Ok(())
 }
 
-fn proxy(cfg: &ProxyConfig, admin: Option<SocketAddr>) -> Result<(), StartError> {
+fn proxy(cfg: &ProxyConfig, admin: Option<(SocketAddr, Option<String>)>) -> Result<(), StartError> {
     // Bound first, so a taken admin port fails before the proxy starts.
-    let admin = admin.map(AdminListener::bind).transpose()?;
+    let admin = admin
+        .map(|(addr, token)| AdminListener::bind(addr, token))
+        .transpose()?;
     let (mut server, handles) = Server::proxy(cfg)?;
     let (shared, csv) = (handles.shared, handles.csv);
     server.handle_signals()?;
     let admin = match admin {
-        Some(listener) => Some(listener.serve(admin::Sources {
-            shared: shared.clone(),
-            live: server.live_stats(),
-            csv: csv.clone(),
-        })?),
+        // POST /api/reload takes the SIGHUP path.
+        Some(listener) => Some(listener.serve(
+            admin::Sources {
+                shared: shared.clone(),
+                live: server.live_stats(),
+                csv: csv.clone(),
+            },
+            server.reloader(),
+        )?),
         None => None,
     };
     raise_fd_limit(2);
@@ -305,7 +311,7 @@ fn demo(args: &DemoArgs) -> Result<(), StartError> {
         cfg.policy.name()
     );
     println!("    wrk -t4 -c100 -d30s http://127.0.0.1:9090/");
-    if let Some(addr) = admin {
+    if let Some((addr, _)) = &admin {
         println!("tidegate demo: dashboard on http://{addr}/ (metrics: /metrics)");
     }
     println!("tidegate demo: Ctrl-C stops everything.");

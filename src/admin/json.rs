@@ -14,7 +14,8 @@
 //!   "csv_log": {"rows", "write_errors", "dropped"} | null,
 //!   "buckets_ms": [bucket upper bounds],
 //!   "backends": [{"name", "addr", "requests", "by_class": {"1xx".."5xx"},
-//!     "in_flight", "failures", "ejections", "answered", "sum_ms",
+//!     "in_flight", "failures", "ejections", "ejected", "up", "drained",
+//!     "state": "up"|"down"|"ejected"|"drained", "answered", "sum_ms",
 //!     "mean_ms", "p95_ms", "estimate_ms", "gauges": {name: value|null},
 //!     "buckets": [cumulative, +Inf last]}],
 //!   "history": [{"t", "dt_s", "backends": [{"requests", "answered", "mean_ms"}]}],
@@ -119,7 +120,7 @@ fn backends(o: &mut String, v: &View) {
         let _ = write!(
             o,
             "{}{{\"name\":{},\"addr\":{},\"requests\":{},\"by_class\":{{{}}},\"in_flight\":{},\
-             \"failures\":{},\"ejections\":{},\"ejected\":{},\"up\":{},\"within_slo\":{},\"answered\":{},\"sum_ms\":{},\"mean_ms\":{},\
+             \"failures\":{},\"ejections\":{},\"ejected\":{},\"up\":{},\"drained\":{},\"state\":\"{}\",\"within_slo\":{},\"answered\":{},\"sum_ms\":{},\"mean_ms\":{},\
              \"p95_ms\":{},\"estimate_ms\":{},\"gauges\":{{{}}},\"buckets\":{}}}",
             sep(i),
             string(&s.name),
@@ -131,6 +132,8 @@ fn backends(o: &mut String, v: &View) {
             b.ejections,
             b.ejected,
             b.up.map_or("null", |u| if u { "true" } else { "false" }),
+            b.drained,
+            b.state.as_str(),
             s.within_slo,
             s.count,
             num(Some(s.sum_seconds * 1000.0)),

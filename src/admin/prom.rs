@@ -107,6 +107,20 @@ fn policy(out: &mut String, v: &View) {
             u8::from(b.ejected)
         );
     }
+    family(
+        out,
+        "tidegate_backend_drained",
+        "gauge",
+        "1 while a backend is drained through the admin API (takes no new requests).",
+    );
+    for b in &v.backends {
+        let _ = writeln!(
+            out,
+            "tidegate_backend_drained{{backend=\"{}\"}} {}",
+            label(&b.snap.name),
+            u8::from(b.drained)
+        );
+    }
     if v.backends.iter().any(|b| b.up.is_some()) {
         family(
             out,

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::metrics::{BackendSnapshot, LATENCY_BUCKETS, Recent};
-use crate::proxy::Shared;
 use crate::proxy::csvlog::LogCounters;
+use crate::proxy::{BackendState, Shared};
 use crate::server::LiveStats;
 
 /// Per-second samples kept: 61 samples make the 60 one-second intervals
@@ -105,6 +105,10 @@ pub struct BackendView {
     pub ejected: bool,
     /// With `--health-check`: the checker's verdict.
     pub up: Option<bool>,
+    /// Drained through the admin API.
+    pub drained: bool,
+    /// Up, down, ejected or drained (see [`Shared::backend_state`]).
+    pub state: BackendState,
 }
 
 /// Cumulative per-backend counters at one second tick.
@@ -198,6 +202,8 @@ impl Sources {
                 ejections: shared.ejector.times_ejected(i),
                 ejected: shared.ejector.is_ejected(i),
                 up: shared.active.as_ref().map(|a| a.is_up(i)),
+                drained: shared.drained.is_drained(i),
+                state: shared.backend_state(i),
             })
             .collect::<Vec<BackendView>>();
         let answered: u64 = backends.iter().map(|b| b.snap.count).sum();

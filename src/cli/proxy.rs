@@ -87,17 +87,33 @@ pub struct ProxyArgs {
     /// ejection at all, success-rate rule included).
     #[arg(long, default_value_t = tidegate::health::EJECT_AFTER, value_name = "N")]
     pub eject_after: u32,
-    /// Serve the dashboard (/), /metrics and /stats on this address [default: off].
+    /// Serve the dashboard (/), /metrics, /stats, /readyz and the admin API on this address [default: off].
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<String>,
+    /// Require `Authorization: Bearer TOKEN` on every admin request; needed
+    /// to bind --admin to an address other than loopback.
+    #[arg(long, value_name = "TOKEN")]
+    pub admin_token: Option<String>,
 }
 
 impl ProxyArgs {
-    /// The `--admin` address, if any.
-    pub fn admin(&self) -> Result<Option<SocketAddr>, ConfigError> {
-        match self.admin.as_deref() {
-            None | Some("off") => Ok(None),
-            Some(a) => config::resolve("--admin", a).map(Some),
+    /// The `--admin` address, if any, with its `--admin-token`.
+    pub fn admin(&self) -> Result<Option<(SocketAddr, Option<String>)>, ConfigError> {
+        let addr = match self.admin.as_deref() {
+            None | Some("off") => None,
+            Some(a) => Some(config::resolve("--admin", a)?),
+        };
+        match (addr, &self.admin_token) {
+            (None, Some(_)) => Err(ConfigError::BadValue {
+                flag: "--admin-token",
+                value: "(hidden)".into(),
+                why: "there is no admin endpoint to protect: add --admin ADDR".into(),
+            }),
+            (None, None) => Ok(None),
+            (Some(addr), token) => {
+                tidegate::admin::check_access(addr, token.as_deref())?;
+                Ok(Some((addr, token.clone())))
+            }
         }
     }
 

@@ -13,12 +13,14 @@
 //!   end of an attempt.
 //! - `net`: the [`net::Net`] trait: TCP in production, in-memory in tests.
 //! - `upstream`: the per-worker table of backend sockets and the keep-alive pool.
+//! - `drained`: the backends an operator drained through the admin API.
 //! - `csvlog`: the `--log-csv` writer thread.
 //! - `summary`: the run summary.
 
 mod account;
 mod client;
 pub mod csvlog;
+pub mod drained;
 mod exchange;
 pub mod fault;
 pub mod net;
@@ -78,23 +80,58 @@ pub struct Shared {
     pub forward: ForwardOpts,
     /// The process part of generated request ids (see [`id_prefix`]).
     pub id_prefix: u64,
+    /// Backends drained through the admin API (also read by each
+    /// worker's pool, which closes their idle connections).
+    pub drained: Arc<drained::Drained>,
+}
+
+/// A backend's state as the admin API and `/readyz` report it. The first
+/// that applies wins: an operator's drain, then the active check's verdict,
+/// then outlier ejection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendState {
+    /// Takes requests.
+    Up,
+    /// Failing its active health checks (`--health-check`).
+    Down,
+    /// Ejected by outlier detection.
+    Ejected,
+    /// Drained by an operator: takes no new requests.
+    Drained,
+}
+
+impl BackendState {
+    /// The name in `/api/backends` and `/stats`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendState::Up => "up",
+            BackendState::Down => "down",
+            BackendState::Ejected => "ejected",
+            BackendState::Drained => "drained",
+        }
+    }
 }
 
 impl Shared {
-    /// Picks a backend the way the policy wants, skipping ejected ones; if
-    /// the policy keeps offering ejected backends (or all are ejected),
-    /// fails open with its first choice rather than refusing the request.
+    /// Picks a backend the way the policy wants, skipping drained, down
+    /// and ejected ones; if the policy keeps offering unusable backends
+    /// (or all are down or ejected), fails open with its first choice that
+    /// is not drained rather than refusing the request. A drained backend
+    /// is never chosen: `None` when every backend is drained.
     pub fn choose(&self, now: std::time::Instant, exclude: Option<usize>) -> Option<usize> {
         use crate::health::Admit;
+        let drained = |b: usize| self.drained.is_drained(b);
         // Health checks first: admitting claims an ejected backend's probe.
         let usable = |b: usize| {
-            self.active.as_ref().is_none_or(|a| a.is_up(b))
+            !drained(b)
+                && self.active.as_ref().is_none_or(|a| a.is_up(b))
                 && self.ejector.admit(b, now) != Admit::No
         };
         let first = self.selector.pick(now, exclude)?;
         if usable(first) {
             return Some(first);
         }
+        let mut fallback = (!drained(first)).then_some(first);
         let mut last = first;
         // Bounded: one try per backend.
         for _ in 0..self.backends.len() {
@@ -102,11 +139,41 @@ impl Shared {
                 Some(b) if Some(b) != exclude && usable(b) => {
                     return Some(b);
                 }
-                Some(b) => last = b,
+                Some(b) => {
+                    if fallback.is_none() && Some(b) != exclude && !drained(b) {
+                        fallback = Some(b);
+                    }
+                    last = b;
+                }
                 None => break,
             }
         }
-        Some(first)
+        // The policy only offered drained backends: any other one will do
+        // (bounded by the backend count; rare, as draining is manual).
+        fallback.or_else(|| {
+            (0..self.backends.len())
+                .find(|&b| Some(b) != exclude && !drained(b))
+                .or_else(|| exclude.filter(|&b| !drained(b)))
+        })
+    }
+
+    /// `backend`'s state now (reads atomics only; claims no probe).
+    pub fn backend_state(&self, backend: usize) -> BackendState {
+        if self.drained.is_drained(backend) {
+            BackendState::Drained
+        } else if self.active.as_ref().is_some_and(|a| !a.is_up(backend)) {
+            BackendState::Down
+        } else if self.ejector.is_ejected(backend) {
+            BackendState::Ejected
+        } else {
+            BackendState::Up
+        }
+    }
+
+    /// Readiness (`/readyz`): at least one backend is up (not down, not
+    /// ejected, not drained).
+    pub fn ready(&self) -> bool {
+        (0..self.backends.len()).any(|b| self.backend_state(b) == BackendState::Up)
     }
 }
 
@@ -180,13 +247,13 @@ impl<N: net::Net> ProxyCtx<N> {
         shared: Arc<Shared>,
         csv: Option<csvlog::CsvLog>,
     ) -> Self {
-        let n = shared.backends.len();
         let worker = u16::try_from(worker).unwrap_or(u16::MAX);
+        let upstreams = upstream::Upstreams::new(net, Arc::clone(&shared.drained));
         ProxyCtx {
             worker,
             ids: IdGen::new(shared.id_prefix, worker),
             shared,
-            upstreams: upstream::Upstreams::new(net, n),
+            upstreams,
             scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),
             csv,
             warn: RateLimit::new(WARN_EVERY),

@@ -15,6 +15,8 @@
 //! - `stats`: connection counters shared between threads; the run summary.
 //! - `connlog`: `--log-connections`, written by its own thread.
 //! - `ratelimit`: keeps repeated warnings from flooding the log.
+//! - `reload`: [`reload::Reloader`], the one reload path of SIGHUP and
+//!   `POST /api/reload`.
 
 pub mod acceptor;
 pub mod buffer;
@@ -23,6 +25,7 @@ pub mod connlog;
 pub mod io;
 pub mod limits;
 pub mod ratelimit;
+pub mod reload;
 pub mod session;
 pub mod stats;
 pub mod timers;

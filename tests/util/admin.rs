@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use tidegate::admin::{self, AdminHandle};
 use tidegate::config::{BackendAddr, ProxyConfig, ServerConfig};
+use tidegate::runtime::reload::Reloader;
 use tidegate::server::{ProxyHandles, RunningServer, Server};
 
 use super::client::{Client, Response};
@@ -31,6 +32,8 @@ pub struct AdminProxy {
     pub addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub handles: ProxyHandles,
+    /// The reload path shared by SIGHUP and `POST /api/reload`.
+    pub reloader: Reloader,
     admin: Option<AdminHandle>,
     server: Option<RunningServer>,
 }
@@ -59,20 +62,25 @@ pub fn start(backends: &[(&str, SocketAddr)], opts: Opts) -> io::Result<AdminPro
         eject_after: 0,
         forward: opts.forward,
     };
-    let listener =
-        admin::AdminListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).map_err(err)?;
+    let listener = admin::AdminListener::bind(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        opts.admin_token.clone(),
+    )
+    .map_err(err)?;
     let (server, handles) = Server::proxy(&cfg).map_err(err)?;
     let sources = admin::Sources {
         shared: Arc::clone(&handles.shared),
         live: server.live_stats(),
         csv: handles.csv.clone(),
     };
-    let admin = listener.serve(sources).map_err(err)?;
+    let reloader = server.reloader();
+    let admin = listener.serve(sources, reloader.clone()).map_err(err)?;
     let server = server.spawn()?;
     Ok(AdminProxy {
         addr: server.local_addr(),
         admin_addr: admin.local_addr(),
         handles,
+        reloader,
         admin: Some(admin),
         server: Some(server),
     })
@@ -82,6 +90,13 @@ impl AdminProxy {
     /// `GET path` on the admin endpoint (a new connection each time).
     pub fn get(&self, path: &str) -> io::Result<Response> {
         Client::connect(self.admin_addr)?.get(path)
+    }
+
+    /// `METHOD path` on the admin endpoint with `extra` header lines (each
+    /// ending in CRLF), on a new connection.
+    pub fn call(&self, method: &str, path: &str, extra: &str) -> io::Result<Response> {
+        let req = format!("{method} {path} HTTP/1.1\r\nHost: admin\r\n{extra}\r\n");
+        Client::connect(self.admin_addr)?.exchange(req.as_bytes())
     }
 
     /// `GET path` on the admin endpoint, expecting 200 and a UTF-8 body.
@@ -119,6 +134,8 @@ impl Drop for AdminProxy {
 pub struct Traffic {
     stop: Arc<AtomicBool>,
     pub sent: Arc<AtomicU64>,
+    /// Answers other than 200, and requests that failed on the socket.
+    pub failed: Arc<AtomicU64>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -126,10 +143,12 @@ impl Traffic {
     pub fn start(addr: SocketAddr, clients: usize, limit: Duration) -> Traffic {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
         let end = Instant::now() + limit;
         let threads = (0..clients)
             .map(|_| {
-                let (stop, sent) = (Arc::clone(&stop), Arc::clone(&sent));
+                let (stop, sent, failed) =
+                    (Arc::clone(&stop), Arc::clone(&sent), Arc::clone(&failed));
                 thread::spawn(move || {
                     while !stop.load(Relaxed) && Instant::now() < end {
                         let Ok(mut c) = Client::connect(addr) else {
@@ -139,7 +158,10 @@ impl Traffic {
                         while !stop.load(Relaxed) && Instant::now() < end {
                             match c.get("/") {
                                 Ok(r) if r.status == 200 => sent.fetch_add(1, Relaxed),
-                                _ => break,
+                                _ => {
+                                    failed.fetch_add(1, Relaxed);
+                                    break;
+                                }
                             };
                         }
                     }
@@ -149,6 +171,7 @@ impl Traffic {
         Traffic {
             stop,
             sent,
+            failed,
             threads,
         }
     }
