@@ -504,3 +504,33 @@ fn sighup_and_api_reload_take_the_same_path() -> TestResult {
     assert_eq!(code, Some(0));
     Ok(())
 }
+
+#[test]
+fn the_dashboard_shows_a_drained_backend() -> TestResult {
+    if !admin::external(
+        "headless chromium",
+        admin::have_chromium(),
+        "apt-get install chromium",
+    ) {
+        return Ok(());
+    }
+    let (a, b) = (backend(Duration::ZERO)?, backend(Duration::ZERO)?);
+    let p = admin::start(&[("alpha", a.addr), ("beta", b.addr)], Opts::default())?;
+    assert_eq!(post(&p, "/api/backends/beta/drain")?.status, 200);
+    let out = admin::headless(&format!("http://{}/", p.admin_addr), &["--dump-dom"])?;
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    let table = admin::section(&dom, "backends", "table").ok_or("no #backends")?;
+    assert!(
+        table.contains("<tr data-backend=\"alpha\" data-state=\"up\">"),
+        "{table}"
+    );
+    assert!(
+        table.contains("<tr data-backend=\"beta\" data-state=\"drained\" class=\"drained\">"),
+        "{table}"
+    );
+    assert!(
+        table.contains("class=\"pill st-drained\">drained<"),
+        "{table}"
+    );
+    Ok(())
+}

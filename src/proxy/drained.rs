@@ -53,6 +53,18 @@ impl Drained {
     pub fn any(&self) -> bool {
         self.flags.iter().any(|f| f.load(Ordering::Acquire))
     }
+
+    /// The flags for a new backend list (a configuration reload), where
+    /// `map[new] = Some(old)` for a backend that stays: a kept backend
+    /// stays drained, an added one starts in rotation.
+    pub fn remapped(&self, map: &[Option<usize>]) -> Drained {
+        Drained {
+            flags: map
+                .iter()
+                .map(|old| AtomicBool::new(old.is_some_and(|o| self.is_drained(o))))
+                .collect(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -70,5 +82,16 @@ mod tests {
         assert!(!d.is_drained(1));
         assert_eq!(d.set(2, true), None);
         assert!(!d.is_drained(2));
+    }
+
+    #[test]
+    fn a_reload_keeps_the_drain_of_backends_that_stay() {
+        let d = Drained::new(3);
+        d.set(0, true);
+        d.set(2, true);
+        // New list: old 2, a new backend, old 1 (old 0 removed).
+        let next = d.remapped(&[Some(2), None, Some(1)]);
+        assert_eq!(next.len(), 3);
+        assert!(next.is_drained(0) && !next.is_drained(1) && !next.is_drained(2));
     }
 }

@@ -79,6 +79,13 @@ impl<N: Net> Upstreams<N> {
         }
     }
 
+    /// Follows a new configuration's drained flags (same backend count as
+    /// the pool's lists, e.g. after a reload remapped them).
+    pub fn set_drained(&mut self, drained: Arc<Drained>) {
+        debug_assert_eq!(drained.len(), self.idle.len());
+        self.drained = drained;
+    }
+
     pub fn get(&self, key: usize) -> Option<&Upstream<N::Stream>> {
         self.conns.get(key)
     }
