@@ -23,8 +23,10 @@
 //!   active checks (`active`).
 //! - `metrics`: lock-free per-backend counters, latency histograms and the
 //!   recent-requests ring; Prometheus text rendering.
-//! - `admin/`: `--admin ADDR`: `/metrics`, `/stats`, the dashboard, on its
-//!   own thread; reads the proxy's atomics only.
+//! - `admin/`: `--admin ADDR`: `/metrics`, `/stats`, the dashboard,
+//!   `/readyz` and the admin API (list, drain and enable backends, reload),
+//!   on its own thread; reads the proxy's atomics and flips only the
+//!   drained flags.
 //! - `tools/`: the simulated backend (`tidegate backend`), the echo load
 //!   client, and `tidegate report`.
 //!

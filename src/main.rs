@@ -136,6 +136,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Echo(args) => echo(args),
         Command::Proxy(args) => {
+            let upgrade = args.upgrade();
             let sub = matches.subcommand_matches("proxy");
             let mut cfg = match sub.map(|m| args.resolve(m)) {
                 Some(Ok(cfg)) => cfg,
@@ -143,7 +144,20 @@ fn main() -> ExitCode {
                 None => return fail(&["no proxy arguments".to_string()]),
             };
             cfg.server.reuseport |= args.reuseport;
-            proxy(&cfg, args.upgrade())
+            // SIGHUP and POST /api/reload re-read --config, with the same
+            // command-line flags laid over it.
+            let reread: Option<Reread> = match (&args.config, sub) {
+                (Some(_), Some(m)) => {
+                    let (m, reuseport) = (m.clone(), args.reuseport);
+                    Some(Box::new(move || {
+                        let mut cfg = args.resolve(&m).map_err(|lines| lines.join("; "))?;
+                        cfg.server.reuseport |= reuseport;
+                        Ok(cfg)
+                    }))
+                }
+                _ => None,
+            };
+            proxy(&cfg, upgrade, reread)
         }
         Command::CheckConfig(args) => return check_config(&args.file),
         Command::Backend(args) => backend_cmd(&args),
@@ -221,7 +235,14 @@ fn echo(args: EchoArgs) -> Result<(), StartError> {
     Ok(())
 }
 
-fn proxy(cfg: &ProxyConfig, upgrade: Option<UpgradeOpts>) -> Result<(), StartError> {
+/// Reads the configuration again, for a reload.
+type Reread = Box<dyn Fn() -> Result<ProxyConfig, String> + Send + Sync>;
+
+fn proxy(
+    cfg: &ProxyConfig,
+    upgrade: Option<UpgradeOpts>,
+    reread: Option<Reread>,
+) -> Result<(), StartError> {
     // A takeover first: the listeners are the old process's, not bound here.
     let mut inherited = match &upgrade {
         Some(u) if u.takeover => Some(upgrade::take_over(&u.path)?),
@@ -230,8 +251,8 @@ fn proxy(cfg: &ProxyConfig, upgrade: Option<UpgradeOpts>) -> Result<(), StartErr
     // Bound (or inherited) first, so a taken admin port fails before the
     // proxy starts.
     let admin = match (cfg.admin, inherited.as_mut().and_then(|i| i.admin.take())) {
-        (Some(_), Some(fd)) => Some(AdminListener::from_std(fd)?),
-        (Some(addr), None) => Some(AdminListener::bind(addr)?),
+        (Some(_), Some(fd)) => Some(AdminListener::from_std(fd, cfg.admin_token.clone())?),
+        (Some(addr), None) => Some(AdminListener::bind(addr, cfg.admin_token.clone())?),
         (None, _) => None,
     };
     let admin_fd = match (&admin, &upgrade) {
@@ -249,7 +270,13 @@ fn proxy(cfg: &ProxyConfig, upgrade: Option<UpgradeOpts>) -> Result<(), StartErr
         None => (None, None),
     };
     let (mut server, handles) = Server::proxy_on(cfg, listener)?;
-    let (shared, csv) = (handles.shared, handles.csv);
+    if let Some(reread) = reread {
+        let live = std::sync::Arc::clone(&handles.live);
+        server.reloader().set(std::sync::Arc::new(move || {
+            live.reload(reread()?).map(|plan| plan.describe())
+        }));
+    }
+    let (shared, csv, live) = (handles.shared, handles.csv, handles.live);
     server.handle_signals()?;
     if let Some(u) = &upgrade {
         let start = match handshake {
@@ -262,11 +289,16 @@ fn proxy(cfg: &ProxyConfig, upgrade: Option<UpgradeOpts>) -> Result<(), StartErr
         server.serve_upgrades(start, admin_fd)?;
     }
     let admin = match admin {
-        Some(listener) => Some(listener.serve(admin::Sources {
-            shared: shared.clone(),
-            live: server.live_stats(),
-            csv: csv.clone(),
-        })?),
+        // POST /api/reload takes the SIGHUP path.
+        Some(listener) => Some(listener.serve(
+            admin::Sources {
+                shared: shared.clone(),
+                config: Some(std::sync::Arc::clone(&live)),
+                live: server.live_stats(),
+                csv: csv.clone(),
+            },
+            server.reloader(),
+        )?),
         None => None,
     };
     raise_fd_limit(2);
@@ -287,7 +319,12 @@ fn proxy(cfg: &ProxyConfig, upgrade: Option<UpgradeOpts>) -> Result<(), StartErr
         admin.stop();
     }
     println!("tidegate proxy: {summary}");
-    print!("{}", tidegate::proxy::summary::render(&shared, elapsed));
+    // The configuration in force at the end (after any reloads); request
+    // counters are the process's whatever the generation.
+    print!(
+        "{}",
+        tidegate::proxy::summary::render(&live.current(), elapsed)
+    );
     if let Some(csv) = csv {
         print!("{}", tidegate::proxy::summary::render_csv(&csv));
     }
@@ -385,11 +422,11 @@ fn demo(args: &DemoArgs) -> Result<(), StartError> {
         cfg.policy.name()
     );
     println!("    wrk -t4 -c100 -d30s http://127.0.0.1:9090/");
-    if let Some(addr) = admin {
+    if let Some(addr) = &admin {
         println!("tidegate demo: dashboard on http://{addr}/ (metrics: /metrics)");
     }
     println!("tidegate demo: Ctrl-C stops everything.");
-    let result = proxy(&cfg, None);
+    let result = proxy(&cfg, None, None);
     for h in handles {
         let name = h.name().to_string();
         match h.stop() {

@@ -172,6 +172,13 @@ impl Metrics {
         m
     }
 
+    /// Requests in flight at `backend` now (0 for an unknown index).
+    pub fn in_flight(&self, backend: usize) -> i64 {
+        self.backends
+            .get(backend)
+            .map_or(0, |b| b.in_flight.load(Relaxed).max(0))
+    }
+
     /// A request was sent towards `backend`.
     pub fn started(&self, backend: usize) {
         if let Some(b) = self.backends.get(backend) {

@@ -23,6 +23,7 @@ use crate::runtime::acceptor::{
     self, Acceptor, ListenError, ReopenHook, ShutdownHandle, SignalFlags,
 };
 use crate::runtime::connlog;
+use crate::runtime::reload::Reloader;
 use crate::runtime::session::Session;
 use crate::runtime::stats::{AcceptStats, Summary, WorkerStats};
 use crate::runtime::upgrade::{self, UpgradeError, UpgradeHandle};
@@ -325,10 +326,18 @@ impl Server {
         self.acceptor.shutdown_handle()
     }
 
+    /// The reload path SIGHUP takes; give it to the admin endpoint so
+    /// `POST /api/reload` takes the same one, and install the hook with
+    /// [`Reloader::set`].
+    pub fn reloader(&self) -> Reloader {
+        self.acceptor.reloader()
+    }
+
     /// Installs the signal handlers: SIGINT and SIGTERM stop the server
     /// gracefully; SIGUSR1 reopens the log files (for logrotate, as nginx
-    /// does); SIGHUP is logged as unsupported and otherwise ignored (it must
-    /// not kill a daemon whose terminal went away); SIGXFSZ is ignored, so a
+    /// does); SIGHUP runs the [`Reloader`] (with no reload hook installed it
+    /// is logged as unsupported: it must not kill a daemon whose terminal
+    /// went away); SIGXFSZ is ignored, so a
     /// log that reaches the file size limit fails its writes (counted)
     /// instead of killing the process.
     pub fn handle_signals(&mut self) -> Result<(), StartError> {

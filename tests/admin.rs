@@ -442,7 +442,8 @@ fn the_dashboard_shows_live_data_in_a_browser() -> TestResult {
         assert!(share > 10.0, "{name}: {share}% under round-robin");
         eprintln!("dashboard: {name}: {points} trend points, {share}% of requests");
         let table = admin::section(&dom, "backends", "table").ok_or("no #backends")?;
-        assert!(table.contains(&format!("<tr data-backend=\"{name}\">")));
+        let row = format!("<tr data-backend=\"{name}\" data-state=\"up\">");
+        assert!(table.contains(&row), "{row} missing:\n{table}");
     }
     for unit in ["mean latency (ms)", "time (s)", "share of requests (%)"] {
         assert!(dom.contains(unit), "axis label {unit:?} missing");

@@ -130,6 +130,7 @@ fn active_checks_take_a_failing_backend_out_and_bring_it_back() -> TestResult {
         workers: Vec::new(),
     };
     let sources = tidegate::admin::Sources {
+        config: Some(Arc::clone(&p.handles.live)),
         shared: Arc::clone(&p.handles.shared),
         live,
         csv: None,

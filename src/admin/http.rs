@@ -1,5 +1,6 @@
 //! One admin connection: read a request head (bounded in size and time),
-//! route it, write one response, close.
+//! check the bearer token if one is set, route it, write one response,
+//! close.
 //!
 //! Blocking std sockets on a short-lived thread per connection: the admin
 //! endpoint sees a dashboard and a scraper, not load. Every read and write
@@ -11,6 +12,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use super::Endpoint;
+use super::api::{self, Action};
 use super::{json, prom};
 
 /// Longest a connection may take from accept to the last byte written.
@@ -29,12 +31,34 @@ const MAX_FIELDS: usize = 64;
 const DASHBOARD: &str = include_str!("dashboard.html");
 
 /// What a request asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     Dashboard,
     Metrics,
     Stats,
     Health,
+    Ready,
+    Backends,
+    Backend(String, Action),
+    Reload,
+}
+
+/// The methods a route takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Methods {
+    /// GET and HEAD: reads.
+    Read,
+    /// POST: changes.
+    Change,
+}
+
+impl Methods {
+    fn allow(self) -> &'static str {
+        match self {
+            Methods::Read => "Allow: GET, HEAD\r\n",
+            Methods::Change => "Allow: POST\r\n",
+        }
+    }
 }
 
 /// A response ready to write.
@@ -45,16 +69,23 @@ pub struct Reply {
     pub body: String,
     /// HEAD: send the head only.
     pub head_only: bool,
+    /// Extra header lines, each ending in CRLF (`Allow`, `WWW-Authenticate`).
+    pub extra: &'static str,
 }
 
 impl Reply {
-    fn text(status: u16, body: &str) -> Reply {
+    pub fn new(status: u16, content_type: &'static str, body: String) -> Reply {
         Reply {
             status,
-            content_type: "text/plain; charset=utf-8",
-            body: format!("{body}\n"),
+            content_type,
+            body,
             head_only: false,
+            extra: "",
         }
+    }
+
+    pub fn text(status: u16, body: &str) -> Reply {
+        Reply::new(status, "text/plain; charset=utf-8", format!("{body}\n"))
     }
 }
 
@@ -62,11 +93,15 @@ impl Reply {
 pub fn serve(mut stream: TcpStream, endpoint: &Endpoint) -> io::Result<()> {
     let deadline = Instant::now() + DEADLINE;
     stream.set_nodelay(true)?;
-    let reply = match read_head(&mut stream, deadline)? {
-        Some(head) => respond(&head, endpoint),
-        None => return Ok(()),
+    let Some(head) = read_head(&mut stream, deadline)? else {
+        return Ok(());
     };
-    write_reply(&mut stream, &reply, deadline)
+    let reply = respond(&head, endpoint);
+    write_reply(&mut stream, &reply, deadline)?;
+    if has_body(&head) {
+        linger(&mut stream, deadline);
+    }
+    Ok(())
 }
 
 /// Reads until the blank line ending the head. `Ok(None)`: the client
@@ -95,6 +130,59 @@ fn read_head(stream: &mut TcpStream, deadline: Instant) -> io::Result<Option<Vec
     }
 }
 
+/// Whether the request announced a body (none is needed; it is ignored).
+fn has_body(head: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(head).to_ascii_lowercase();
+    text.lines().any(|l| {
+        l.starts_with("transfer-encoding:")
+            || l.strip_prefix("content-length:")
+                .is_some_and(|v| v.trim() != "0")
+    })
+}
+
+/// Most request body bytes read and thrown away before closing.
+const MAX_DISCARD: usize = 64 * 1024;
+
+/// After answering a request that had a body we did not read: stop
+/// writing and discard what the client still sends (bounded), so closing
+/// does not reset the connection before the client has read the answer.
+fn linger(stream: &mut TcpStream, deadline: Instant) {
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let mut chunk = [0u8; 2048];
+    let mut discarded = 0;
+    while discarded < MAX_DISCARD {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => discarded += n,
+        }
+    }
+}
+
+/// The route for `path` and the methods it takes; `None`: not found.
+fn route(path: &str) -> Option<(Route, Methods)> {
+    let read = |r| Some((r, Methods::Read));
+    match path {
+        "/" | "/index.html" => read(Route::Dashboard),
+        "/metrics" => read(Route::Metrics),
+        "/stats" => read(Route::Stats),
+        "/healthz" => read(Route::Health),
+        "/readyz" => read(Route::Ready),
+        "/api/backends" => read(Route::Backends),
+        "/api/reload" => Some((Route::Reload, Methods::Change)),
+        _ => {
+            let rest = path.strip_prefix("/api/backends/")?;
+            let (key, action) = rest.rsplit_once('/')?;
+            let action = Action::parse(action)?;
+            (!key.is_empty() && !key.contains('/'))
+                .then(|| (Route::Backend(key.to_string(), action), Methods::Change))
+        }
+    }
+}
+
 /// Parses `head` and answers it.
 pub fn respond(head: &[u8], endpoint: &Endpoint) -> Reply {
     if head.is_empty() {
@@ -107,51 +195,90 @@ pub fn respond(head: &[u8], endpoint: &Endpoint) -> Reply {
     else {
         return Reply::text(400, "bad request");
     };
-    let head_only = match method {
-        "GET" => false,
-        "HEAD" => true,
-        _ => return Reply::text(405, "method not allowed: use GET"),
-    };
+    if let Some(token) = endpoint.token.as_deref() {
+        let given = req
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("authorization"))
+            .and_then(|h| bearer(h.value));
+        if !given.is_some_and(|g| same_token(g, token.as_bytes())) {
+            let mut r = api::error(401, "missing or wrong Authorization: Bearer token");
+            r.extra = "WWW-Authenticate: Bearer realm=\"tidegate admin\"\r\n";
+            return r;
+        }
+    }
     let path = target.split(['?', '#']).next().unwrap_or_default();
-    let route = match path {
-        "/" | "/index.html" => Route::Dashboard,
-        "/metrics" => Route::Metrics,
-        "/stats" => Route::Stats,
-        "/healthz" => Route::Health,
-        _ => return Reply::text(404, "not found: try /, /metrics, /stats or /healthz"),
+    let Some((route, methods)) = route(path) else {
+        return Reply::text(
+            404,
+            "not found: try /, /metrics, /stats, /healthz, /readyz or /api/backends",
+        );
     };
+    let head_only = match (methods, method) {
+        (Methods::Read, "GET") | (Methods::Change, "POST") => false,
+        (Methods::Read, "HEAD") => true,
+        _ => {
+            let mut r = if path.starts_with("/api/") {
+                api::error(
+                    405,
+                    &format!("method not allowed: {}", methods.allow().trim()),
+                )
+            } else {
+                Reply::text(405, "method not allowed: use GET")
+            };
+            r.extra = methods.allow();
+            return r;
+        }
+    };
+    let shared = &endpoint.sources.current();
     let mut reply = match route {
-        Route::Dashboard => Reply {
-            status: 200,
-            content_type: "text/html; charset=utf-8",
-            body: DASHBOARD.to_string(),
-            head_only: false,
-        },
-        Route::Metrics => Reply {
-            status: 200,
-            content_type: prom::CONTENT_TYPE,
-            body: prom::render(&endpoint.view(false)),
-            head_only: false,
-        },
-        Route::Stats => Reply {
-            status: 200,
-            content_type: json::CONTENT_TYPE,
-            body: json::render(&endpoint.view(true)),
-            head_only: false,
-        },
+        Route::Dashboard => Reply::new(200, "text/html; charset=utf-8", DASHBOARD.to_string()),
+        Route::Metrics => Reply::new(200, prom::CONTENT_TYPE, prom::render(&endpoint.view(false))),
+        Route::Stats => Reply::new(200, json::CONTENT_TYPE, json::render(&endpoint.view(true))),
         Route::Health => Reply::text(200, "ok"),
+        Route::Ready => api::ready(shared),
+        Route::Backends => api::backends(shared),
+        Route::Backend(key, action) => api::act(shared, &key, action),
+        Route::Reload => api::reload(&endpoint.reload),
     };
     reply.head_only = head_only;
     reply
+}
+
+/// The token of an `Authorization: Bearer TOKEN` value (the scheme is
+/// case-insensitive, RFC 9110 §11.1).
+fn bearer(value: &[u8]) -> Option<&[u8]> {
+    let scheme = value.get(..7)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer ") {
+        return None;
+    }
+    let token = value.get(7..)?;
+    let start = token.iter().position(|b| *b != b' ')?;
+    let end = token.iter().rposition(|b| *b != b' ')?;
+    token.get(start..=end)
+}
+
+/// Compares a given token with the expected one in time that depends only
+/// on their lengths, never on where they differ.
+pub fn same_token(given: &[u8], expected: &[u8]) -> bool {
+    let mut diff = u8::from(given.len() != expected.len());
+    // Bounded by the expected token's length; every byte is looked at.
+    for (i, e) in expected.iter().enumerate() {
+        diff |= given.get(i).copied().unwrap_or(0) ^ e;
+    }
+    diff == 0
 }
 
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
         431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
         503 => "Service Unavailable",
         _ => "",
     }
@@ -159,18 +286,14 @@ fn reason(status: u16) -> &'static str {
 
 /// The response head for `reply`.
 pub fn head(reply: &Reply) -> String {
-    let allow = if reply.status == 405 {
-        "Allow: GET, HEAD\r\n"
-    } else {
-        ""
-    };
     format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{allow}\
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}\
          Cache-Control: no-store\r\nConnection: close\r\n\r\n",
         reply.status,
         reason(reply.status),
         reply.content_type,
-        reply.body.len()
+        reply.body.len(),
+        reply.extra,
     )
 }
 
@@ -201,4 +324,39 @@ pub fn busy(mut stream: TcpStream) {
     let reply = Reply::text(503, "admin endpoint busy");
     let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
     let _ = stream.write_all(format!("{}{}", head(&reply), reply.body).as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_tokens_are_parsed_and_compared_whole() {
+        assert_eq!(bearer(b"Bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer(b"bearer  abc "), Some(&b"abc"[..]));
+        assert_eq!(bearer(b"Basic abc"), None);
+        assert_eq!(bearer(b"Bearer "), None);
+        assert_eq!(bearer(b"abc"), None);
+        assert!(same_token(b"abc", b"abc"));
+        assert!(!same_token(b"abd", b"abc"));
+        assert!(!same_token(b"ab", b"abc"));
+        assert!(!same_token(b"abcd", b"abc"));
+        assert!(!same_token(b"", b"abc"));
+    }
+
+    #[test]
+    fn routes_and_their_methods() {
+        assert_eq!(route("/readyz"), Some((Route::Ready, Methods::Read)));
+        assert_eq!(
+            route("/api/backends/127.0.0.1:8081/drain"),
+            Some((
+                Route::Backend("127.0.0.1:8081".into(), Action::Drain),
+                Methods::Change
+            ))
+        );
+        assert_eq!(route("/api/backends//drain"), None);
+        assert_eq!(route("/api/backends/a/b/drain"), None);
+        assert_eq!(route("/api/backends/a/stop"), None);
+        assert_eq!(route("/api/reload"), Some((Route::Reload, Methods::Change)));
+    }
 }

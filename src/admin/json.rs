@@ -4,6 +4,7 @@
 //! there is no data yet):
 //! ```text
 //! { "policy", "uptime_s", "now_ms",
+//!   "config": {"generation", "reloads", "reload_failures", "reloaded_at_ms" | null},
 //!   "requests": {"total", "ok", "4xx", "5xx"}, "retries",
 //!   "failures": {"connect", "backend_reset", "bad_response", "backend_timeout",
 //!                "backend_unavailable", "client_timeout", "client_abort", "client_bad_body"},
@@ -14,7 +15,8 @@
 //!   "csv_log": {"rows", "write_errors", "dropped"} | null,
 //!   "buckets_ms": [bucket upper bounds],
 //!   "backends": [{"name", "addr", "requests", "by_class": {"1xx".."5xx"},
-//!     "in_flight", "failures", "ejections", "answered", "sum_ms",
+//!     "in_flight", "failures", "ejections", "ejected", "up", "drained",
+//!     "state": "up"|"down"|"ejected"|"drained", "answered", "sum_ms",
 //!     "mean_ms", "p95_ms", "estimate_ms", "gauges": {name: value|null},
 //!     "buckets": [cumulative, +Inf last]}],
 //!   "history": [{"t", "dt_s", "backends": [{"requests", "answered", "mean_ms"}]}],
@@ -41,6 +43,16 @@ pub fn render(v: &View) -> String {
         string(v.policy),
         num(Some(v.uptime_s)),
         v.now_ms
+    );
+    let c = &v.config;
+    let _ = write!(
+        o,
+        "\"config\":{{\"generation\":{},\"reloads\":{},\"reload_failures\":{},\"reloaded_at_ms\":{}}},",
+        c.generation,
+        c.reloads,
+        c.reload_failures,
+        c.reloaded_at_ms
+            .map_or("null".to_string(), |ms| ms.to_string())
     );
     let r = &v.requests;
     let _ = write!(
@@ -119,7 +131,7 @@ fn backends(o: &mut String, v: &View) {
         let _ = write!(
             o,
             "{}{{\"name\":{},\"addr\":{},\"requests\":{},\"by_class\":{{{}}},\"in_flight\":{},\
-             \"failures\":{},\"ejections\":{},\"ejected\":{},\"up\":{},\"within_slo\":{},\"answered\":{},\"sum_ms\":{},\"mean_ms\":{},\
+             \"failures\":{},\"ejections\":{},\"ejected\":{},\"up\":{},\"drained\":{},\"state\":\"{}\",\"within_slo\":{},\"answered\":{},\"sum_ms\":{},\"mean_ms\":{},\
              \"p95_ms\":{},\"estimate_ms\":{},\"gauges\":{{{}}},\"buckets\":{}}}",
             sep(i),
             string(&s.name),
@@ -131,6 +143,8 @@ fn backends(o: &mut String, v: &View) {
             b.ejections,
             b.ejected,
             b.up.map_or("null", |u| if u { "true" } else { "false" }),
+            b.drained,
+            b.state.as_str(),
             s.within_slo,
             s.count,
             num(Some(s.sum_seconds * 1000.0)),

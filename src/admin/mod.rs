@@ -1,22 +1,32 @@
-//! The admin endpoint (`--admin ADDR`): Prometheus metrics, JSON stats and
-//! a live dashboard, served by its own thread, apart from the data path.
+//! The admin endpoint (`--admin ADDR`): Prometheus metrics, JSON stats, a
+//! live dashboard and runtime control, served by its own thread, apart
+//! from the data path.
 //!
 //! - `GET /metrics`: Prometheus text format 0.0.4 (`prom`).
 //! - `GET /stats`: the same numbers as JSON, plus a per-second history of
 //!   the last minute and the latest requests (`json`).
 //! - `GET /`: the dashboard (`dashboard.html`, compiled in), which polls
 //!   `/stats` every second.
-//! - `GET /healthz`: `200 ok` while serving.
+//! - `GET /healthz`: `200 ok` while serving (liveness).
+//! - `GET /readyz`: 200 while a backend is usable, else 503 (readiness).
+//! - `GET /api/backends`, `POST /api/backends/{b}/drain|enable`,
+//!   `POST /api/reload`: runtime control (`api`).
 //!
-//! Anything else is 404; a method other than GET or HEAD is 405.
+//! Anything else is 404; a method a path does not take is 405.
+//!
+//! The endpoint stays on loopback unless `--admin-token` is given: binding
+//! any other address without a token is a start-up error. With a token,
+//! every request must carry `Authorization: Bearer TOKEN` (else 401).
 //!
 //! One thread runs a small mio loop: it accepts, hands each connection to
 //! a short-lived thread (`http`, at most [`MAX_CONNECTIONS`] at once, each
 //! bounded by [`http::DEADLINE`]), and once a second records a sample for
-//! the trend (`view`). It only ever reads the proxy's atomics.
+//! the trend (`view`). It reads the proxy's atomics and flips only the
+//! drained flags.
 //!
 //! `tidegate_slo_share` appears when `--slo-ms` is set.
 
+pub mod api;
 pub mod http;
 pub mod json;
 pub mod prom;
@@ -34,6 +44,8 @@ use log::{info, warn};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use crate::config::ConfigError;
+use crate::runtime::reload::Reloader;
 use crate::server::StartError;
 pub use view::{History, Sources, View};
 
@@ -51,16 +63,30 @@ const LISTENER: Token = Token(0);
 /// Poll token of the stop waker.
 const WAKER: Token = Token(1);
 
-/// What connection threads share: the sources and the trend history.
-#[derive(Debug)]
+/// What connection threads share: the sources, the trend history, the
+/// token and the reload path.
 pub struct Endpoint {
     sources: Sources,
     started: Instant,
     history: Mutex<History>,
+    /// `--admin-token`: required as `Authorization: Bearer` when set.
+    token: Option<String>,
+    /// What `POST /api/reload` runs (the SIGHUP path).
+    reload: Reloader,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never prints the token.
+        f.debug_struct("Endpoint")
+            .field("started", &self.started)
+            .field("token", &self.token.as_ref().map(|_| "(set)"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Endpoint {
-    fn new(sources: Sources) -> Self {
+    fn new(sources: Sources, token: Option<String>, reload: Reloader) -> Self {
         let started = Instant::now();
         let mut history = History::default();
         history.push(sources.sample(started));
@@ -68,6 +94,8 @@ impl Endpoint {
             sources,
             started,
             history: Mutex::new(history),
+            token,
+            reload,
         }
     }
 
@@ -93,10 +121,46 @@ impl Endpoint {
 
 /// The admin socket, bound but not serving yet (bind first so a taken
 /// port fails before the proxy starts).
-#[derive(Debug)]
 pub struct AdminListener {
     listener: TcpListener,
     addr: SocketAddr,
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for AdminListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminListener")
+            .field("addr", &self.addr)
+            .field("token", &self.token.as_ref().map(|_| "(set)"))
+            .finish()
+    }
+}
+
+/// Checks the exposure rule: an admin address off loopback needs a token,
+/// and a token must be one visible ASCII word (it travels in a header).
+pub fn check_access(addr: SocketAddr, token: Option<&str>) -> Result<(), ConfigError> {
+    let bad = |value: String, why: &str| ConfigError::BadValue {
+        flag: "--admin",
+        value,
+        why: why.into(),
+    };
+    match token {
+        Some(t) if t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()) => {
+            Err(ConfigError::BadValue {
+                flag: "--admin-token",
+                // Never echo a secret.
+                value: "(hidden)".into(),
+                why: "expected a non-empty token of visible ASCII characters, without spaces"
+                    .into(),
+            })
+        }
+        None if !addr.ip().is_loopback() => Err(bad(
+            addr.to_string(),
+            "the admin endpoint controls the proxy: off loopback it needs --admin-token TOKEN \
+             (requests then carry Authorization: Bearer TOKEN)",
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn start_err(addr: SocketAddr) -> impl FnOnce(io::Error) -> StartError {
@@ -108,28 +172,35 @@ fn start_err(addr: SocketAddr) -> impl FnOnce(io::Error) -> StartError {
 
 impl AdminListener {
     /// Binds `addr` (port 0 picks a free port; see [`Self::local_addr`]).
-    pub fn bind(addr: SocketAddr) -> Result<Self, StartError> {
+    /// With `token`, every request must carry it as a bearer token; without
+    /// one, only a loopback address is accepted ([`check_access`]).
+    pub fn bind(addr: SocketAddr, token: Option<String>) -> Result<Self, StartError> {
+        check_access(addr, token.as_deref())?;
         let std = std::net::TcpListener::bind(addr).map_err(start_err(addr))?;
         std.set_nonblocking(true).map_err(start_err(addr))?;
         let local = std.local_addr().map_err(start_err(addr))?;
         Ok(AdminListener {
             listener: TcpListener::from_std(std),
             addr: local,
+            token,
         })
     }
 
     /// A listener inherited from the process this one took over from
-    /// (`--takeover`), already bound and listening.
-    pub fn from_std(std: std::net::TcpListener) -> Result<Self, StartError> {
+    /// (`--takeover`), already bound and listening; `token` as in
+    /// [`Self::bind`].
+    pub fn from_std(std: std::net::TcpListener, token: Option<String>) -> Result<Self, StartError> {
         let fail = |source| StartError::Io {
             what: "setting up the inherited admin listener".into(),
             source,
         };
         std.set_nonblocking(true).map_err(fail)?;
         let local = std.local_addr().map_err(fail)?;
+        check_access(local, token.as_deref())?;
         Ok(AdminListener {
             listener: TcpListener::from_std(std),
             addr: local,
+            token,
         })
     }
 
@@ -144,8 +215,10 @@ impl AdminListener {
         self.addr
     }
 
-    /// Starts serving on its own thread.
-    pub fn serve(mut self, sources: Sources) -> Result<AdminHandle, StartError> {
+    /// Starts serving on its own thread; `POST /api/reload` runs `reload`
+    /// (give it the server's [`crate::server::Server::reloader`], the
+    /// SIGHUP path).
+    pub fn serve(mut self, sources: Sources, reload: Reloader) -> Result<AdminHandle, StartError> {
         let addr = self.addr;
         let poll = Poll::new().map_err(start_err(addr))?;
         poll.registry()
@@ -153,13 +226,20 @@ impl AdminListener {
             .map_err(start_err(addr))?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(start_err(addr))?);
         let stop = Arc::new(AtomicBool::new(false));
-        let endpoint = Arc::new(Endpoint::new(sources));
+        let auth = if self.token.is_some() {
+            " (bearer token required)"
+        } else {
+            ""
+        };
+        let endpoint = Arc::new(Endpoint::new(sources, self.token.take(), reload));
         let flag = Arc::clone(&stop);
         let thread = thread::Builder::new()
             .name("tidegate-admin".into())
             .spawn(move || run(self.listener, poll, &endpoint, &flag))
             .map_err(start_err(addr))?;
-        info!("admin endpoint on http://{addr}/ (dashboard), /metrics, /stats, /healthz");
+        info!(
+            "admin endpoint on http://{addr}/ (dashboard), /metrics, /stats, /healthz, /readyz, /api/backends{auth}"
+        );
         Ok(AdminHandle {
             addr,
             stop,
@@ -169,9 +249,10 @@ impl AdminListener {
     }
 }
 
-/// Binds `addr` and serves `sources` there.
+/// Binds `addr` (loopback: no token) and serves `sources` there, without
+/// a reload hook.
 pub fn start(addr: SocketAddr, sources: Sources) -> Result<AdminHandle, StartError> {
-    AdminListener::bind(addr)?.serve(sources)
+    AdminListener::bind(addr, None)?.serve(sources, Reloader::default())
 }
 
 /// A running admin endpoint; stops when dropped.
@@ -283,6 +364,36 @@ fn accept_all(listener: &TcpListener, endpoint: &Arc<Endpoint>, active: &Arc<Ato
             });
         if let Err(e) = spawned {
             warn!("admin endpoint: cannot start a connection thread: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn off_loopback_needs_a_token_and_a_token_must_be_one_word() {
+        let at = |a: &str| {
+            a.parse::<SocketAddr>()
+                .unwrap_or_else(|e| panic!("{a}: {e}"))
+        };
+        for ok in ["127.0.0.1:9091", "127.0.0.2:9091", "[::1]:9091"] {
+            assert!(check_access(at(ok), None).is_ok(), "{ok}");
+        }
+        for exposed in ["0.0.0.0:9091", "10.1.2.3:9091", "[::]:9091"] {
+            let e = check_access(at(exposed), None).map_err(|e| e.to_string());
+            assert!(e.is_err_and(|e| e.contains("--admin-token")), "{exposed}");
+            assert!(check_access(at(exposed), Some("t0k3n")).is_ok());
+        }
+        for bad in ["", "two words", "tab\there", "caf\u{e9}"] {
+            let e = check_access(at("0.0.0.0:1"), Some(bad)).map_err(|e| e.to_string());
+            assert!(
+                e.is_err_and(
+                    |e| e.contains("--admin-token") && (bad.is_empty() || !e.contains(bad))
+                ),
+                "{bad:?}"
+            );
         }
     }
 }

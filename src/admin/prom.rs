@@ -107,6 +107,20 @@ fn policy(out: &mut String, v: &View) {
             u8::from(b.ejected)
         );
     }
+    family(
+        out,
+        "tidegate_backend_drained",
+        "gauge",
+        "1 while a backend is drained through the admin API (takes no new requests).",
+    );
+    for b in &v.backends {
+        let _ = writeln!(
+            out,
+            "tidegate_backend_drained{{backend=\"{}\"}} {}",
+            label(&b.snap.name),
+            u8::from(b.drained)
+        );
+    }
     if v.backends.iter().any(|b| b.up.is_some()) {
         family(
             out,
@@ -213,6 +227,35 @@ fn requests(out: &mut String, v: &View) {
         "Tunnels open now.",
         v.tunnels.1,
     );
+    let c = &v.config;
+    single(
+        out,
+        "tidegate_config_generation",
+        "gauge",
+        "Configuration generation in force (0 at start, +1 per applied reload).",
+        c.generation,
+    );
+    family(
+        out,
+        "tidegate_reloads_total",
+        "counter",
+        "Configuration reloads (SIGHUP, POST /api/reload, DNS changes) by result.",
+    );
+    let _ = writeln!(out, "tidegate_reloads_total{{result=\"ok\"}} {}", c.reloads);
+    let _ = writeln!(
+        out,
+        "tidegate_reloads_total{{result=\"failed\"}} {}",
+        c.reload_failures
+    );
+    if let Some(ms) = c.reloaded_at_ms {
+        single(
+            out,
+            "tidegate_last_reload_timestamp_seconds",
+            "gauge",
+            "When the last reload was applied (Unix time).",
+            ms as f64 / 1000.0,
+        );
+    }
 }
 
 fn connections(out: &mut String, v: &View) {

@@ -11,8 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::metrics::{BackendSnapshot, LATENCY_BUCKETS, Recent};
-use crate::proxy::Shared;
 use crate::proxy::csvlog::LogCounters;
+use crate::proxy::live::Live;
+use crate::proxy::{BackendState, Shared};
 use crate::server::LiveStats;
 
 /// Per-second samples kept: 61 samples make the 60 one-second intervals
@@ -22,8 +23,12 @@ pub const HISTORY_SAMPLES: usize = 61;
 /// What the admin endpoint reads: handles on the proxy's shared counters.
 #[derive(Debug, Clone)]
 pub struct Sources {
-    /// Selector, backends, request counters and per-backend metrics.
+    /// Selector, backends, request counters and per-backend metrics, as
+    /// the proxy started (used when `config` is `None`).
     pub shared: Arc<Shared>,
+    /// The running configuration, swapped on reload: views read its
+    /// current generation.
+    pub config: Option<Arc<Live>>,
     /// Accepted and open connections, per worker.
     pub live: LiveStats,
     /// The `--log-csv` writer's counters.
@@ -78,6 +83,10 @@ pub struct View {
     pub failures: Failures,
     /// Tunnels opened in all, and open now.
     pub tunnels: (u64, u64),
+    /// The configuration generation (0 at start, +1 per applied reload),
+    /// reloads applied and refused, and when the last one was applied (ms
+    /// since the Unix epoch).
+    pub config: ConfigView,
     pub backends: Vec<BackendView>,
     pub accepted: u64,
     pub open: usize,
@@ -93,6 +102,15 @@ pub struct View {
     pub gauges: Vec<(&'static str, Vec<Option<f64>>)>,
 }
 
+/// The configuration generation and its reloads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConfigView {
+    pub generation: u64,
+    pub reloads: u64,
+    pub reload_failures: u64,
+    pub reloaded_at_ms: Option<u64>,
+}
+
 /// One backend's counters and the policy's view of it.
 #[derive(Debug, Clone)]
 pub struct BackendView {
@@ -105,6 +123,10 @@ pub struct BackendView {
     pub ejected: bool,
     /// With `--health-check`: the checker's verdict.
     pub up: Option<bool>,
+    /// Drained through the admin API.
+    pub drained: bool,
+    /// Up, down, ejected or drained (see [`Shared::backend_state`]).
+    pub state: BackendState,
 }
 
 /// Cumulative per-backend counters at one second tick.
@@ -153,13 +175,20 @@ pub fn unix_ms(t: SystemTime) -> u64 {
 }
 
 impl Sources {
+    /// The configuration generation in force now.
+    pub fn current(&self) -> Arc<Shared> {
+        self.config
+            .as_ref()
+            .map_or_else(|| Arc::clone(&self.shared), |live| live.current())
+    }
+
     /// A sample for the history at this moment.
     pub fn sample(&self, started: Instant) -> Sample {
         Sample {
             at_ms: unix_ms(SystemTime::now()),
             mono_s: started.elapsed().as_secs_f64(),
             backends: self
-                .shared
+                .current()
                 .metrics
                 .snapshot()
                 .iter()
@@ -175,7 +204,7 @@ impl Sources {
     /// Reads everything now; `history` and `recent` only when asked for
     /// (`/stats`), as `/metrics` does not show them.
     pub fn view(&self, started: Instant, history: Option<&History>) -> View {
-        let shared = &self.shared;
+        let shared = &self.current();
         let s = &shared.stats;
         let g = |c: &AtomicU64| c.load(Relaxed);
         let estimates = shared.selector.estimates();
@@ -198,6 +227,8 @@ impl Sources {
                 ejections: shared.ejector.times_ejected(i),
                 ejected: shared.ejector.is_ejected(i),
                 up: shared.active.as_ref().map(|a| a.is_up(i)),
+                drained: shared.drained.is_drained(i),
+                state: shared.backend_state(i),
             })
             .collect::<Vec<BackendView>>();
         let answered: u64 = backends.iter().map(|b| b.snap.count).sum();
@@ -233,6 +264,16 @@ impl Sources {
                 g(&s.bad_bodies),
             ],
             tunnels: (g(&s.tunnels), g(&s.tunnels_open)),
+            config: ConfigView {
+                generation: shared.generation,
+                reloads: self.config.as_ref().map_or(0, |l| g(&l.reloads)),
+                reload_failures: self.config.as_ref().map_or(0, |l| g(&l.reload_failures)),
+                reloaded_at_ms: self
+                    .config
+                    .as_ref()
+                    .and_then(|l| l.reloaded_at())
+                    .map(unix_ms),
+            },
             backends,
             accepted: self.live.accept.accepted.load(Relaxed),
             open: self.live.accept.open.load(Relaxed),

@@ -103,7 +103,7 @@ pub struct ProxyArgs {
     /// ejection at all, success-rate rule included).
     #[arg(long, default_value_t = tidegate::health::EJECT_AFTER, value_name = "N")]
     pub eject_after: u32,
-    /// Serve the dashboard (/), /metrics and /stats on this address [default: off].
+    /// Serve the dashboard (/), /metrics, /stats, /readyz and the admin API on this address [default: off].
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<String>,
     /// Listen on this unix socket for a new process taking over (zero-downtime upgrade).
@@ -115,6 +115,10 @@ pub struct ProxyArgs {
     /// Bind with SO_REUSEPORT, so several processes on this host can share the port.
     #[arg(long)]
     pub reuseport: bool,
+    /// Require `Authorization: Bearer TOKEN` on every admin request; needed
+    /// to bind --admin to an address other than loopback.
+    #[arg(long, value_name = "TOKEN")]
+    pub admin_token: Option<String>,
 }
 
 /// `--upgrade-socket PATH [--takeover]`.
@@ -215,7 +219,7 @@ impl ProxyArgs {
                 None => None,
             },
             admin: self.admin()?,
-            admin_token: None,
+            admin_token: self.admin_token.clone(),
         })
     }
 

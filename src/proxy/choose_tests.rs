@@ -42,6 +42,7 @@ fn shared(backup: &[bool], now: Instant, active: bool) -> Shared {
         active: active.then(|| Arc::new(ActiveHealth::new(backends.len()))),
         forward: crate::http::ForwardOpts::default(),
         id_prefix: 7,
+        drained: Arc::new(super::drained::Drained::new(backends.len())),
         backends,
     }
 }

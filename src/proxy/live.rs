@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use super::Shared;
+use super::drained::Drained;
 use super::reload::{Plan, map_backends};
 use crate::balance;
 use crate::config::ProxyConfig;
@@ -220,6 +221,7 @@ pub fn build(cfg: &ProxyConfig, prev: Option<&Shared>, now: Instant) -> Result<S
             active: None,
             forward: cfg.forward.clone(),
             id_prefix: super::id_prefix(),
+            drained: Arc::new(Drained::new(cfg.backends.len())),
         },
         Some(prev) => {
             let map = map_backends(&prev.backends, &cfg.backends);
@@ -239,6 +241,8 @@ pub fn build(cfg: &ProxyConfig, prev: Option<&Shared>, now: Instant) -> Result<S
                 active: None,
                 forward: cfg.forward.clone(),
                 id_prefix: prev.id_prefix,
+                // A backend drained by an operator stays drained.
+                drained: Arc::new(prev.drained.remapped(&map)),
             }
         }
     };
@@ -265,21 +269,18 @@ impl Live {
     /// and finish what is in flight. Errors leave the running configuration
     /// untouched and count as a failed reload.
     pub fn reload(&self, cfg: ProxyConfig) -> Result<Plan, String> {
+        // The caller logs the outcome (SIGHUP and the API through
+        // `runtime::reload::Reloader`); only what it cannot see is logged here.
         let result = self.apply(cfg);
         match &result {
             Ok(plan) => {
-                log::info!(
-                    "reloaded configuration (generation {}): {}",
-                    self.generation(),
-                    plan.describe()
-                );
+                log::debug!("configuration generation {} applied", self.generation());
                 for what in &plan.needs_restart {
                     log::warn!("reload: {what} changed, which needs restart: left as it was");
                 }
             }
-            Err(e) => {
+            Err(_) => {
                 self.reload_failures.fetch_add(1, Ordering::Relaxed);
-                log::error!("reload failed: {e}; still running the previous configuration");
             }
         }
         result

@@ -19,12 +19,14 @@
 //! - `accesslog`: what a request log line holds and its formats (csv,
 //!   json, combined); pure.
 //! - `csvlog`: the request log's writer thread (`--access-log`, `--log-csv`).
+//! - `drained`: the backends an operator drained through the admin API.
 //! - `summary`: the run summary.
 
 pub mod accesslog;
 mod account;
 mod client;
 pub mod csvlog;
+pub mod drained;
 mod exchange;
 pub mod fault;
 pub mod live;
@@ -92,14 +94,46 @@ pub struct Shared {
     pub forward: ForwardOpts,
     /// The process part of generated request ids (see [`id_prefix`]).
     pub id_prefix: u64,
+    /// Backends drained through the admin API (also read by each
+    /// worker's pool, which closes their idle connections).
+    pub drained: Arc<drained::Drained>,
+}
+
+/// A backend's state as the admin API and `/readyz` report it. The first
+/// that applies wins: an operator's drain, then the active check's verdict,
+/// then outlier ejection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendState {
+    /// Takes requests.
+    Up,
+    /// Failing its active health checks (`--health-check`).
+    Down,
+    /// Ejected by outlier detection.
+    Ejected,
+    /// Drained by an operator: takes no new requests.
+    Drained,
+}
+
+impl BackendState {
+    /// The name in `/api/backends` and `/stats`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendState::Up => "up",
+            BackendState::Down => "down",
+            BackendState::Ejected => "ejected",
+            BackendState::Drained => "drained",
+        }
+    }
 }
 
 impl Shared {
     /// Picks a backend the way the policy wants, skipping ejected ones (and
     /// those active checks found down). Backup backends are tried only when
-    /// every primary is down or ejected. If the policy keeps offering
-    /// unusable backends (or all are), fails open with its first choice
-    /// rather than refusing the request.
+    /// every primary is down or ejected. A drained backend is never chosen,
+    /// not even to fail open: `None` when every backend is drained (or,
+    /// for a retry, every other one). If the policy keeps offering unusable
+    /// backends (or all are), fails open with its first choice rather than
+    /// refusing the request.
     pub fn choose(&self, now: std::time::Instant, exclude: Option<usize>) -> Option<usize> {
         let selector = &*self.selector;
         let first = selector.pick(now, exclude);
@@ -121,7 +155,13 @@ impl Shared {
                 return Some(u);
             }
         }
-        first.or(backup)
+        // Fail open, but never onto a drained backend (bounded by the
+        // backend count; rare, as draining is manual).
+        let drained = |b: usize| self.drained.is_drained(b);
+        first
+            .filter(|&b| !drained(b))
+            .or(backup.filter(|&b| !drained(b)))
+            .or_else(|| (0..self.backends.len()).find(|&b| Some(b) != exclude && !drained(b)))
     }
 
     /// `first`, or the next the policy offers (`pick(last)`), that is
@@ -134,9 +174,11 @@ impl Shared {
         pick: impl Fn(Option<usize>) -> Option<usize>,
     ) -> Option<usize> {
         use crate::health::Admit;
+        let drained = |b: usize| self.drained.is_drained(b);
         // Health checks first: admitting claims an ejected backend's probe.
         let usable = |b: usize| {
-            self.active.as_ref().is_none_or(|a| a.is_up(b))
+            !drained(b)
+                && self.active.as_ref().is_none_or(|a| a.is_up(b))
                 && self.ejector.admit(b, now) != Admit::No
         };
         if usable(first) {
@@ -157,7 +199,28 @@ impl Shared {
     /// Whether backend `i` is down (active checks) or ejected, without
     /// claiming its probe.
     fn is_out(&self, i: usize) -> bool {
-        self.active.as_ref().is_some_and(|a| !a.is_up(i)) || self.ejector.is_ejected(i)
+        self.drained.is_drained(i)
+            || self.active.as_ref().is_some_and(|a| !a.is_up(i))
+            || self.ejector.is_ejected(i)
+    }
+
+    /// `backend`'s state now (reads atomics only; claims no probe).
+    pub fn backend_state(&self, backend: usize) -> BackendState {
+        if self.drained.is_drained(backend) {
+            BackendState::Drained
+        } else if self.active.as_ref().is_some_and(|a| !a.is_up(backend)) {
+            BackendState::Down
+        } else if self.ejector.is_ejected(backend) {
+            BackendState::Ejected
+        } else {
+            BackendState::Up
+        }
+    }
+
+    /// Readiness (`/readyz`): at least one backend is up (not down, not
+    /// ejected, not drained).
+    pub fn ready(&self) -> bool {
+        (0..self.backends.len()).any(|b| self.backend_state(b) == BackendState::Up)
     }
 }
 
@@ -237,15 +300,15 @@ impl<N: net::Net> ProxyCtx<N> {
         csv: Option<csvlog::CsvLog>,
     ) -> Self {
         let shared = live.current();
-        let n = shared.backends.len();
         let worker = u16::try_from(worker).unwrap_or(u16::MAX);
+        let upstreams = upstream::Upstreams::new(net, Arc::clone(&shared.drained));
         ProxyCtx {
             worker,
             ids: IdGen::new(shared.id_prefix, worker),
             shared,
             live,
             gens: live::Generations::default(),
-            upstreams: upstream::Upstreams::new(net, n),
+            upstreams,
             scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),
             csv,
             warn: RateLimit::new(WARN_EVERY),
@@ -263,6 +326,7 @@ impl<N: net::Net> ProxyCtx<N> {
         let next = self.live.current();
         let map = reload::map_backends(&self.shared.backends, &next.backends);
         self.upstreams.remap(&map);
+        self.upstreams.set_drained(Arc::clone(&next.drained));
         let old = std::mem::replace(&mut self.shared, next);
         self.gens.retire(old);
     }

@@ -402,13 +402,14 @@ impl<N: Net> ProxySession<N> {
                 let shared = &env.ctx.shared;
                 ProxyStats::bump(&shared.stats.requests);
                 shared.retry_budget.request(env.now);
+                let Some(b) = shared.choose(env.now, None) else {
+                    // Every backend is drained: 503, and no backend blamed.
+                    self.answer_chosen_none(env);
+                    return Ok(true);
+                };
                 let mut ex = Exchange::new(head, env.now);
                 ex.log = detail;
-                match shared.choose(env.now, None) {
-                    Some(b) => ex.attach(b, self.key, &mut self.bufs, env),
-                    // No backend at all: the first pump answers 502.
-                    None => ex.upstream = None,
-                }
+                ex.attach(b, self.key, &mut self.bufs, env);
                 self.state = State::Exchange(ex);
                 Ok(true)
             }
@@ -438,6 +439,26 @@ impl<N: Net> ProxySession<N> {
             ))
         });
         log_row(env, None, Duration::ZERO, status, outcome, detail);
+        self.begin_closing(env.now);
+    }
+
+    /// No backend may take the request (all drained): 503, then close.
+    /// The request was counted already.
+    fn answer_chosen_none(&mut self, env: &mut Ev<'_, '_, N>) {
+        self.client.out.push(http::error_response(503));
+        count_status(503, &env.ctx.shared.stats);
+        let detail = wants_detail(env.ctx).then(|| {
+            let bytes_in = self.client.input.len() as u64;
+            Box::new(Detail::unparsed(self.client.peer, bytes_in, 0))
+        });
+        log_row(
+            env,
+            None,
+            Duration::ZERO,
+            503,
+            LogOutcome::ConnectFailed,
+            detail,
+        );
         self.begin_closing(env.now);
     }
 
@@ -824,6 +845,10 @@ impl Session for ProxySession<Tcp> {
 
     fn drain(&mut self, env: &mut Env<'_, ProxyCtx<Tcp>>) -> Step {
         self.on_drain(env)
+    }
+
+    fn housekeep(ctx: &mut ProxyCtx<Tcp>, _now: Instant) {
+        ctx.upstreams.sweep();
     }
 
     fn route(key: usize, side: Side, ready: Ready, env: &mut Env<'_, ProxyCtx<Tcp>>) -> Route {

@@ -209,6 +209,7 @@ impl Harness {
             active: None,
             forward: crate::http::ForwardOpts::default(),
             id_prefix: 7,
+            drained: Arc::new(super::drained::Drained::new(BACKENDS)),
             backends,
         });
         let net = MemNet::default();
@@ -674,4 +675,72 @@ fn draining_closes_an_idle_connection_after_the_grace_or_at_once_if_long_idle() 
     h.now += Duration::from_secs(2);
     h.call(|s, env| s.on_drain(env));
     assert_eq!(h.state(), "closed");
+}
+
+#[test]
+fn a_drained_backend_is_never_chosen_not_even_failing_open() {
+    let h = Harness::new();
+    let now = h.now;
+    h.shared.drained.set(1, true);
+    for _ in 0..6 {
+        assert_eq!(h.shared.choose(now, None), Some(0));
+    }
+    // Excluding the only other one (a retry): never the drained one, and
+    // not the excluded one either (no retry onto the backend that failed).
+    assert_eq!(h.shared.choose(now, Some(0)), None);
+    h.shared.drained.set(0, true);
+    assert_eq!(h.shared.choose(now, None), None);
+    assert!(!h.shared.ready());
+    h.shared.drained.set(1, false);
+    assert_eq!(h.shared.choose(now, None), Some(1));
+    assert!(h.shared.ready());
+}
+
+#[test]
+fn with_every_backend_drained_a_request_gets_503_and_no_backend_is_blamed() {
+    let mut h = Harness::new();
+    h.shared.drained.set(0, true);
+    h.shared.drained.set(1, true);
+    h.client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    h.ready(Side::Client);
+    assert_eq!(h.status_to_client(), Some(503));
+    assert!(h.conns().is_empty(), "no backend connection");
+    assert!(h.observed().is_empty(), "nobody blamed");
+    assert_eq!(h.shared.stats.status_5xx.load(Relaxed), 1);
+}
+
+#[test]
+fn a_request_in_flight_at_the_drain_finishes_and_its_connection_closes() {
+    let mut h = Harness::new();
+    h.client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    h.ready(Side::Client);
+    assert_eq!(h.state(), "exchange");
+    h.shared.drained.set(0, true);
+    h.last_conn()
+        .send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    h.ready(Side::Backend);
+    assert_eq!(h.status_to_client(), Some(200));
+    assert_eq!(h.state(), "idle");
+    assert_eq!(h.ctx.upstreams.idle_count(0), 0, "closed, not pooled");
+    assert!(h.ctx.upstreams.is_empty());
+}
+
+#[test]
+fn pooled_connections_to_a_drained_backend_are_closed_not_reused() {
+    let mut h = run(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", &[Backend::Answer]);
+    assert_eq!(h.ctx.upstreams.idle_count(0), 1, "pooled");
+    h.shared.drained.set(0, true);
+    // Check-out refuses it (and closes it)...
+    assert_eq!(h.ctx.upstreams.checkout(0, 5, h.now), None);
+    assert!(h.ctx.upstreams.is_empty());
+    // ...and the worker's sweep closes one idling when the drain came.
+    h.shared.drained.set(0, false);
+    let mut h = run(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", &[Backend::Answer]);
+    assert_eq!(h.ctx.upstreams.idle_count(0), 1);
+    h.ctx.upstreams.sweep();
+    assert_eq!(h.ctx.upstreams.idle_count(0), 1, "not drained: kept");
+    h.shared.drained.set(0, true);
+    h.ctx.upstreams.sweep();
+    assert_eq!(h.ctx.upstreams.idle_count(0), 0);
+    assert!(h.ctx.upstreams.is_empty());
 }

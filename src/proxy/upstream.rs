@@ -7,14 +7,22 @@
 //! routed accordingly, so handing a pooled connection to another session
 //! costs no `epoll_ctl`. This is how nginx keeps its upstream keepalive
 //! cheap.
+//!
+//! A backend drained through the admin API ([`Drained`]) gets no pooled
+//! connection: check-out closes its idle ones instead of handing them out,
+//! check-in closes the connection of a request that finished, and
+//! [`Upstreams::sweep`] (the worker's housekeeping) closes those idling
+//! in the pool when the drain came.
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::Registry;
 use slab::Slab;
 
+use super::drained::Drained;
 use super::net::Net;
 use crate::runtime::io::{self as sio, Io};
 use crate::runtime::session::{Side, token};
@@ -61,16 +69,27 @@ pub struct Upstreams<N: Net> {
     idle: Vec<Vec<usize>>,
     /// +1 per configuration reload this worker applied.
     epoch: u64,
+    /// Backends drained by an operator (shared with every worker).
+    drained: Arc<Drained>,
 }
 
 impl<N: Net> Upstreams<N> {
-    pub fn new(net: N, backends: usize) -> Self {
+    /// A pool for as many backends as `drained` tracks.
+    pub fn new(net: N, drained: Arc<Drained>) -> Self {
         Upstreams {
             net,
             conns: Slab::new(),
-            idle: (0..backends).map(|_| Vec::new()).collect(),
+            idle: (0..drained.len()).map(|_| Vec::new()).collect(),
             epoch: 0,
+            drained,
         }
+    }
+
+    /// Follows a new configuration's drained flags (same backend count as
+    /// the pool's lists, e.g. after a reload remapped them).
+    pub fn set_drained(&mut self, drained: Arc<Drained>) {
+        debug_assert_eq!(drained.len(), self.idle.len());
+        self.drained = drained;
     }
 
     pub fn get(&self, key: usize) -> Option<&Upstream<N::Stream>> {
@@ -96,8 +115,13 @@ impl<N: Net> Upstreams<N> {
     }
 
     /// Takes the most recently used idle connection to `backend` for `owner`,
-    /// closing any that idled too long.
+    /// closing any that idled too long. A drained backend's idle
+    /// connections are closed and none is handed out.
     pub fn checkout(&mut self, backend: usize, owner: usize, now: Instant) -> Option<usize> {
+        if self.drained.is_drained(backend) {
+            self.close_idle(backend);
+            return None;
+        }
         let list = self.idle.get_mut(backend)?;
         while let Some(key) = list.pop() {
             let Some(up) = self.conns.get_mut(key) else {
@@ -143,15 +167,19 @@ impl<N: Net> Upstreams<N> {
         Ok(key)
     }
 
-    /// Returns a connection to the pool, or closes it if the pool is full.
+    /// Returns a connection to the pool, or closes it if the pool is full
+    /// or its backend is drained.
     pub fn checkin(&mut self, key: usize, now: Instant) {
         let Some(up) = self.conns.get_mut(key) else {
             return;
         };
         let backend = up.backend;
         let current = up.epoch == self.epoch;
+        let drained = self.drained.is_drained(backend);
         match self.idle.get_mut(backend) {
-            Some(list) if current && list.len() < MAX_IDLE_PER_BACKEND && !up.read_closed => {
+            Some(list)
+                if current && list.len() < MAX_IDLE_PER_BACKEND && !up.read_closed && !drained =>
+            {
                 up.owner = None;
                 up.idle_since = now;
                 list.push(key);
@@ -169,6 +197,30 @@ impl<N: Net> Upstreams<N> {
             && let Some(list) = self.idle.get_mut(up.backend)
         {
             list.retain(|&k| k != key);
+        }
+    }
+
+    /// Closes every idle connection to `backend`.
+    fn close_idle(&mut self, backend: usize) {
+        let Some(list) = self.idle.get_mut(backend) else {
+            return;
+        };
+        // Bounded by the pool's size per backend.
+        for key in list.drain(..) {
+            self.conns.try_remove(key);
+        }
+    }
+
+    /// Closes the idle connections to drained backends (called by the
+    /// worker's housekeeping, so a drain closes them even on a worker that
+    /// sees no request). One atomic load per backend when none is drained.
+    pub fn sweep(&mut self) {
+        for backend in 0..self.idle.len() {
+            if self.idle.get(backend).is_some_and(|l| !l.is_empty())
+                && self.drained.is_drained(backend)
+            {
+                self.close_idle(backend);
+            }
         }
     }
 

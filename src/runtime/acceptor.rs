@@ -1,6 +1,6 @@
 //! The main thread's job: accept connections and deal them out round-robin
 //! to the workers; survive running out of file descriptors; stop on request;
-//! act on signals (stop, reopen logs, refuse to reload).
+//! act on signals (stop, reopen logs, reload through [`Reloader`]).
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -17,6 +17,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::runtime::io::{AcceptFault, classify_accept, is_addr_in_use, is_interrupted};
 use crate::runtime::ratelimit::RateLimit;
+use crate::runtime::reload::Reloader;
 use crate::runtime::session::Accepted;
 use crate::runtime::stats::AcceptStats;
 use crate::runtime::timers;
@@ -144,6 +145,8 @@ pub struct Acceptor {
     fd_warning: RateLimit,
     /// How long workers may let sessions finish when stopping.
     drain: Duration,
+    /// What SIGHUP runs (shared with `POST /api/reload`).
+    reloader: Reloader,
 }
 
 impl Acceptor {
@@ -171,6 +174,7 @@ impl Acceptor {
             reopen: Vec::new(),
             fd_warning: RateLimit::new(WARN_EVERY),
             drain: Duration::ZERO,
+            reloader: Reloader::default(),
         })
     }
 
@@ -182,6 +186,11 @@ impl Acceptor {
     /// process on upgrade (`runtime::upgrade`).
     pub fn listener_fd(&self) -> io::Result<OwnedFd> {
         self.listener.as_fd().try_clone_to_owned()
+    }
+
+    /// The reload path SIGHUP takes; clones share its hook.
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
     }
 
     pub fn shutdown_handle(&self) -> ShutdownHandle {
@@ -270,9 +279,8 @@ impl Acceptor {
             }
         }
         if flags.reload.swap(false, Relaxed) {
-            warn!(
-                "SIGHUP: configuration reload is not supported (there is no --config); still running"
-            );
+            // Logged by the reloader, whatever the outcome.
+            let _ = self.reloader.reload("SIGHUP");
         }
         if flags.reopen.swap(false, Relaxed) {
             info!("SIGUSR1: reopening {} log file(s)", self.reopen.len());

@@ -18,6 +18,8 @@
 //! - `upgrade`: `--upgrade-socket` / `--takeover`: handing the listeners to
 //!   a new process (zero-downtime binary upgrade), on its own thread.
 //! - `fdpass`: SCM_RIGHTS over a unix socket (the crate's one `unsafe`).
+//! - `reload`: [`reload::Reloader`], the one reload path of SIGHUP and
+//!   `POST /api/reload`.
 
 pub mod acceptor;
 pub mod buffer;
@@ -27,6 +29,7 @@ pub mod fdpass;
 pub mod io;
 pub mod limits;
 pub mod ratelimit;
+pub mod reload;
 pub mod session;
 pub mod stats;
 pub mod timers;

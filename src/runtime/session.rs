@@ -137,6 +137,13 @@ pub trait Session: Sized + Send + 'static {
         Step::Close(CloseReason::Shutdown)
     }
 
+    /// Per-worker upkeep, run about every [`HOUSEKEEPING`] whether or not
+    /// anything happened (proxy mode closes pooled connections to drained
+    /// backends here).
+    ///
+    /// [`HOUSEKEEPING`]: crate::runtime::worker::HOUSEKEEPING
+    fn housekeep(_ctx: &mut Self::Ctx, _now: Instant) {}
+
     /// Maps readiness on `token(key, side)` to the session that handles it.
     /// By default a token belongs to the session in the same slab entry;
     /// proxy mode keeps backend sockets in a per-worker table instead, so

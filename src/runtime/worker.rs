@@ -36,6 +36,11 @@ const EVENTS_CAPACITY: usize = 1024;
 /// the next iteration, which then polls without blocking.
 const INBOX_BATCH: usize = 512;
 
+/// How often [`Session::housekeep`] runs on each worker: a drained
+/// backend's idle pooled connections close within this long even on a
+/// worker that sees no traffic, at the cost of one wake-up per second.
+pub const HOUSEKEEPING: Duration = Duration::from_secs(1);
+
 /// A message from the acceptor.
 #[derive(Debug)]
 pub enum Msg {
@@ -94,6 +99,7 @@ pub fn spawn<S: Session>(
         inbox_pending: false,
         timers: Timers::default(),
         draining_until: None,
+        next_housekeeping: Instant::now() + HOUSEKEEPING,
     };
     let thread = thread::Builder::new()
         .name(format!("tidegate-w{id}"))
@@ -121,6 +127,8 @@ struct Worker<S: Session> {
     timers: Timers,
     /// Set once asked to stop: the time by which remaining sessions are cut.
     draining_until: Option<Instant>,
+    /// When [`Session::housekeep`] runs next.
+    next_housekeeping: Instant,
 }
 
 impl<S: Session> Worker<S> {
@@ -172,6 +180,10 @@ impl<S: Session> Worker<S> {
                 self.dispatch(key, Ready::resume(side), now);
             }
             self.fire_timers(now);
+            if now >= self.next_housekeeping {
+                S::housekeep(&mut self.ctx, now);
+                self.next_housekeeping = now + HOUSEKEEPING;
+            }
             if self
                 .draining_until
                 .is_some_and(|until| self.sessions.is_empty() || now >= until)
@@ -183,15 +195,18 @@ impl<S: Session> Worker<S> {
         debug!("worker {} stopped", self.id);
     }
 
-    /// Sleep until the next timer, or the drain deadline, whichever is first.
+    /// Sleep until the next timer, the drain deadline or the next
+    /// housekeeping, whichever is first.
     fn timeout(&self, now: Instant) -> Option<Duration> {
+        let housekeeping = self.next_housekeeping.saturating_duration_since(now);
         let drain = self
             .draining_until
             .map(|t| t.saturating_duration_since(now));
-        match (self.timers.next_timeout(now), drain) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.timers.next_timeout(now), drain]
+            .into_iter()
+            .flatten()
+            .fold(housekeeping, Duration::min)
+            .into()
     }
 
     fn fire_timers(&mut self, now: Instant) {

@@ -15,6 +15,7 @@ use tidegate::proxy::accesslog::{AccessLog, LogFormat, LogTarget};
 
 use tidegate::admin::{self, AdminHandle};
 use tidegate::config::{BackendAddr, ProxyConfig, ServerConfig};
+use tidegate::runtime::reload::Reloader;
 use tidegate::server::{ProxyHandles, RunningServer, Server};
 
 use super::client::{Client, Response};
@@ -32,6 +33,8 @@ pub struct AdminProxy {
     pub addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub handles: ProxyHandles,
+    /// The reload path shared by SIGHUP and `POST /api/reload`.
+    pub reloader: Reloader,
     admin: Option<AdminHandle>,
     server: Option<RunningServer>,
 }
@@ -62,20 +65,26 @@ pub fn start(backends: &[(&str, SocketAddr)], opts: Opts) -> io::Result<AdminPro
         admin: None,
         admin_token: None,
     };
-    let listener =
-        admin::AdminListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).map_err(err)?;
+    let listener = admin::AdminListener::bind(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        opts.admin_token.clone(),
+    )
+    .map_err(err)?;
     let (server, handles) = Server::proxy(&cfg).map_err(err)?;
     let sources = admin::Sources {
+        config: Some(Arc::clone(&handles.live)),
         shared: Arc::clone(&handles.shared),
         live: server.live_stats(),
         csv: handles.csv.clone(),
     };
-    let admin = listener.serve(sources).map_err(err)?;
+    let reloader = server.reloader();
+    let admin = listener.serve(sources, reloader.clone()).map_err(err)?;
     let server = server.spawn()?;
     Ok(AdminProxy {
         addr: server.local_addr(),
         admin_addr: admin.local_addr(),
         handles,
+        reloader,
         admin: Some(admin),
         server: Some(server),
     })
@@ -85,6 +94,13 @@ impl AdminProxy {
     /// `GET path` on the admin endpoint (a new connection each time).
     pub fn get(&self, path: &str) -> io::Result<Response> {
         Client::connect(self.admin_addr)?.get(path)
+    }
+
+    /// `METHOD path` on the admin endpoint with `extra` header lines (each
+    /// ending in CRLF), on a new connection.
+    pub fn call(&self, method: &str, path: &str, extra: &str) -> io::Result<Response> {
+        let req = format!("{method} {path} HTTP/1.1\r\nHost: admin\r\n{extra}\r\n");
+        Client::connect(self.admin_addr)?.exchange(req.as_bytes())
     }
 
     /// `GET path` on the admin endpoint, expecting 200 and a UTF-8 body.
@@ -122,6 +138,8 @@ impl Drop for AdminProxy {
 pub struct Traffic {
     stop: Arc<AtomicBool>,
     pub sent: Arc<AtomicU64>,
+    /// Answers other than 200, and requests that failed on the socket.
+    pub failed: Arc<AtomicU64>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -129,10 +147,12 @@ impl Traffic {
     pub fn start(addr: SocketAddr, clients: usize, limit: Duration) -> Traffic {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
         let end = Instant::now() + limit;
         let threads = (0..clients)
             .map(|_| {
-                let (stop, sent) = (Arc::clone(&stop), Arc::clone(&sent));
+                let (stop, sent, failed) =
+                    (Arc::clone(&stop), Arc::clone(&sent), Arc::clone(&failed));
                 thread::spawn(move || {
                     while !stop.load(Relaxed) && Instant::now() < end {
                         let Ok(mut c) = Client::connect(addr) else {
@@ -142,7 +162,10 @@ impl Traffic {
                         while !stop.load(Relaxed) && Instant::now() < end {
                             match c.get("/") {
                                 Ok(r) if r.status == 200 => sent.fetch_add(1, Relaxed),
-                                _ => break,
+                                _ => {
+                                    failed.fetch_add(1, Relaxed);
+                                    break;
+                                }
                             };
                         }
                     }
@@ -152,6 +175,7 @@ impl Traffic {
         Traffic {
             stop,
             sent,
+            failed,
             threads,
         }
     }

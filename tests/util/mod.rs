@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod client;
+pub mod json;
 pub mod proxy;
 pub mod scripted;
 pub mod websocket;

@@ -33,6 +33,8 @@ pub struct Opts {
     pub health_check: Option<(String, Duration)>,
     /// `--via` / `--request-id` (default: on, as the binary).
     pub forward: ForwardOpts,
+    /// `--admin-token` (admin tests only).
+    pub admin_token: Option<String>,
 }
 
 impl Default for Opts {
@@ -52,6 +54,7 @@ impl Default for Opts {
             workers: 1,
             health_check: None,
             forward: ForwardOpts::default(),
+            admin_token: None,
         }
     }
 }

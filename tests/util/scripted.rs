@@ -37,6 +37,8 @@ pub struct Scripted {
     pub addr: SocketAddr,
     pub seen: mpsc::Receiver<Seen>,
     pub connections: Arc<AtomicUsize>,
+    /// Connections open now (accepted and not yet closed by the peer).
+    pub open: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     held: Arc<Mutex<Vec<TcpStream>>>,
 }
@@ -49,12 +51,14 @@ impl Scripted {
         listener.set_nonblocking(true)?;
         let (tx, seen) = mpsc::channel();
         let connections = Arc::new(AtomicUsize::new(0));
+        let open = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let held = Arc::new(Mutex::new(Vec::new()));
         let handler: Arc<Handler> = Arc::new(handler);
         {
-            let (connections, stop, held) = (
+            let (connections, open, stop, held) = (
                 Arc::clone(&connections),
+                Arc::clone(&open),
                 Arc::clone(&stop),
                 Arc::clone(&held),
             );
@@ -63,9 +67,17 @@ impl Scripted {
                     match listener.accept() {
                         Ok((s, _)) => {
                             let id = connections.fetch_add(1, Ordering::Relaxed);
-                            let (tx, handler, held) =
-                                (tx.clone(), Arc::clone(&handler), Arc::clone(&held));
-                            thread::spawn(move || serve(s, id, &tx, &*handler, &held));
+                            open.fetch_add(1, Ordering::Relaxed);
+                            let (tx, handler, held, open) = (
+                                tx.clone(),
+                                Arc::clone(&handler),
+                                Arc::clone(&held),
+                                Arc::clone(&open),
+                            );
+                            thread::spawn(move || {
+                                serve(s, id, &tx, &*handler, &held);
+                                open.fetch_sub(1, Ordering::Relaxed);
+                            });
                         }
                         Err(_) => thread::sleep(Duration::from_millis(2)),
                     }
@@ -76,6 +88,7 @@ impl Scripted {
             addr,
             seen,
             connections,
+            open,
             stop,
             held,
         })
