@@ -8,7 +8,10 @@ mod backend;
 pub mod file;
 pub mod policy;
 
-pub use backend::{BackendAddr, MAX_WEIGHT, resolve_backends};
+pub use backend::{
+    BackendAddr, DEFAULT_RESOLVE_INTERVAL, MAX_WEIGHT, MIN_RESOLVE_INTERVAL, expand, lookup,
+    parse_resolve_interval, resolve_all, resolve_backends,
+};
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -287,6 +290,9 @@ pub struct ProxyConfig {
     /// `[admin] token`: the bearer token the admin API requires (carried
     /// here; the admin API enforces it).
     pub admin_token: Option<String>,
+    /// `--resolve-interval` / `resolve_interval`: how often backends given
+    /// as host names are resolved again (see `proxy::resolver`).
+    pub resolve_interval: Duration,
 }
 
 /// The proxy fields from `--via NAME|off` and `--request-id HEADER|off`
@@ -449,9 +455,11 @@ mod tests {
     fn backends_are_required_and_resolved() {
         assert_eq!(resolve_backends(&[]), Err(ConfigError::NoBackends));
         let ok = resolve_backends(&["127.0.0.1:8081".into(), "localhost:8082".into()]);
-        assert!(ok.is_ok_and(|b| b.len() == 2
+        // localhost: 127.0.0.1, and ::1 where /etc/hosts says so.
+        assert!(ok.is_ok_and(|b| (2..=3).contains(&b.len())
             && b[1].addr.port() == 8082
-            && b[1].name == "localhost:8082"));
+            && b[1].configured_name() == "localhost:8082"
+            && b[1].host.as_deref() == Some("localhost:8082")));
         assert!(resolve_backends(&["nope".into()]).is_err());
     }
 

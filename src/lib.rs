@@ -13,7 +13,8 @@
 //!   `ProxyConfig` validation that `check-config` and a reload share).
 //! - `echo`: echo mode's session state machine.
 //! - `proxy/`: proxy mode: the session state machine, the backend side of
-//!   one exchange, the backend socket pool, the request log writer.
+//!   one exchange, the backend socket pool, the request log writer, the
+//!   resolver thread of host-name backends.
 //! - `http/`: pure HTTP/1.1 framing (request and response heads, body
 //!   framing, chunked, hop-by-hop rules, the proxy fields `Via`,
 //!   `X-Forwarded-*` and request ids, canned error responses). No sockets.

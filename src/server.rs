@@ -18,6 +18,7 @@ use crate::config::{ConfigError, EchoConfig, ProxyConfig, ServerConfig};
 use crate::echo::{EchoCtx, EchoSession};
 use crate::proxy::accesslog::LogTarget;
 use crate::proxy::live::{self, Live};
+use crate::proxy::resolver;
 use crate::proxy::{ProxyCtx, ProxySession, Shared, csvlog};
 use crate::runtime::acceptor::{
     self, Acceptor, ListenError, ReopenHook, ShutdownHandle, SignalFlags,
@@ -198,6 +199,10 @@ impl Server {
         let mode = shared.selector.name();
         let shared = Arc::new(shared);
         let live = Live::new(Arc::clone(&shared), cfg.clone());
+        if resolver::needed(&cfg.backends) {
+            // Detached: it ends by itself once `live` is dropped.
+            resolver::spawn(&live).map_err(io_err("starting the resolver"))?;
+        }
         let (csv, writer) = match &cfg.access_log {
             Some(log) => {
                 let what = match &log.target {

@@ -22,10 +22,14 @@ pub struct ProxyArgs {
     /// Address to listen on (ip:port or host:port).
     #[arg(long, default_value = config::DEFAULT_PROXY_LISTEN, value_name = "ADDR")]
     pub listen: String,
-    /// A backend (ip:port or host:port, resolved at start); repeat for more.
+    /// A backend (ip:port or host:port); repeat for more. A host name
+    /// becomes one backend per address, re-resolved every --resolve-interval.
     /// With --config, replaces the file's backends.
     #[arg(long = "backend", value_name = "ADDR")]
     pub backends: Vec<String>,
+    /// How often backends given as host names are resolved again (min 100ms).
+    #[arg(long, default_value = "5s", value_name = "DURATION")]
+    pub resolve_interval: String,
     /// Routing policy: round-robin, sma, ewma, least-conn, p2c, peak-ewma, predictive or tail-budget.
     #[arg(long, default_value = "tail-budget")]
     pub policy: String,
@@ -220,6 +224,10 @@ impl ProxyArgs {
             },
             admin: self.admin()?,
             admin_token: self.admin_token.clone(),
+            resolve_interval: config::parse_resolve_interval(
+                "--resolve-interval",
+                &self.resolve_interval,
+            )?,
         })
     }
 
@@ -261,6 +269,9 @@ impl ProxyArgs {
         }
         if mark("backlog", "backlog", "--backlog") {
             f.backlog = Some(Spanned::new(0..0, self.backlog));
+        }
+        if mark("resolve_interval", "resolve_interval", "--resolve-interval") {
+            f.resolve_interval = val(self.resolve_interval.clone());
         }
         if mark("policy", "policy", "--policy") {
             f.policy = val(self.policy.clone());
@@ -472,6 +483,10 @@ mod tests {
         assert_eq!(cfg.server.listen.port(), 7002);
         assert_eq!(cfg.timeouts.idle, Duration::from_secs(7));
         assert_eq!(cfg.policy, balance::Policy::Sma { window: 9 });
+        let cfg = resolved(text, &["--resolve-interval", "200ms"])?;
+        assert_eq!(cfg.resolve_interval, Duration::from_millis(200));
+        let err = resolved(text, &["--resolve-interval", "10ms"]).map(|_| ());
+        assert!(err.is_err_and(|e| e[0].contains("invalid --resolve-interval '10ms'")));
         let cfg = resolved(text, &["--policy", "round-robin"])?;
         assert_eq!(cfg.policy, balance::Policy::RoundRobin);
         // --backend replaces the file's list.

@@ -1,8 +1,12 @@
-//! One configured backend and the `--backend` flags' resolution.
+//! One configured backend and the `--backend` flags' resolution. A backend
+//! given as a host name expands to one [`BackendAddr`] per address the
+//! name resolves to ([`expand`]); the resolver thread
+//! (`proxy::resolver`) re-resolves it every `resolve_interval`.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
 
-use super::{ConfigError, resolve};
+use super::{ConfigError, MAX_TIMEOUT, parse_duration};
 
 /// One backend as configured: its name as given and its resolved address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +18,9 @@ pub struct BackendAddr {
     pub weight: u32,
     /// Used only when every primary (non-backup) backend is down or ejected.
     pub backup: bool,
+    /// The `host:port` text when the address was given as a host name (not
+    /// an IP literal): the resolver thread re-resolves it.
+    pub host: Option<String>,
 }
 
 impl BackendAddr {
@@ -24,7 +31,17 @@ impl BackendAddr {
             addr,
             weight: 1,
             backup: false,
+            host: None,
         }
+    }
+
+    /// The name it was configured under: `name` without the `@ADDR` that
+    /// [`expand`] adds when a host name has several addresses.
+    pub fn configured_name(&self) -> &str {
+        let suffix = format!("@{}", self.addr);
+        self.name
+            .strip_suffix(suffix.as_str())
+            .unwrap_or(&self.name)
     }
 }
 
@@ -32,16 +49,166 @@ impl BackendAddr {
 /// much"; keeps tail-budget's scaled floors and p2c's weight sums small.
 pub const MAX_WEIGHT: u32 = 256;
 
-/// Resolves every `--backend`; at least one is required.
+/// Default interval between resolutions of host-name backends: a pod
+/// added behind a headless Service takes traffic within 5 s, at one
+/// getaddrinfo per name per 5 s (nginx's `resolver valid=` is often 5-10 s).
+pub const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Shortest `resolve_interval`: below 100 ms a resolver would mostly ask
+/// the same cached answer again and reload for every flap.
+pub const MIN_RESOLVE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Parses `--resolve-interval` / `resolve_interval`: a duration within
+/// [`MIN_RESOLVE_INTERVAL`]..=24 h.
+pub fn parse_resolve_interval(flag: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    let d = parse_duration(flag, value)?;
+    if d < MIN_RESOLVE_INTERVAL || d > MAX_TIMEOUT {
+        return Err(ConfigError::BadValue {
+            flag,
+            value: value.to_string(),
+            why: "must be between 100ms and 24h".into(),
+        });
+    }
+    Ok(d)
+}
+
+/// Every address of `value`: an `ip:port` literal (`host` is `None`), or
+/// a `host:port` name resolved now, all of its addresses in the order
+/// getaddrinfo gives them, each once (`host` is the name). A name with no
+/// address is an error.
+pub fn resolve_all(
+    flag: &'static str,
+    value: &str,
+) -> Result<(Vec<SocketAddr>, Option<String>), ConfigError> {
+    if let Ok(addr) = value.parse::<SocketAddr>() {
+        return Ok((vec![addr], None));
+    }
+    let bad = |why: String| ConfigError::BadAddress {
+        flag,
+        value: value.to_string(),
+        why,
+    };
+    if !value.contains(':') {
+        return Err(bad("missing port".into()));
+    }
+    let addrs = lookup(value).map_err(|e| bad(e.to_string()))?;
+    if addrs.is_empty() {
+        return Err(bad("name has no addresses".into()));
+    }
+    Ok((addrs, Some(value.to_string())))
+}
+
+/// getaddrinfo through std, each address once, in the order given. Blocks:
+/// call it at start-up or on the resolver thread, never on a worker.
+pub fn lookup(host: &str) -> std::io::Result<Vec<SocketAddr>> {
+    let mut out: Vec<SocketAddr> = Vec::new();
+    for a in host.to_socket_addrs()? {
+        if !out.contains(&a) {
+            out.push(a);
+        }
+    }
+    Ok(out)
+}
+
+/// One backend per address: named `name` when there is one address, else
+/// `name@ADDR` (unique and stable while the address stays), each with
+/// `weight`, `backup` and `host`.
+pub fn expand(
+    name: &str,
+    host: Option<&str>,
+    addrs: &[SocketAddr],
+    weight: u32,
+    backup: bool,
+) -> Vec<BackendAddr> {
+    addrs
+        .iter()
+        .map(|&addr| BackendAddr {
+            name: if addrs.len() == 1 {
+                name.to_string()
+            } else {
+                format!("{name}@{addr}")
+            },
+            addr,
+            weight,
+            backup,
+            host: host.map(str::to_string),
+        })
+        .collect()
+}
+
+/// Resolves every `--backend` (a name to all of its addresses); at least
+/// one is required.
 pub fn resolve_backends(values: &[String]) -> Result<Vec<BackendAddr>, ConfigError> {
     if values.is_empty() {
         return Err(ConfigError::NoBackends);
     }
-    values
-        .iter()
-        .map(|v| {
-            let addr = resolve("--backend", v)?;
-            Ok(BackendAddr::new(v.clone(), addr))
-        })
-        .collect()
+    let mut out = Vec::with_capacity(values.len());
+    for v in values {
+        let (addrs, host) = resolve_all("--backend", v)?;
+        out.extend(expand(v, host.as_deref(), &addrs, 1, false));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn one_address_keeps_the_name_several_get_name_at_addr() {
+        let one = expand("api", Some("api:80"), &[addr("10.0.0.1:80")], 3, true);
+        assert_eq!(one.len(), 1);
+        assert_eq!(
+            (one[0].name.as_str(), one[0].weight, one[0].backup),
+            ("api", 3, true)
+        );
+        assert_eq!(one[0].host.as_deref(), Some("api:80"));
+        let two = [addr("10.0.0.1:80"), addr("[fd00::2]:80")];
+        let names: Vec<_> = expand("api", Some("api:80"), &two, 1, false)
+            .into_iter()
+            .map(|b| (b.configured_name().to_string(), b.name))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("api".to_string(), "api@10.0.0.1:80".to_string()),
+                ("api".to_string(), "api@[fd00::2]:80".to_string())
+            ]
+        );
+        assert_eq!(one[0].configured_name(), "api");
+    }
+
+    #[test]
+    fn literals_are_not_names_and_localhost_resolves_to_all() {
+        assert_eq!(
+            resolve_all("--backend", "127.0.0.1:81"),
+            Ok((vec![addr("127.0.0.1:81")], None))
+        );
+        let (addrs, host) = resolve_all("--backend", "localhost:82")
+            .unwrap_or_else(|e| panic!("localhost resolves: {e}"));
+        assert_eq!(host.as_deref(), Some("localhost:82"));
+        assert!(addrs.iter().all(|a| a.ip().is_loopback() && a.port() == 82));
+        assert!(addrs.contains(&addr("127.0.0.1:82")) || addrs.contains(&addr("[::1]:82")));
+        let backends = resolve_backends(&["localhost:82".into()]);
+        assert!(backends.is_ok_and(|b| b.len() == addrs.len()
+            && b.iter().all(|b| b.host.as_deref() == Some("localhost:82"))));
+        assert!(resolve_all("--backend", "nope").is_err());
+        assert!(resolve_all("--backend", "no-such-host.invalid:80").is_err());
+    }
+
+    #[test]
+    fn resolve_interval_is_at_least_100ms() {
+        let p = |v| parse_resolve_interval("resolve_interval", v).map_err(|e| e.to_string());
+        assert_eq!(p("5s"), Ok(DEFAULT_RESOLVE_INTERVAL));
+        assert_eq!(p("100ms"), Ok(MIN_RESOLVE_INTERVAL));
+        assert_eq!(
+            p("50ms"),
+            Err("invalid resolve_interval '50ms': must be between 100ms and 24h".into())
+        );
+        assert!(p("25h").is_err() && p("soon").is_err());
+    }
 }

@@ -51,6 +51,8 @@ pub struct FileConfig {
     pub access_log_format: Val<String>,
     pub via: Val<String>,
     pub request_id: Val<String>,
+    /// `--resolve-interval`.
+    pub resolve_interval: Val<String>,
     #[serde(default)]
     pub timeouts: FileTimeouts,
     #[serde(default)]
@@ -259,6 +261,10 @@ impl FileConfig {
         let (admin, admin_token) = (self.admin_address(c), self.admin_token(c));
         let backends = self.backends(c);
         let access_log = self.access_log(c);
+        let resolve_interval = match &self.resolve_interval {
+            Some(v) => c.get("resolve_interval", v, super::parse_resolve_interval),
+            None => Some(super::DEFAULT_RESOLVE_INTERVAL),
+        };
         let h = &self.health;
         Some(ProxyConfig {
             server: ServerConfig {
@@ -290,6 +296,7 @@ impl FileConfig {
             },
             admin: admin?,
             admin_token: admin_token?,
+            resolve_interval: resolve_interval?,
         })
     }
 
@@ -400,7 +407,7 @@ impl FileConfig {
         let mut names: Vec<&str> = Vec::with_capacity(self.backends.len());
         let mut ok = true;
         for b in &self.backends {
-            let addr = c.get("backend.address", &b.address, super::resolve);
+            let addrs = c.get("backend.address", &b.address, super::resolve_all);
             let weight = match &b.weight {
                 Some(w) if !(1..=MAX_WEIGHT).contains(w.get_ref()) => {
                     let why = format!("out of range (1..={MAX_WEIGHT})");
@@ -422,13 +429,11 @@ impl FileConfig {
                 ok = false;
             }
             names.push(name);
-            match (addr, weight) {
-                (Some(addr), Some(weight)) => out.push(BackendAddr {
-                    name: name.clone(),
-                    addr,
-                    weight,
-                    backup: b.backup.as_ref().is_some_and(|v| *v.get_ref()),
-                }),
+            let backup = b.backup.as_ref().is_some_and(|v| *v.get_ref());
+            match (addrs, weight) {
+                (Some((addrs, host)), Some(weight)) => {
+                    out.extend(super::expand(name, host.as_deref(), &addrs, weight, backup));
+                }
                 _ => ok = false,
             }
         }

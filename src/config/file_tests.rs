@@ -43,6 +43,7 @@ backend_conn = "close"
 log_csv = "/tmp/x.csv"
 via = "edge"
 request_id = "off"
+resolve_interval = "250ms"
 [timeouts]
 connect = "1s"
 drain = "0"
@@ -59,10 +60,11 @@ address = "127.0.0.1:8081"
 name = "a"
 weight = 3
 [[backend]]
-address = "localhost:8082"
+address = "127.0.0.1:8082"
 backup = true
 "#;
     let cfg = load(text).unwrap_or_else(|p| panic!("{p:?}"));
+    assert_eq!(cfg.resolve_interval, Duration::from_millis(250));
     assert_eq!(cfg.server.listen.port(), 7000);
     assert_eq!((cfg.server.workers, cfg.server.backlog), (3, 128));
     let policy = Policy::PeakEwma {
@@ -92,12 +94,42 @@ backup = true
     assert_eq!(cfg.admin.map(|a| a.port()), Some(7001));
     assert_eq!(cfg.admin_token.as_deref(), Some("s3cret"));
     let names: Vec<_> = cfg.backends.iter().map(|b| b.name.as_str()).collect();
-    assert_eq!(names, ["a", "localhost:8082"]);
+    assert_eq!(names, ["a", "127.0.0.1:8082"]);
     assert_eq!((cfg.backends[0].weight, cfg.backends[0].backup), (3, false));
     assert_eq!((cfg.backends[1].weight, cfg.backends[1].backup), (1, true));
     assert_eq!(
         summary(&cfg),
         "2 backends (1 backup), policy peak-ewma, listen 127.0.0.1:7000"
+    );
+}
+
+#[test]
+fn a_host_name_is_one_backend_per_address_and_resolve_interval_is_checked() {
+    let text = "[[backend]]\naddress = \"localhost:8082\"\nname = \"api\"\nweight = 2\n";
+    let cfg = load(text).unwrap_or_else(|p| panic!("{p:?}"));
+    assert_eq!(
+        cfg.resolve_interval,
+        crate::config::DEFAULT_RESOLVE_INTERVAL
+    );
+    // localhost is 127.0.0.1, and ::1 where /etc/hosts says so.
+    assert!(!cfg.backends.is_empty() && cfg.backends.len() <= 2);
+    for b in &cfg.backends {
+        assert_eq!((b.configured_name(), b.weight), ("api", 2));
+        assert_eq!(b.host.as_deref(), Some("localhost:8082"));
+        assert!(b.addr.ip().is_loopback());
+    }
+    let literal = load(ONE).unwrap_or_else(|p| panic!("{p:?}"));
+    assert_eq!(literal.backends[0].host, None);
+    let bad = problems(&format!("resolve_interval = \"50ms\"\n{ONE}"));
+    assert_eq!(
+        bad,
+        ["line 1, column 20: invalid resolve_interval '50ms': must be between 100ms and 24h"]
+    );
+    let unknown = problems("[[backend]]\naddress = \"no-such-host.invalid:80\"\n");
+    assert!(
+        unknown[0]
+            .starts_with("line 2, column 11: invalid backend.address 'no-such-host.invalid:80'"),
+        "{unknown:?}"
     );
 }
 

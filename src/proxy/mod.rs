@@ -15,6 +15,8 @@
 //!   each worker's older generations still in use.
 //! - `net`: the [`net::Net`] trait: TCP in production, in-memory in tests.
 //! - `reload`: what a configuration reload changes (pure).
+//! - `resolver`: the thread that re-resolves backends given as host names
+//!   and reloads when their addresses change.
 //! - `upstream`: the per-worker table of backend sockets and the keep-alive pool.
 //! - `accesslog`: what a request log line holds and its formats (csv,
 //!   json, combined); pure.
@@ -32,6 +34,7 @@ pub mod fault;
 pub mod live;
 pub mod net;
 pub mod reload;
+pub mod resolver;
 pub mod session;
 pub mod summary;
 mod tunnel;

@@ -139,6 +139,7 @@ mod tests {
             forward: crate::http::ForwardOpts::default(),
             admin: None,
             admin_token: None,
+            resolve_interval: crate::config::DEFAULT_RESOLVE_INTERVAL,
         }
     }
 

@@ -588,8 +588,10 @@ impl<N: Net> ProxySession<N> {
         // reload may have moved or removed it since the attempt began).
         let failed = env.ctx.current_index(ex.generation, ex.backend);
         let shared = &env.ctx.shared;
+        // A stale pooled connection is not a backend failure: its retry does
+        // not spend the retry budget (still at most one per request).
         if fault::may_retry(ex.req.method, f, progress, ex.retried, ex.body_sent > 0)
-            && shared.retry_budget.try_retry(now)
+            && (stale || shared.retry_budget.try_retry(now))
         {
             // Prefer another backend even after a stale pooled connection:
             // when a backend dies, all its pooled connections fail at once.

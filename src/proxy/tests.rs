@@ -232,6 +232,7 @@ impl Harness {
             forward: crate::http::ForwardOpts::default(),
             admin: None,
             admin_token: None,
+            resolve_interval: crate::config::DEFAULT_RESOLVE_INTERVAL,
         };
         let live = Live::new(Arc::clone(&shared), cfg);
         let ctx = ProxyCtx::with_net(net.clone(), 0, live, None);

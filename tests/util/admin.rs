@@ -64,6 +64,7 @@ pub fn start(backends: &[(&str, SocketAddr)], opts: Opts) -> io::Result<AdminPro
         forward: opts.forward,
         admin: None,
         admin_token: None,
+        resolve_interval: tidegate::config::DEFAULT_RESOLVE_INTERVAL,
     };
     let listener = admin::AdminListener::bind(
         SocketAddr::from(([127, 0, 0, 1], 0)),

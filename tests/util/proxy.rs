@@ -76,7 +76,11 @@ pub fn start(backends: &[SocketAddr], opts: Opts) -> io::Result<TestProxy> {
 
 /// Starts a proxy in front of `backends` as configured (weights, backups).
 pub fn start_backends(backends: Vec<BackendAddr>, opts: Opts) -> io::Result<TestProxy> {
-    let cfg = config_backends(backends, opts)?;
+    start_config(config_backends(backends, opts)?)
+}
+
+/// Starts a proxy running `cfg` (listening where `cfg.server` says).
+pub fn start_config(cfg: ProxyConfig) -> io::Result<TestProxy> {
     let (server, handles) = Server::proxy(&cfg).map_err(|e| io::Error::other(e.to_string()))?;
     let server = server.spawn()?;
     Ok(TestProxy {
@@ -115,6 +119,7 @@ pub fn config_backends(backends: Vec<BackendAddr>, opts: Opts) -> io::Result<Pro
         forward: opts.forward,
         admin: None,
         admin_token: None,
+        resolve_interval: tidegate::config::DEFAULT_RESOLVE_INTERVAL,
     })
 }
 

@@ -46,7 +46,15 @@ pub struct Scripted {
 impl Scripted {
     /// Starts a backend that answers every request through `handler`.
     pub fn start(handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> io::Result<Scripted> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), handler)
+    }
+
+    /// [`Scripted::start`] on `bind` (another loopback address or port).
+    pub fn start_on(
+        bind: SocketAddr,
+        handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
+    ) -> io::Result<Scripted> {
+        let listener = TcpListener::bind(bind)?;
         let addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
         let (tx, seen) = mpsc::channel();
