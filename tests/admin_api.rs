@@ -74,7 +74,15 @@ fn backends_are_listed_with_address_weight_state_in_flight_and_health() -> TestR
     for (item, (name, addr)) in list.arr().iter().zip([("alpha", a.addr), ("beta", b.addr)]) {
         assert_eq!(
             item.keys(),
-            ["name", "address", "weight", "state", "in_flight", "health"]
+            [
+                "name",
+                "address",
+                "weight",
+                "backup",
+                "state",
+                "in_flight",
+                "health"
+            ]
         );
         assert_eq!(item.get("name").str(), Some(name));
         assert_eq!(item.get("address").str(), Some(addr.to_string().as_str()));
@@ -338,7 +346,7 @@ fn api_reload_runs_the_reload_hook_and_is_501_without_one() -> TestResult {
 }
 
 #[test]
-fn with_a_token_every_request_needs_the_right_bearer() -> TestResult {
+fn with_a_token_every_request_but_the_probes_needs_the_right_bearer() -> TestResult {
     let a = backend(Duration::ZERO)?;
     let opts = Opts {
         admin_token: Some("s3cret-Token".into()),
@@ -348,8 +356,6 @@ fn with_a_token_every_request_needs_the_right_bearer() -> TestResult {
     for (path, method) in [
         ("/api/backends", "GET"),
         ("/metrics", "GET"),
-        ("/healthz", "GET"),
-        ("/readyz", "GET"),
         ("/api/backends/a/drain", "POST"),
         ("/nosuch", "GET"),
     ] {
@@ -373,6 +379,9 @@ fn with_a_token_every_request_needs_the_right_bearer() -> TestResult {
     let good = "Authorization: Bearer s3cret-Token\r\n";
     assert_eq!(p.call("GET", "/api/backends", good)?.status, 200);
     assert_eq!(p.call("GET", "/healthz", good)?.status, 200);
+    // Kubernetes probes carry no token: liveness and readiness stay open.
+    assert_eq!(p.call("GET", "/healthz", "")?.status, 200);
+    assert_eq!(p.call("GET", "/readyz", "")?.status, 200);
     // The scheme is case-insensitive.
     let r = p.call(
         "POST",

@@ -32,10 +32,6 @@ use crate::runtime::reload::{self, Reload, Reloader};
 /// The `Content-Type` of API answers.
 pub const CONTENT_TYPE: &str = "application/json";
 
-/// The weight reported for every backend: backends have no weight setting
-/// yet (the configuration file brings one), so each counts once.
-pub const WEIGHT: u32 = 1;
-
 /// Longest backend key accepted in a path: a host name (253) and a port.
 const MAX_KEY: usize = 300;
 
@@ -69,17 +65,17 @@ pub fn error(status: u16, why: &str) -> Reply {
 
 /// One backend's object.
 pub fn backend(shared: &Shared, i: usize) -> String {
-    let (name, address) = shared
-        .backends
-        .get(i)
-        .map_or_else(Default::default, |b| (b.name.clone(), b.addr.to_string()));
+    let (name, address, weight, backup) = shared.backends.get(i).map_or_else(
+        || (String::new(), String::new(), 0, false),
+        |b| (b.name.clone(), b.addr.to_string(), b.weight, b.backup),
+    );
     let health = match shared.active.as_ref().map(|a| a.is_up(i)) {
         Some(true) => "\"up\"",
         Some(false) => "\"down\"",
         None => "null",
     };
     format!(
-        "{{\"name\":{},\"address\":{},\"weight\":{WEIGHT},\"state\":\"{}\",\"in_flight\":{},\"health\":{health}}}",
+        "{{\"name\":{},\"address\":{},\"weight\":{weight},\"backup\":{backup},\"state\":\"{}\",\"in_flight\":{},\"health\":{health}}}",
         string(&name),
         string(&address),
         shared.backend_state(i).as_str(),
