@@ -25,9 +25,10 @@ use util::{IO_TIMEOUT, Proc, TestResult, connect, wait_until};
 const PER_BACKEND: u64 = 12;
 
 /// Keys every `/stats` document has.
-const STATS_KEYS: [&str; 16] = [
+const STATS_KEYS: [&str; 17] = [
     "backends",
     "buckets_ms",
+    "config",
     "connections",
     "csv_log",
     "csv_rows",
