@@ -445,3 +445,15 @@ sources_list() {
 describe_machine() {
     echo "$(nproc) CPUs, load average $(cut -d" " -f1-3 /proc/loadavg), $(uname -sr), $(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO_ROOT" diff --quiet 2>/dev/null || echo '+dirty')"
 }
+
+# wrk_fields FILE: "socket_errors non2xx req_s p50 p99" from a wrk report.
+wrk_fields() {
+    awk '
+        /Socket errors:/ { gsub(",", ""); errs = $4 + $6 + $8 + $10 }
+        /Non-2xx or 3xx responses:/ { non2xx = $5 }
+        /Requests\/sec:/ { rps = $2 }
+        $1 == "50%" { p50 = $2 }
+        $1 == "99%" { p99 = $2 }
+        END { printf "%d %d %s %s %s\n", errs, non2xx, rps, p50, p99 }
+    ' "$1"
+}

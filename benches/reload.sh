@@ -98,17 +98,6 @@ wrk_run() {
     BENCH_PIDS+=("$WRK_PID")
 }
 
-# field FILE: "socket_errors non2xx req_s p50 p99" from a wrk report.
-field() {
-    awk '
-        /Socket errors:/ { gsub(",", ""); errs = $4 + $6 + $8 + $10 }
-        /Non-2xx or 3xx responses:/ { non2xx = $5 }
-        /Requests\/sec:/ { rps = $2 }
-        $1 == "50%" { p50 = $2 }
-        $1 == "99%" { p99 = $2 }
-        END { printf "%d %d %s %s %s\n", errs, non2xx, rps, p50, p99 }
-    ' "$1"
-}
 
 # ---------------------------------------------------------------- baseline
 log "baseline: wrk -t$THREADS -c$CONNECTIONS -d$DURATION, no reload"
@@ -159,8 +148,8 @@ stop_pid "$PROXY_PID" INT 15 || true
 for pid in "${BACKEND_PIDS[@]}"; do stop_pid "$pid" INT 5 || true; done
 
 reloaded=$(grep -c "configuration reloaded" "$plog" || true)
-read -r b_err b_non b_rps b_p50 b_p99 <<<"$(field "$OUT_DIR/reload.base.wrk")"
-read -r u_err u_non u_rps u_p50 u_p99 <<<"$(field "$OUT_DIR/reload.reloads.wrk")"
+read -r b_err b_non b_rps b_p50 b_p99 <<<"$(wrk_fields "$OUT_DIR/reload.base.wrk")"
+read -r u_err u_non u_rps u_p50 u_p99 <<<"$(wrk_fields "$OUT_DIR/reload.reloads.wrk")"
 {
     echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency, proxy --config (workers $WORKERS, round-robin), backends --profile 0"
     printf '%-26s %14s %8s %12s %10s %10s\n' run "socket errors" non-2xx "requests/s" p50 p99

@@ -70,17 +70,6 @@ wrk_run() {
     BENCH_PIDS+=("$WRK_PID")
 }
 
-# field FILE: "socket_errors non2xx req_s p50 p99" from a wrk report.
-field() {
-    awk '
-        /Socket errors:/ { gsub(",", ""); errs = $4 + $6 + $8 + $10 }
-        /Non-2xx or 3xx responses:/ { non2xx = $5 }
-        /Requests\/sec:/ { rps = $2 }
-        $1 == "50%" { p50 = $2 }
-        $1 == "99%" { p99 = $2 }
-        END { printf "%d %d %s %s %s\n", errs, non2xx, rps, p50, p99 }
-    ' "$1"
-}
 
 # ---------------------------------------------------------------- baseline
 log "baseline: wrk -t$THREADS -c$CONNECTIONS -d$DURATION, no upgrade"
@@ -121,8 +110,8 @@ _forget_pid "$WRK_PID"
 stop_pid "$PROXY_PID" INT 15 || true
 stop_pid "$BACKEND_PID" INT 5 || true
 
-read -r b_err b_non b_rps b_p50 b_p99 <<<"$(field "$OUT_DIR/upgrade.base.wrk")"
-read -r u_err u_non u_rps u_p50 u_p99 <<<"$(field "$OUT_DIR/upgrade.upgrade.wrk")"
+read -r b_err b_non b_rps b_p50 b_p99 <<<"$(wrk_fields "$OUT_DIR/upgrade.base.wrk")"
+read -r u_err u_non u_rps u_p50 u_p99 <<<"$(wrk_fields "$OUT_DIR/upgrade.upgrade.wrk")"
 {
     echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency, proxy --workers $WORKERS, backend --profile 0"
     printf '%-26s %14s %8s %12s %10s %10s\n' run "socket errors" non-2xx "requests/s" p50 p99

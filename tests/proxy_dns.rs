@@ -16,7 +16,7 @@ use tidegate::config::{BackendAddr, expand, resolve_all, resolve_backends};
 use tidegate::proxy::resolver;
 use util::admin::Traffic;
 use util::proxy::{self, Opts};
-use util::scripted::{Reply, Scripted};
+use util::scripted::Scripted;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -24,16 +24,8 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 /// within a few hundred milliseconds.
 const INTERVAL: Duration = Duration::from_millis(100);
 
-/// A backend on `bind` that counts what it answers.
 fn counting(bind: SocketAddr, name: &'static str) -> io::Result<(Scripted, Arc<AtomicU64>)> {
-    let n = Arc::new(AtomicU64::new(0));
-    let n2 = Arc::clone(&n);
-    let s = Scripted::start_on(bind, move |_| {
-        n2.fetch_add(1, Relaxed);
-        let body = format!("HTTP/1.1 200 OK\r\nX-Backend: {name}\r\nContent-Length: 2\r\n\r\nok");
-        Reply::Send(body.into_bytes())
-    })?;
-    Ok((s, n))
+    Scripted::counting(bind, name)
 }
 
 fn opts() -> Opts {

@@ -18,16 +18,9 @@ use util::scripted::{Reply, Scripted};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-/// A backend that counts what it answers.
+/// A backend on loopback counting what it answers.
 fn counting(name: &'static str) -> std::io::Result<(Scripted, Arc<AtomicU64>)> {
-    let n = Arc::new(AtomicU64::new(0));
-    let n2 = Arc::clone(&n);
-    let s = Scripted::start(move |_| {
-        n2.fetch_add(1, Relaxed);
-        let body = format!("HTTP/1.1 200 OK\r\nX-Backend: {name}\r\nContent-Length: 2\r\n\r\nok");
-        Reply::Send(body.into_bytes())
-    })?;
-    Ok((s, n))
+    Scripted::counting(std::net::SocketAddr::from(([127, 0, 0, 1], 0)), name)
 }
 
 fn config(path: &PathBuf, backends: &[SocketAddr], extra: &str) -> std::io::Result<()> {

@@ -102,6 +102,23 @@ impl Scripted {
         })
     }
 
+    /// A backend on `bind` answering every request 200 with `X-Backend:
+    /// name`, and the count of requests it answered.
+    pub fn counting(
+        bind: SocketAddr,
+        name: &'static str,
+    ) -> io::Result<(Scripted, Arc<std::sync::atomic::AtomicU64>)> {
+        let n = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let n2 = Arc::clone(&n);
+        let s = Scripted::start_on(bind, move |_| {
+            n2.fetch_add(1, Ordering::Relaxed);
+            let body =
+                format!("HTTP/1.1 200 OK\r\nX-Backend: {name}\r\nContent-Length: 2\r\n\r\nok");
+            Reply::Send(body.into_bytes())
+        })?;
+        Ok((s, n))
+    }
+
     /// A backend that answers every request with `response`.
     pub fn always(response: &'static [u8]) -> io::Result<Scripted> {
         Scripted::start(move |_| Reply::Send(response.to_vec()))
