@@ -69,6 +69,9 @@ pub struct Upstreams<N: Net> {
     idle: Vec<Vec<usize>>,
     /// +1 per configuration reload this worker applied.
     epoch: u64,
+    /// The last reload's moves: `moved[old] = Some(new)` for a backend that
+    /// stayed, so a connection in use across it can still be pooled.
+    moved: Vec<Option<usize>>,
     /// Backends drained by an operator (shared with every worker).
     drained: Arc<Drained>,
 }
@@ -81,6 +84,7 @@ impl<N: Net> Upstreams<N> {
             conns: Slab::new(),
             idle: (0..drained.len()).map(|_| Vec::new()).collect(),
             epoch: 0,
+            moved: Vec::new(),
             drained,
         }
     }
@@ -173,6 +177,14 @@ impl<N: Net> Upstreams<N> {
         let Some(up) = self.conns.get_mut(key) else {
             return;
         };
+        // In use across the last reload: it follows its backend to its new
+        // index if the backend stayed; older ones are not tracked.
+        if up.epoch + 1 == self.epoch
+            && let Some(new) = self.moved.get(up.backend).copied().flatten()
+        {
+            up.backend = new;
+            up.epoch = self.epoch;
+        }
         let backend = up.backend;
         let current = up.epoch == self.epoch;
         let drained = self.drained.is_drained(backend);
@@ -254,11 +266,17 @@ impl<N: Net> Upstreams<N> {
 
     /// A reload changed the backend list: `map[new] = Some(old)` for a
     /// backend that stays. Idle connections follow their backend to its new
-    /// index; those of removed backends are closed; connections in use are
-    /// closed when they come back (their requests belong to the old list).
+    /// index; those of removed backends are closed; connections in use
+    /// follow when they come back, or close if their backend was removed.
     pub fn remap(&mut self, map: &[Option<usize>]) {
         let mut old = std::mem::take(&mut self.idle);
         self.epoch += 1;
+        self.moved = vec![None; old.len()];
+        for (new, m) in map.iter().enumerate() {
+            if let Some(slot) = m.and_then(|o| self.moved.get_mut(o)) {
+                *slot = Some(new);
+            }
+        }
         self.idle = map
             .iter()
             .map(|m| {
