@@ -131,22 +131,12 @@ impl<N: Net> ProxySession<N> {
         let Some(mut ex) = self.take_exchange(env.now) else {
             return Ok(false);
         };
-        release(&mut ex.upstream, env, false);
-        count(Fault::Client(f), &env.ctx.shared.stats);
         if f == ClientFault::Abort {
-            let elapsed = ex.latency(env.now);
-            let detail = ex.take_detail(env.now);
-            log_row(
-                env,
-                Some(&ex),
-                elapsed,
-                499,
-                LogOutcome::ClientAbort,
-                detail,
-            );
-            end_attempt(&mut ex, env, 499, elapsed, End::Abandoned);
+            abandon(ex, env);
             return Err(CloseReason::Done);
         }
+        release(&mut ex.upstream, env, false);
+        count(Fault::Client(f), &env.ctx.shared.stats);
         self.give_up(ex, Fault::Client(f), End::Abandoned, env)
     }
 
@@ -202,4 +192,22 @@ impl<N: Net> ProxySession<N> {
             }
         }
     }
+}
+
+/// The client left mid-exchange: counted and logged as its abort (499),
+/// nothing held against the backend, whose connection is closed.
+pub(super) fn abandon<N: Net>(mut ex: Exchange, env: &mut Ev<'_, '_, N>) {
+    let elapsed = ex.latency(env.now);
+    count(Fault::Client(ClientFault::Abort), &env.ctx.shared.stats);
+    let detail = ex.take_detail(env.now);
+    log_row(
+        env,
+        Some(&ex),
+        elapsed,
+        499,
+        LogOutcome::ClientAbort,
+        detail,
+    );
+    end_attempt(&mut ex, env, 499, elapsed, End::Abandoned);
+    release(&mut ex.upstream, env, false);
 }

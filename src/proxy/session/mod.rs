@@ -236,22 +236,8 @@ impl<N: Net> ProxySession<N> {
     /// Releases what the session holds and counts its end.
     pub fn on_close(mut self, reason: CloseReason, env: &mut Ev<'_, '_, N>) {
         match mem::replace(&mut self.state, closing(env.now)) {
-            State::Exchange(mut ex) => {
-                // The client connection ends first: not the backend's doing.
-                let elapsed = ex.latency(env.now);
-                count(Fault::Client(ClientFault::Abort), &env.ctx.shared.stats);
-                let detail = ex.take_detail(env.now);
-                log_row(
-                    env,
-                    Some(&ex),
-                    elapsed,
-                    499,
-                    LogOutcome::ClientAbort,
-                    detail,
-                );
-                end_attempt(&mut ex, env, 499, elapsed, End::Abandoned);
-                release(&mut ex.upstream, env, false);
-            }
+            // The client connection ends first: not the backend's doing.
+            State::Exchange(ex) => end::abandon(ex, env),
             State::Tunnel(t) => {
                 env.ctx.upstreams.close(t.upstream);
                 ProxyStats::drop_gauge(&env.ctx.shared.stats.tunnels_open);
