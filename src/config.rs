@@ -295,6 +295,39 @@ pub struct ProxyConfig {
     pub resolve_interval: Duration,
 }
 
+#[cfg(test)]
+impl ProxyConfig {
+    /// The defaults every unit test starts from: round-robin over
+    /// `backends`, persistent connections, default timeouts, nothing else on.
+    pub(crate) fn for_tests(
+        listen: SocketAddr,
+        workers: usize,
+        backends: Vec<BackendAddr>,
+    ) -> Self {
+        ProxyConfig {
+            server: ServerConfig {
+                listen,
+                workers,
+                backlog: 1024,
+                reuseport: false,
+            },
+            backends,
+            policy: crate::balance::Policy::RoundRobin,
+            backend_conn: BackendConn::Persistent,
+            timeouts: Timeouts::default(),
+            access_log: None,
+            slo: None,
+            eject_5xx: false,
+            eject_after: 5,
+            health_check: None,
+            forward: ForwardOpts::default(),
+            admin: None,
+            admin_token: None,
+            resolve_interval: DEFAULT_RESOLVE_INTERVAL,
+        }
+    }
+}
+
 /// The proxy fields from `--via NAME|off` and `--request-id HEADER|off`
 /// (`X-Forwarded-Proto` is `http` until there is a TLS listener).
 pub fn forward_opts(via: &str, request_id: &str) -> Result<ForwardOpts, ConfigError> {

@@ -112,35 +112,18 @@ fn position(old: &[BackendAddr], addr: SocketAddr, taken: &[bool]) -> Option<usi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{BackendConn, ServerConfig, Timeouts};
 
     fn cfg(backends: &[(&str, u16)], workers: usize) -> ProxyConfig {
-        ProxyConfig {
-            server: ServerConfig {
-                listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
-                workers,
-                backlog: 1024,
-                reuseport: false,
-            },
-            backends: backends
+        ProxyConfig::for_tests(
+            SocketAddr::from(([127, 0, 0, 1], 9090)),
+            workers,
+            backends
                 .iter()
                 .map(|&(name, port)| {
                     BackendAddr::new(name, SocketAddr::from(([127, 0, 0, 1], port)))
                 })
                 .collect(),
-            policy: crate::balance::Policy::RoundRobin,
-            backend_conn: BackendConn::Persistent,
-            timeouts: Timeouts::default(),
-            access_log: None,
-            slo: None,
-            eject_5xx: false,
-            eject_after: 5,
-            health_check: None,
-            forward: crate::http::ForwardOpts::default(),
-            admin: None,
-            admin_token: None,
-            resolve_interval: crate::config::DEFAULT_RESOLVE_INTERVAL,
-        }
+        )
     }
 
     #[test]

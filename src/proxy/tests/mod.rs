@@ -16,7 +16,7 @@ use super::net::Net;
 use super::session::{ProxySession, State};
 use super::{ProxyCtx, ProxyStats, Shared};
 use crate::balance::{Outcome, Selector};
-use crate::config::{BackendAddr, BackendConn, ProxyConfig, ServerConfig, Timeouts};
+use crate::config::{BackendAddr, BackendConn, ProxyConfig, Timeouts};
 use crate::health::{Ejector, RetryBudget};
 use crate::metrics::Metrics;
 use crate::runtime::io::Connect;
@@ -213,27 +213,7 @@ impl Harness {
             backends,
         });
         let net = MemNet::default();
-        let cfg = ProxyConfig {
-            server: ServerConfig {
-                listen: addr(9),
-                workers: 1,
-                backlog: 16,
-                reuseport: false,
-            },
-            backends: shared.backends.clone(),
-            policy: crate::balance::Policy::RoundRobin,
-            backend_conn: BackendConn::Persistent,
-            timeouts: Timeouts::default(),
-            access_log: None,
-            slo: None,
-            eject_5xx: false,
-            eject_after: 5,
-            health_check: None,
-            forward: crate::http::ForwardOpts::default(),
-            admin: None,
-            admin_token: None,
-            resolve_interval: crate::config::DEFAULT_RESOLVE_INTERVAL,
-        };
+        let cfg = ProxyConfig::for_tests(addr(9), 1, shared.backends.clone());
         let live = Live::new(Arc::clone(&shared), cfg);
         let ctx = ProxyCtx::with_net(net.clone(), 0, live, None);
         let poll = Poll::new().unwrap_or_else(|e| panic!("poll: {e}"));
