@@ -457,3 +457,14 @@ wrk_fields() {
         END { printf "%d %d %s %s %s\n", errs, non2xx, rps, p50, p99 }
     ' "$1"
 }
+
+# wrk_bg OUTFILE: wrk -tTHREADS -cCONNECTIONS -dDURATION --latency against
+# 127.0.0.1:PROXY_PORT in the background (bounded by `timeout`, secs + 30 s),
+# output to OUTFILE; sets WRK_PID.
+wrk_bg() {
+    timeout --signal=INT --kill-after=10 "$((secs + 30))" \
+        wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency \
+        "http://127.0.0.1:$PROXY_PORT/" >"$1" 2>&1 &
+    WRK_PID=$!
+    BENCH_PIDS+=("$WRK_PID")
+}

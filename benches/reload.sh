@@ -97,19 +97,10 @@ start_proxy() {
     die "the proxy did not start"
 }
 
-wrk_run() {
-    timeout --signal=INT --kill-after=10 "$((secs + 30))" \
-        wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency \
-        "http://127.0.0.1:$PROXY_PORT/" >"$OUT_DIR/reload.$1.wrk" 2>&1 &
-    WRK_PID=$!
-    BENCH_PIDS+=("$WRK_PID")
-}
-
-
 # ---------------------------------------------------------------- baseline
 log "baseline: wrk -t$THREADS -c$CONNECTIONS -d$DURATION, no reload"
 start_proxy "$OUT_DIR/reload.base.proxy.log" "$BASE_BACKENDS"
-wrk_run base
+wrk_bg "$OUT_DIR/reload.base.wrk"
 wait "$WRK_PID" || die "wrk failed (baseline)"
 _forget_pid "$WRK_PID"
 stop_pid "$PROXY_PID" INT 15 || true
@@ -118,7 +109,7 @@ stop_pid "$PROXY_PID" INT 15 || true
 log "reload run: the same load, $RELOADS reloads from ${RELOAD_AT}s every ${RELOAD_EVERY}s"
 plog="$OUT_DIR/reload.run.proxy.log"
 start_proxy "$plog"
-wrk_run reloads
+wrk_bg "$OUT_DIR/reload.reloads.wrk"
 start=$(date +%s.%N)
 failures=0
 for ((r = 1; r <= RELOADS; r++)); do

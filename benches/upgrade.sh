@@ -60,21 +60,11 @@ start_proxy() {
     die "the proxy ($*) did not get ready"
 }
 
-# wrk_run NAME: runs wrk for DURATION against the proxy, output to
-# $OUT_DIR/upgrade.NAME.wrk (in the background: sets WRK_PID).
-wrk_run() {
-    timeout --signal=INT --kill-after=10 "$((secs + 30))" \
-        wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency \
-        "http://127.0.0.1:$PROXY_PORT/" >"$OUT_DIR/upgrade.$1.wrk" 2>&1 &
-    WRK_PID=$!
-    BENCH_PIDS+=("$WRK_PID")
-}
-
 
 # ---------------------------------------------------------------- baseline
 log "baseline: wrk -t$THREADS -c$CONNECTIONS -d$DURATION, no upgrade"
 start_proxy "$OUT_DIR/upgrade.base.proxy.log"
-wrk_run base
+wrk_bg "$OUT_DIR/upgrade.base.wrk"
 wait "$WRK_PID" || die "wrk failed (baseline)"
 _forget_pid "$WRK_PID"
 stop_pid "$PROXY_PID" INT 15 || true
@@ -82,7 +72,7 @@ stop_pid "$PROXY_PID" INT 15 || true
 # ---------------------------------------------------------------- upgrades
 log "upgrade run: the same load, $UPGRADES upgrades from ${UPGRADE_AT}s every ${UPGRADE_EVERY}s"
 start_proxy "$OUT_DIR/upgrade.p0.log"
-wrk_run upgrade
+wrk_bg "$OUT_DIR/upgrade.upgrade.wrk"
 started=$SECONDS
 failures=0
 for ((u = 1; u <= UPGRADES; u++)); do
