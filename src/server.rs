@@ -199,10 +199,10 @@ impl Server {
         let mode = shared.selector.name();
         let shared = Arc::new(shared);
         let live = Live::new(Arc::clone(&shared), cfg.clone());
-        if resolver::needed(&cfg.backends) {
-            // Detached: it ends by itself once `live` is dropped.
-            resolver::spawn(&live).map_err(io_err("starting the resolver"))?;
-        }
+        // Always, even with no host name yet: a reload may add one, and
+        // each round reads the configuration running then. Detached: it
+        // ends by itself once `live` is dropped.
+        resolver::spawn(&live).map_err(io_err("starting the resolver"))?;
         let (csv, writer) = match &cfg.access_log {
             Some(log) => {
                 let what = match &log.target {

@@ -35,11 +35,6 @@ const WARN_EVERY: Duration = Duration::from_secs(30);
 /// in tests.
 pub type Resolve = dyn Fn(&str) -> io::Result<Vec<SocketAddr>> + Send;
 
-/// Whether `backends` has any backend given as a host name.
-pub fn needed(backends: &[BackendAddr]) -> bool {
-    backends.iter().any(|b| b.host.is_some())
-}
-
 /// Starts the resolver thread with the system resolver.
 pub fn spawn(live: &Arc<Live>) -> io::Result<JoinHandle<()>> {
     spawn_with(live, Box::new(lookup))
@@ -205,7 +200,6 @@ mod tests {
         let mut b = named("api", "api:80", &[a(1), a(2)], 1);
         b.push(BackendAddr::new("static", a(9)));
         b.extend(named("db", "db:80", &[a(3)], 1));
-        assert!(needed(&b));
         assert_eq!(
             names(&b),
             [
@@ -213,7 +207,7 @@ mod tests {
                 ("db".to_string(), "db:80".to_string())
             ]
         );
-        assert!(!needed(&[BackendAddr::new("static", a(9))]));
+        assert!(names(&[BackendAddr::new("static", a(9))]).is_empty());
     }
 
     #[test]
