@@ -29,6 +29,7 @@
 pub mod api;
 pub mod http;
 pub mod json;
+pub mod process;
 pub mod prom;
 pub mod view;
 
@@ -110,7 +111,10 @@ impl Endpoint {
         }
     }
 
+    /// Once a second: slides the latency windows on and samples the
+    /// counters for the trend history.
     fn tick(&self) {
+        self.sources.current().metrics.rotate(Instant::now());
         let s = self.sources.sample(self.started);
         self.history
             .lock()
