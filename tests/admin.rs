@@ -25,7 +25,7 @@ use util::{IO_TIMEOUT, Proc, TestResult, connect, wait_until};
 const PER_BACKEND: u64 = 12;
 
 /// Keys every `/stats` document has.
-const STATS_KEYS: [&str; 17] = [
+const STATS_KEYS: [&str; 19] = [
     "backends",
     "buckets_ms",
     "config",
@@ -38,11 +38,13 @@ const STATS_KEYS: [&str; 17] = [
     "latency",
     "now_ms",
     "policy",
+    "process",
     "recent",
     "requests",
     "retries",
     "slo",
     "uptime_s",
+    "version",
 ];
 
 /// Waits until the proxy's metrics have recorded `n` requests and none is
@@ -119,10 +121,15 @@ fn metrics_count_exactly_the_requests_sent() -> TestResult {
     let text = r.body_str();
     let typed = check_declarations(&text)?;
     // Every answer (0 and 2 ms backends) is within the 200 ms --slo-ms.
+    assert!(text.contains("\ntidegate_slo_share 1\n"), "{text}");
     assert!(
-        text.contains("tidegate_slo_share{slo_ms=\"200\"} 1\n"),
+        text.contains("\ntidegate_slo_objective_seconds 0.2\n"),
         "{text}"
     );
+    // Prometheus conventions: base units, no `_ms` anywhere.
+    assert!(!text.contains("_ms"), "{text}");
+    let version = format!("tidegate_build_info{{version=\"{}\"}} 1\n", env!("CARGO_PKG_VERSION"));
+    assert!(text.contains(&version), "{text}");
     for family in [
         "tidegate_requests_total",
         "tidegate_backend_in_flight",
@@ -136,12 +143,16 @@ fn metrics_count_exactly_the_requests_sent() -> TestResult {
         "tidegate_accepted_connections_total",
         "tidegate_uptime_seconds",
         "tidegate_policy_info",
+        "tidegate_build_info",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
     ] {
         assert!(typed.contains(family), "{family} missing:\n{text}");
     }
     // Without --log-csv and with round-robin (no estimates) these are omitted.
     assert!(!text.contains("tidegate_csv_rows_written_total"));
-    assert!(!text.contains("tidegate_backend_estimate_ms{"));
+    assert!(!text.contains("tidegate_backend_estimate_seconds{"));
 
     if !admin::external(
         "python3 with prometheus_client",
@@ -177,6 +188,21 @@ fn metrics_count_exactly_the_requests_sent() -> TestResult {
         .collect();
     assert_eq!(workers.len(), 2);
     assert!(sum(&s, "tidegate_uptime_seconds", &[]) > 0.0);
+    // Same class labels as tidegate_requests_total: 2xx and 5xx here.
+    assert_eq!(
+        total("tidegate_client_responses_total", &[("class", "2xx")]),
+        2 * PER_BACKEND
+    );
+    let (fds, max) = (
+        sum(&s, "process_open_fds", &[]),
+        sum(&s, "process_max_fds", &[]),
+    );
+    assert!(fds >= 3.0 && fds <= max, "{fds} of {max}");
+    let start = sum(&s, "process_start_time_seconds", &[]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs_f64();
+    assert!(start <= now + 1.0 && now - start < 3600.0, "{start} vs {now}");
     // Per backend: what each backend says it did.
     for (name, handle) in names.iter().zip([&a, &b, &c]) {
         let own = handle.stats();
@@ -262,6 +288,42 @@ fn p_get(p: &AdminProxy) -> std::io::Result<u16> {
 }
 
 #[test]
+fn stats_percentiles_are_exact_for_a_251_ms_backend() -> TestResult {
+    // The coarse buckets put 251 ms in (250, 500] ms; the old bucket
+    // estimate of its p95 was 488 ms. The sliding window is exact.
+    let slow = proxy::backend("251", "slow")?;
+    let p = admin::start(&[("slow", slow.local_addr())], Opts::default())?;
+    let mut c = util::client::Client::connect(p.addr)?;
+    for _ in 0..6 {
+        assert_eq!(c.get("/")?.status, 200);
+    }
+    assert!(settled(&p, 6));
+    let stats = p.body("/stats")?;
+    let (_, v) = admin::json_probe(
+        &stats,
+        &[
+            "backends.0.p95_ms",
+            "backends.0.p50_ms",
+            "latency.p50_ms",
+            "latency.p99_ms",
+            "backends.0.window_count",
+            "latency.window_s",
+        ],
+    )?;
+    for (i, what) in ["p95", "p50", "overall p50", "overall p99"].iter().enumerate() {
+        let ms: f64 = v.get(i).ok_or("missing")?.parse()?;
+        assert!(
+            (ms - 251.0).abs() <= 251.0 * 0.05,
+            "{what} {ms} ms for a 251 ms backend:\n{stats}"
+        );
+    }
+    assert_eq!(v.get(4).map(String::as_str), Some("6"));
+    assert_eq!(v.get(5).map(String::as_str), Some("60"));
+    p.stop();
+    Ok(())
+}
+
+#[test]
 fn adaptive_policies_report_their_estimates() -> TestResult {
     let a = proxy::backend("1", "a")?;
     let opts = Opts {
@@ -276,14 +338,16 @@ fn adaptive_policies_report_their_estimates() -> TestResult {
     let text = p.body("/metrics")?;
     let line = text
         .lines()
-        .find(|l| l.starts_with("tidegate_backend_estimate_ms{"))
+        .find(|l| l.starts_with("tidegate_backend_estimate_seconds{"))
         .ok_or("no estimate")?;
     assert!(
-        line.starts_with("tidegate_backend_estimate_ms{backend=\"a\",policy=\"adaptive_ewma\"} "),
+        line.starts_with(
+            "tidegate_backend_estimate_seconds{backend=\"a\",policy=\"adaptive_ewma\"} "
+        ),
         "{line}"
     );
-    let ms: f64 = line.rsplit(' ').next().unwrap_or_default().parse()?;
-    assert!(ms > 0.5 && ms < 1000.0, "{ms}");
+    let secs: f64 = line.rsplit(' ').next().unwrap_or_default().parse()?;
+    assert!(secs > 0.0005 && secs < 1.0, "{secs}");
     Ok(())
 }
 
