@@ -4,15 +4,15 @@
 //!
 //! The parser and the browser are external: without them these parts
 //! print a SKIP line, unless `TIDEGATE_REQUIRE_EXTERNAL=1` (CI) makes
-//! that a failure. `TIDEGATE_UPDATE_SCREENSHOT=1` also writes the
-//! dashboard screenshot to `docs/dashboard.png` after a longer warm-up.
+//! that a failure. The backends table is checked to fit at 1000 and
+//! 1400 px with backends down and drained. The README's screenshots are
+//! of `tidegate demo` under load, taken by `docs/screenshot.sh`.
 
 mod util;
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use tidegate::balance::Policy;
@@ -456,7 +456,6 @@ fn the_dashboard_shows_live_data_in_a_browser() -> TestResult {
     ) {
         return Ok(());
     }
-    let update = std::env::var("TIDEGATE_UPDATE_SCREENSHOT").is_ok_and(|v| v == "1");
     let names = ["alpha", "beta", "gamma"];
     let backends = [
         proxy::backend("8,12,30,10", names[0])?,
@@ -469,8 +468,9 @@ fn the_dashboard_shows_live_data_in_a_browser() -> TestResult {
         .map(|(n, b)| (*n, b.local_addr()))
         .collect();
     let p = admin::start(&named, Opts::default())?;
-    // Warm up: a few seconds of history (longer for the README picture).
-    let warm = Duration::from_secs(if update { 62 } else { 5 });
+    // Warm up: a few seconds of history. (The README's pictures are of
+    // `tidegate demo` under load: docs/screenshot.sh.)
+    let warm = Duration::from_secs(5);
     let traffic = Traffic::start(p.addr, 6, warm + Duration::from_secs(120));
     std::thread::sleep(warm);
     let url = format!("http://{}/", p.admin_addr);
@@ -521,12 +521,72 @@ fn the_dashboard_shows_live_data_in_a_browser() -> TestResult {
         "{}",
         png.len()
     );
-    if update {
-        let dest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/dashboard.png");
-        std::fs::create_dir_all(dest.parent().ok_or("no docs dir")?)?;
-        std::fs::write(&dest, &png)?;
-        eprintln!("wrote {}", dest.display());
+    p.stop();
+    Ok(())
+}
+
+#[test]
+fn the_backends_table_fits_at_1000_and_1400_px_with_backends_down_and_drained() -> TestResult {
+    if !admin::external(
+        "headless chromium",
+        admin::have_chromium(),
+        "apt-get install chromium",
+    ) {
+        return Ok(());
     }
+    let alpha = proxy::backend("5", "alpha")?;
+    let beta = proxy::backend("5", "beta")?;
+    // A port nothing listens on: its health checks fail, so it is down.
+    let dead = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let long = "beta-with-a-rather-long-name.example.internal";
+    let opts = Opts {
+        health_check: Some(("/".into(), Duration::from_millis(100))),
+        ..Opts::default()
+    };
+    let p = admin::start(
+        &[
+            ("alpha", alpha.local_addr()),
+            (long, beta.local_addr()),
+            ("gamma", dead),
+        ],
+        opts,
+    )?;
+    let r = p.call("POST", &format!("/api/backends/{long}/drain"), "")?;
+    assert_eq!(r.status, 200, "{}", r.body_str());
+    let traffic = Traffic::start(p.addr, 2, Duration::from_secs(60));
+    let down = wait_until(Duration::from_secs(10), || {
+        traffic.sent.load(std::sync::atomic::Ordering::Relaxed) > 20
+            && p.body("/stats")
+                .is_ok_and(|s| s.contains("\"state\":\"down\""))
+    });
+    assert!(down, "gamma never went down: {}", p.body("/stats")?);
+    let url = format!("http://{}/", p.admin_addr);
+    for width in [1000, 1400] {
+        let size = format!("--window-size={width},900");
+        let out = admin::headless(&url, &["--dump-dom", &size])?;
+        let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+        let table = admin::section(&dom, "backends", "table").ok_or("no #backends")?;
+        assert!(
+            dom.contains("id=\"backends\" data-fits=\"true\""),
+            "the backends table overflows at {width} px:\n{table}"
+        );
+        for state in ["up", "drained", "down"] {
+            assert!(
+                table.contains(&format!("data-state=\"{state}\"")),
+                "{state} at {width} px:\n{table}"
+            );
+        }
+        // gamma and beta never answered: "no sample", not a number.
+        let gamma = table
+            .split("<tr ")
+            .find(|r| r.starts_with("data-backend=\"gamma\""))
+            .ok_or("no gamma row")?;
+        assert!(gamma.contains(">no sample<"), "{gamma}");
+        assert!(!gamma.contains("1,000 ms"), "{gamma}");
+        // No limit or queue in /stats yet: shown as "—".
+        assert!(gamma.contains(">—<"), "{gamma}");
+    }
+    assert!(traffic.stop() > 0, "no traffic");
     p.stop();
     Ok(())
 }

@@ -138,7 +138,8 @@ fn latency(o: &mut String, v: &View) {
     let sum: f64 = v.backends.iter().map(|b| b.snap.sum_seconds).sum();
     let _ = write!(
         o,
-        "\"latency\":{{\"count\":{count},\"mean_ms\":{},\"window_s\":{WINDOW_SECS},\"window_count\":{},         \"p50_ms\":{},\"p95_ms\":{},\"p99_ms\":{}}},",
+        "\"latency\":{{\"count\":{count},\"mean_ms\":{},\"window_s\":{WINDOW_SECS},\"window_count\":{},\
+         \"p50_ms\":{},\"p95_ms\":{},\"p99_ms\":{}}},",
         num(mean_ms(sum, count)),
         all.len(),
         num(quantile_ms(&all, 0.5)),
