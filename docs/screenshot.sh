@@ -46,7 +46,7 @@ shot() { # width height file
         --window-size="$1,$2" --screenshot="$3" "http://$ADMIN/" >/dev/null 2>&1
 }
 shot 1400 1060 docs/dashboard.png
-shot 1000 1260 docs/dashboard-1000.png
+shot 1000 1500 docs/dashboard-1000.png
 wait "$WRK" || true
 WRK=
 cat "$OUT/wrk.log"
