@@ -128,7 +128,10 @@ fn metrics_count_exactly_the_requests_sent() -> TestResult {
     );
     // Prometheus conventions: base units, no `_ms` anywhere.
     assert!(!text.contains("_ms"), "{text}");
-    let version = format!("tidegate_build_info{{version=\"{}\"}} 1\n", env!("CARGO_PKG_VERSION"));
+    let version = format!(
+        "tidegate_build_info{{version=\"{}\"}} 1\n",
+        env!("CARGO_PKG_VERSION")
+    );
     assert!(text.contains(&version), "{text}");
     for family in [
         "tidegate_requests_total",
@@ -202,7 +205,10 @@ fn metrics_count_exactly_the_requests_sent() -> TestResult {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs_f64();
-    assert!(start <= now + 1.0 && now - start < 3600.0, "{start} vs {now}");
+    assert!(
+        start <= now + 1.0 && now - start < 3600.0,
+        "{start} vs {now}"
+    );
     // Per backend: what each backend says it did.
     for (name, handle) in names.iter().zip([&a, &b, &c]) {
         let own = handle.stats();
@@ -310,7 +316,10 @@ fn stats_percentiles_are_exact_for_a_251_ms_backend() -> TestResult {
             "latency.window_s",
         ],
     )?;
-    for (i, what) in ["p95", "p50", "overall p50", "overall p99"].iter().enumerate() {
+    for (i, what) in ["p95", "p50", "overall p50", "overall p99"]
+        .iter()
+        .enumerate()
+    {
         let ms: f64 = v.get(i).ok_or("missing")?.parse()?;
         assert!(
             (ms - 251.0).abs() <= 251.0 * 0.05,

@@ -83,6 +83,9 @@ mod tests {
             .map_or(0.0, |d| d.as_secs_f64());
         let start = p.start_time_s.unwrap_or_default();
         // Started before now, and not long ago (tests run for minutes).
-        assert!(start <= now + 1.0 && now - start < 3600.0, "{start} vs {now}");
+        assert!(
+            start <= now + 1.0 && now - start < 3600.0,
+            "{start} vs {now}"
+        );
     }
 }

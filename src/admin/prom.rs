@@ -34,7 +34,9 @@ pub fn render(v: &View) -> String {
 fn gauge_help(name: &str) -> &'static str {
     match name {
         "weight" => "Share of new requests the tail-budget policy sends to each backend (0..1).",
-        "r_squared" => "Fit (R squared, 0..1) of the predictive policy's latency model per backend.",
+        "r_squared" => {
+            "Fit (R squared, 0..1) of the predictive policy's latency model per backend."
+        }
         _ => "A per-backend number of the running policy.",
     }
 }
@@ -46,10 +48,20 @@ fn process(out: &mut String, v: &View) {
         "gauge",
         "The running build (always 1).",
     );
-    let _ = writeln!(out, "tidegate_build_info{{version=\"{}\"}} 1", label(VERSION));
+    let _ = writeln!(
+        out,
+        "tidegate_build_info{{version=\"{}\"}} 1",
+        label(VERSION)
+    );
     let p = &v.process;
     if let Some(n) = p.open_fds {
-        single(out, "process_open_fds", "gauge", "Open file descriptors.", n);
+        single(
+            out,
+            "process_open_fds",
+            "gauge",
+            "Open file descriptors.",
+            n,
+        );
     }
     if let Some(n) = p.max_fds {
         single(

@@ -95,4 +95,3 @@ pub fn render_backends(out: &mut String, snap: &[BackendSnapshot]) {
         );
     }
 }
-

@@ -27,9 +27,14 @@ pub fn end_attempt<N: Net>(
 ) {
     let Some(b) = ex.attempt.take() else { return };
     let shared = env.ctx.generation(ex.generation);
-    shared
-        .metrics
-        .finished(usize::from(env.ctx.worker), b, status, latency, end, SystemTime::now());
+    shared.metrics.finished(
+        usize::from(env.ctx.worker),
+        b,
+        status,
+        latency,
+        end,
+        SystemTime::now(),
+    );
     shared.selector.on_done(b, env.now);
     match end {
         End::Answered => shared.ejector.record_answer(b, status, env.now),
