@@ -517,7 +517,7 @@ python3 "$BENCH_DIR/scenarios_report.py" "$RAW" | tee "$REPORT"
     for f in "$RAW"/*predictive*.metrics.txt; do
         [[ -e "$f" ]] || continue
         run="$(basename "$f" .metrics.txt)"
-        grep -E '^tidegate_policy_gauge\{.*name="r_squared"' "$f" |
+        grep -E '^tidegate_backend_r_squared\{' "$f" |
             sed -E 's/.*backend="([^"]*)".* ([^ ]+)$/\1 \2/' |
             while read -r b v; do printf '| %s | %s | %.3f |\n' "$run" "$b" "$v"; done
     done

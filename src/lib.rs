@@ -22,8 +22,9 @@
 //!   shared lock-free by all workers. No clocks: time is passed in.
 //! - `health/`: passive outlier ejection, the retry budget, and optional
 //!   active checks (`active`).
-//! - `metrics`: lock-free per-backend counters, latency histograms and the
-//!   recent-requests ring; Prometheus text rendering.
+//! - `metrics/`: lock-free per-backend counters, latency histograms, the
+//!   per-worker sliding latency windows behind exact percentiles
+//!   (`window`), and the recent-requests ring; Prometheus text rendering.
 //! - `admin/`: `--admin ADDR`: `/metrics`, `/stats`, the dashboard,
 //!   `/readyz` and the admin API (list, drain and enable backends, reload),
 //!   on its own thread; reads the proxy's atomics and flips only the

@@ -3,13 +3,15 @@
 //! Shape (times in ms since the Unix epoch, latencies in ms; `null` where
 //! there is no data yet):
 //! ```text
-//! { "policy", "uptime_s", "now_ms",
+//! { "policy", "version", "uptime_s", "now_ms",
+//!   "process": {"open_fds", "max_fds", "start_time_s"} (each | null),
 //!   "config": {"generation", "reloads", "reload_failures", "reloaded_at_ms" | null},
-//!   "requests": {"total", "ok", "4xx", "5xx"}, "retries",
+//!   "requests": {"total", "ok" (1xx-3xx), "1xx", "2xx", "3xx", "4xx", "5xx"}, "retries",
 //!   "failures": {"connect", "backend_reset", "bad_response", "backend_timeout",
 //!                "backend_unavailable", "client_timeout", "client_abort", "client_bad_body"},
 //!   "ejections",
-//!   "latency": {"count", "mean_ms", "p50_ms", "p95_ms", "p99_ms"},
+//!   "latency": {"count", "mean_ms", "window_s", "window_count",
+//!               "p50_ms", "p95_ms", "p99_ms"},
 //!   "connections": {"accepted", "open", "workers": [open per worker]},
 //!   "csv_rows": n | null,
 //!   "csv_log": {"rows", "write_errors", "dropped"} | null,
@@ -17,18 +19,28 @@
 //!   "backends": [{"name", "addr", "requests", "by_class": {"1xx".."5xx"},
 //!     "in_flight", "failures", "ejections", "ejected", "up", "drained",
 //!     "state": "up"|"down"|"ejected"|"drained", "answered", "sum_ms",
-//!     "mean_ms", "p95_ms", "estimate_ms", "gauges": {name: value|null},
+//!     "mean_ms", "window_count", "p50_ms", "p95_ms", "p99_ms",
+//!     "estimate_ms", "gauges": {name: value|null},
 //!     "buckets": [cumulative, +Inf last]}],
 //!   "history": [{"t", "dt_s", "backends": [{"requests", "answered", "mean_ms"}]}],
 //!   "recent": [{"t", "backend", "status", "latency_ms"}] }
 //! ```
 //! `history` has one entry per second of the last minute (deltas between
 //! samples); `recent` is the latest answered requests, oldest first.
+//!
+//! Percentiles (`p50_ms`, `p95_ms`, `p99_ms`) are exact to 1 %, from the
+//! HdrHistograms of the sliding window (the last `window_s` seconds at
+//! most; `window_count` answers), `null` with no answer in the window.
+//! `count` and `mean_ms` cover the whole run. Nothing here is estimated
+//! from the Prometheus buckets; `estimate_ms` is the routing policy's own
+//! estimate, whatever it is (`null` if it has none).
 
 use std::fmt::Write as _;
 
-use super::view::{FAILURE_KINDS, Sample, View, mean_ms, quantile_ms};
+use super::process::VERSION;
+use super::view::{FAILURE_KINDS, Sample, View, mean_ms};
 use crate::metrics::LATENCY_BUCKETS;
+use crate::metrics::window::{WINDOW_SECS, quantile_ms};
 
 /// The `Content-Type` of `/stats`.
 pub const CONTENT_TYPE: &str = "application/json";
@@ -39,10 +51,19 @@ pub fn render(v: &View) -> String {
     o.push('{');
     let _ = write!(
         o,
-        "\"policy\":{},\"uptime_s\":{},\"now_ms\":{},",
+        "\"policy\":{},\"version\":{},\"uptime_s\":{},\"now_ms\":{},",
         string(v.policy),
+        string(VERSION),
         num(Some(v.uptime_s)),
         v.now_ms
+    );
+    let p = &v.process;
+    let _ = write!(
+        o,
+        "\"process\":{{\"open_fds\":{},\"max_fds\":{},\"start_time_s\":{}}},",
+        num(p.open_fds.map(|n| n as f64)),
+        num(p.max_fds.map(|n| n as f64)),
+        num(p.start_time_s)
     );
     let c = &v.config;
     let _ = write!(
@@ -57,8 +78,15 @@ pub fn render(v: &View) -> String {
     let r = &v.requests;
     let _ = write!(
         o,
-        "\"requests\":{{\"total\":{},\"ok\":{},\"4xx\":{},\"5xx\":{}}},\"retries\":{},",
-        r.total, r.ok, r.client_errors, r.server_errors, r.retries
+        "\"requests\":{{\"total\":{},\"ok\":{},\"1xx\":{},\"2xx\":{},\"3xx\":{},\"4xx\":{},\"5xx\":{}}},\"retries\":{},",
+        r.total,
+        r.informational + r.ok + r.redirects,
+        r.informational,
+        r.ok,
+        r.redirects,
+        r.client_errors,
+        r.server_errors,
+        r.retries
     );
     o.push_str("\"failures\":{");
     for (i, (kind, n)) in FAILURE_KINDS.iter().zip(v.failures).enumerate() {
@@ -105,13 +133,15 @@ pub fn render(v: &View) -> String {
 }
 
 fn latency(o: &mut String, v: &View) {
-    let all = v.overall_cumulative();
-    let count = all.last().copied().unwrap_or(0);
+    let all = v.overall_window();
+    let count: u64 = v.backends.iter().map(|b| b.snap.count).sum();
     let sum: f64 = v.backends.iter().map(|b| b.snap.sum_seconds).sum();
     let _ = write!(
         o,
-        "\"latency\":{{\"count\":{count},\"mean_ms\":{},\"p50_ms\":{},\"p95_ms\":{},\"p99_ms\":{}}},",
+        "\"latency\":{{\"count\":{count},\"mean_ms\":{},\"window_s\":{WINDOW_SECS},\"window_count\":{},\
+         \"p50_ms\":{},\"p95_ms\":{},\"p99_ms\":{}}},",
         num(mean_ms(sum, count)),
+        all.len(),
         num(quantile_ms(&all, 0.5)),
         num(quantile_ms(&all, 0.95)),
         num(quantile_ms(&all, 0.99)),
@@ -132,7 +162,7 @@ fn backends(o: &mut String, v: &View) {
             o,
             "{}{{\"name\":{},\"addr\":{},\"requests\":{},\"by_class\":{{{}}},\"in_flight\":{},\
              \"failures\":{},\"ejections\":{},\"ejected\":{},\"up\":{},\"drained\":{},\"state\":\"{}\",\"within_slo\":{},\"answered\":{},\"sum_ms\":{},\"mean_ms\":{},\
-             \"p95_ms\":{},\"estimate_ms\":{},\"gauges\":{{{}}},\"buckets\":{}}}",
+             \"window_count\":{},\"p50_ms\":{},\"p95_ms\":{},\"p99_ms\":{},\"estimate_ms\":{},\"gauges\":{{{}}},\"buckets\":{}}}",
             sep(i),
             string(&s.name),
             string(&b.addr),
@@ -149,7 +179,10 @@ fn backends(o: &mut String, v: &View) {
             s.count,
             num(Some(s.sum_seconds * 1000.0)),
             num(mean_ms(s.sum_seconds, s.count)),
-            num(quantile_ms(&s.cumulative, 0.95)),
+            s.window.len(),
+            num(quantile_ms(&s.window, 0.5)),
+            num(quantile_ms(&s.window, 0.95)),
+            num(quantile_ms(&s.window, 0.99)),
             num(b.estimate_ms),
             v.gauges
                 .iter()

@@ -20,15 +20,18 @@
 //!
 //! One thread runs a small mio loop: it accepts, hands each connection to
 //! a short-lived thread (`http`, at most [`MAX_CONNECTIONS`] at once, each
-//! bounded by [`http::DEADLINE`]), and once a second records a sample for
-//! the trend (`view`). It reads the proxy's atomics and flips only the
-//! drained flags.
+//! bounded by [`http::DEADLINE`]), and once a second slides the latency
+//! windows on and records a sample for the trend (`view`). It reads the
+//! proxy's atomics and per-worker latency windows, and flips only the
+//! drained flags. `process` reads the process' descriptors and start time.
 //!
-//! `tidegate_slo_share` appears when `--slo-ms` is set.
+//! `tidegate_slo_objective_seconds` and `tidegate_slo_share` appear when
+//! `--slo-ms` is set.
 
 pub mod api;
 pub mod http;
 pub mod json;
+pub mod process;
 pub mod prom;
 pub mod view;
 
@@ -110,7 +113,10 @@ impl Endpoint {
         }
     }
 
+    /// Once a second: slides the latency windows on and samples the
+    /// counters for the trend history.
     fn tick(&self) {
+        self.sources.current().metrics.rotate(Instant::now());
         let s = self.sources.sample(self.started);
         self.history
             .lock()

@@ -1,12 +1,16 @@
 //! `GET /metrics`: a [`View`] in the Prometheus text format 0.0.4.
 //!
 //! Every family has `# HELP` and `# TYPE`; counters end in `_total`;
-//! values are finite. The per-backend families (requests by class,
-//! in-flight, failures, latency histogram) come from
-//! [`crate::metrics::render_backends`]; the rest are written here.
+//! values are finite and in base units (seconds, ratios 0..1); one metric
+//! per meaning (no label that changes what a value means); status classes
+//! are `1xx`..`5xx` wherever they appear. The per-backend families
+//! (requests by class, in-flight, failures, latency histogram) come from
+//! [`crate::metrics::render_backends`]; the rest are written here, with
+//! the conventional `process_*` families and `tidegate_build_info`.
 
 use std::fmt::Write as _;
 
+use super::process::VERSION;
 use super::view::{FAILURE_KINDS, View};
 use crate::metrics::{family, label, render_backends};
 
@@ -21,7 +25,62 @@ pub fn render(v: &View) -> String {
     policy(&mut out, v);
     requests(&mut out, v);
     connections(&mut out, v);
+    process(&mut out, v);
     out
+}
+
+/// What a policy's per-backend gauge (`Selector::gauges`) means, for its
+/// HELP line; each becomes its own family `tidegate_backend_<name>`.
+fn gauge_help(name: &str) -> &'static str {
+    match name {
+        "weight" => "Share of new requests the tail-budget policy sends to each backend (0..1).",
+        "r_squared" => {
+            "Fit (R squared, 0..1) of the predictive policy's latency model per backend."
+        }
+        _ => "A per-backend number of the running policy.",
+    }
+}
+
+fn process(out: &mut String, v: &View) {
+    family(
+        out,
+        "tidegate_build_info",
+        "gauge",
+        "The running build (always 1).",
+    );
+    let _ = writeln!(
+        out,
+        "tidegate_build_info{{version=\"{}\"}} 1",
+        label(VERSION)
+    );
+    let p = &v.process;
+    if let Some(n) = p.open_fds {
+        single(
+            out,
+            "process_open_fds",
+            "gauge",
+            "Open file descriptors.",
+            n,
+        );
+    }
+    if let Some(n) = p.max_fds {
+        single(
+            out,
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors (the soft RLIMIT_NOFILE).",
+            n,
+        );
+    }
+    if let Some(t) = p.start_time_s {
+        single(
+            out,
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since the Unix epoch in seconds.",
+            format_args!("{t:.2}"),
+        );
+    }
 }
 
 /// Writes a family with a single unlabelled sample.
@@ -41,39 +100,32 @@ fn policy(out: &mut String, v: &View) {
     let _ = writeln!(out, "tidegate_policy_info{{policy=\"{policy}\"}} 1");
     family(
         out,
-        "tidegate_backend_estimate_ms",
+        "tidegate_backend_estimate_seconds",
         "gauge",
-        "The routing policy's current latency estimate per backend, in ms (unmeasured backends omitted).",
+        "The routing policy's current latency estimate per backend (unmeasured backends omitted).",
     );
     for b in &v.backends {
         if let Some(ms) = b.estimate_ms {
             let _ = writeln!(
                 out,
-                "tidegate_backend_estimate_ms{{backend=\"{}\",policy=\"{policy}\"}} {ms}",
-                label(&b.snap.name)
+                "tidegate_backend_estimate_seconds{{backend=\"{}\",policy=\"{policy}\"}} {}",
+                label(&b.snap.name),
+                ms / 1000.0
             );
         }
     }
     let gauges = v
         .gauges
         .iter()
-        .filter(|(_, vals)| vals.iter().any(Option::is_some));
-    let mut declared = false;
+        .filter(|(_, vals)| vals.iter().any(|x| x.is_some_and(f64::is_finite)));
     for (name, vals) in gauges {
-        if !declared {
-            family(
-                out,
-                "tidegate_policy_gauge",
-                "gauge",
-                "Per-backend numbers of the running policy (tail-budget weight, predictive r_squared).",
-            );
-            declared = true;
-        }
+        let metric = format!("tidegate_backend_{name}");
+        family(out, &metric, "gauge", gauge_help(name));
         for (b, val) in v.backends.iter().zip(vals) {
             if let Some(x) = val.filter(|x| x.is_finite()) {
                 let _ = writeln!(
                     out,
-                    "tidegate_policy_gauge{{backend=\"{}\",policy=\"{policy}\",name=\"{name}\"}} {x}",
+                    "{metric}{{backend=\"{}\",policy=\"{policy}\"}} {x}",
                     label(&b.snap.name)
                 );
             }
@@ -140,24 +192,31 @@ fn policy(out: &mut String, v: &View) {
         }
     }
     if let Some((slo_ms, share)) = v.slo {
-        family(
+        single(
+            out,
+            "tidegate_slo_objective_seconds",
+            "gauge",
+            "The latency objective set by --slo-ms.",
+            slo_ms / 1000.0,
+        );
+        single(
             out,
             "tidegate_slo_share",
             "gauge",
-            "Share of answered requests within --slo-ms.",
+            "Share (0..1) of answered requests within the latency objective.",
+            share,
         );
-        let _ = writeln!(out, "tidegate_slo_share{{slo_ms=\"{slo_ms}\"}} {share}");
         family(
             out,
             "tidegate_backend_slo_share",
             "gauge",
-            "Share of each backend's answered requests within --slo-ms.",
+            "Share (0..1) of each backend's answered requests within the latency objective.",
         );
         for b in v.backends.iter().filter(|b| b.snap.count > 0) {
             let share = b.snap.within_slo as f64 / b.snap.count as f64;
             let _ = writeln!(
                 out,
-                "tidegate_backend_slo_share{{backend=\"{}\",slo_ms=\"{slo_ms}\"}} {share}",
+                "tidegate_backend_slo_share{{backend=\"{}\"}} {share}",
                 label(&b.snap.name)
             );
         }
@@ -177,10 +236,12 @@ fn requests(out: &mut String, v: &View) {
         out,
         "tidegate_client_responses_total",
         "counter",
-        "Final responses sent to clients, by outcome class.",
+        "Final responses sent to clients, by status class.",
     );
     for (class, n) in [
-        ("ok", r.ok),
+        ("1xx", r.informational),
+        ("2xx", r.ok),
+        ("3xx", r.redirects),
         ("4xx", r.client_errors),
         ("5xx", r.server_errors),
     ] {

@@ -2,15 +2,22 @@
 //! the per-second [`History`] behind the dashboard's trend chart.
 //!
 //! Both `/metrics` and `/stats` render from a `View`, so the two never
-//! disagree on what they read. Reading is loads of relaxed atomics plus a
-//! short lock on the history; the data path is never blocked.
+//! disagree on what they read. Reading is loads of relaxed atomics, a
+//! short lock on the history, and a short lock on each worker's latency
+//! window cell (see [`crate::metrics::window`]): a worker may wait for the
+//! reader for the few microseconds one histogram merge takes, once a
+//! second at most, and never for another worker.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crate::metrics::{BackendSnapshot, LATENCY_BUCKETS, Recent};
+use hdrhistogram::Histogram;
+
+use super::process::ProcessView;
+use crate::metrics::window;
+use crate::metrics::{BackendSnapshot, Recent};
 use crate::proxy::csvlog::LogCounters;
 use crate::proxy::live::Live;
 use crate::proxy::{BackendState, Shared};
@@ -47,8 +54,10 @@ pub struct CsvStats {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Requests {
     pub total: u64,
-    /// 1xx-3xx final responses.
+    /// 1xx, 2xx and 3xx final responses.
+    pub informational: u64,
     pub ok: u64,
+    pub redirects: u64,
     pub client_errors: u64,
     pub server_errors: u64,
     pub retries: u64,
@@ -100,6 +109,8 @@ pub struct View {
     pub slo: Option<(f64, f64)>,
     /// The policy's extra per-backend numbers (see `Selector::gauges`).
     pub gauges: Vec<(&'static str, Vec<Option<f64>>)>,
+    /// Descriptors and start time of the process.
+    pub process: ProcessView,
 }
 
 /// The configuration generation and its reloads.
@@ -241,6 +252,7 @@ impl Sources {
             (d.as_secs_f64() * 1000.0, share.min(1.0))
         });
         View {
+            process: ProcessView::read(),
             slo,
             gauges: shared.selector.gauges(),
             policy: shared.selector.name(),
@@ -248,7 +260,9 @@ impl Sources {
             now_ms: unix_ms(SystemTime::now()),
             requests: Requests {
                 total: g(&s.requests),
+                informational: g(&s.status_1xx),
                 ok: g(&s.ok),
+                redirects: g(&s.status_3xx),
                 client_errors: g(&s.status_4xx),
                 server_errors: g(&s.status_5xx),
                 retries: g(&s.retries),
@@ -295,50 +309,16 @@ impl Sources {
 }
 
 impl View {
-    /// All backends' histograms added up (cumulative, +Inf last).
-    pub fn overall_cumulative(&self) -> Vec<u64> {
-        let mut total = vec![0; LATENCY_BUCKETS.len() + 1];
+    /// All backends' latency windows merged (µs): exact percentiles of
+    /// every answered request in the window.
+    pub fn overall_window(&self) -> Histogram<u64> {
+        let mut all = window::new_histogram();
         for b in &self.backends {
-            for (t, c) in total.iter_mut().zip(&b.snap.cumulative) {
-                *t += c;
-            }
+            // Same bounds on both sides, so adding cannot fail.
+            let _ = all.add(&b.snap.window);
         }
-        total
+        all
     }
-}
-
-/// Quantile `q` of a cumulative histogram in ms, interpolated linearly
-/// inside its bucket as Prometheus' `histogram_quantile` does; a quantile
-/// in the +Inf bucket reports the largest finite bound. `None` without data.
-pub fn quantile_ms(cumulative: &[u64], q: f64) -> Option<f64> {
-    let total = *cumulative.last()?;
-    if total == 0 {
-        return None;
-    }
-    let rank = q.clamp(0.0, 1.0) * total as f64;
-    let i = cumulative.iter().position(|&c| c as f64 >= rank)?;
-    let top = LATENCY_BUCKETS.len().saturating_sub(1);
-    let Some(&upper) = LATENCY_BUCKETS.get(i) else {
-        return LATENCY_BUCKETS.get(top).map(|s| s * 1000.0);
-    };
-    let (lower, below) = match i.checked_sub(1) {
-        Some(j) => (
-            LATENCY_BUCKETS.get(j).copied().unwrap_or(0.0),
-            cumulative.get(j).copied().unwrap_or(0),
-        ),
-        None => (0.0, 0),
-    };
-    let in_bucket = cumulative
-        .get(i)
-        .copied()
-        .unwrap_or(0)
-        .saturating_sub(below);
-    let frac = if in_bucket == 0 {
-        1.0
-    } else {
-        ((rank - below as f64) / in_bucket as f64).clamp(0.0, 1.0)
-    };
-    Some((lower + (upper - lower) * frac) * 1000.0)
 }
 
 /// Mean in ms of `count` samples summing to `sum_seconds`; `None` if none.
@@ -349,29 +329,6 @@ pub fn mean_ms(sum_seconds: f64, count: u64) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quantiles_interpolate_inside_the_bucket() {
-        // 10 samples in (5, 10] ms, 10 in (10, 25] ms.
-        let mut c = vec![0u64; LATENCY_BUCKETS.len() + 1];
-        for (i, v) in c.iter_mut().enumerate() {
-            *v = match i {
-                0..=2 => 0,
-                3 => 10,
-                _ => 20,
-            };
-        }
-        assert_eq!(quantile_ms(&c, 0.5), Some(10.0));
-        let p75 = quantile_ms(&c, 0.75).unwrap_or_default();
-        assert!((p75 - 17.5).abs() < 1e-9, "{p75}");
-        assert_eq!(quantile_ms(&[0; 14], 0.5), None);
-        // Everything above 10 s: the largest finite bound.
-        let mut inf = vec![0u64; LATENCY_BUCKETS.len() + 1];
-        if let Some(last) = inf.last_mut() {
-            *last = 3;
-        }
-        assert_eq!(quantile_ms(&inf, 0.95), Some(10_000.0));
-    }
 
     #[test]
     fn history_keeps_the_last_minute() {

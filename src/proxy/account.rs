@@ -27,9 +27,14 @@ pub fn end_attempt<N: Net>(
 ) {
     let Some(b) = ex.attempt.take() else { return };
     let shared = env.ctx.generation(ex.generation);
-    shared
-        .metrics
-        .finished(b, status, latency, end, SystemTime::now());
+    shared.metrics.finished(
+        usize::from(env.ctx.worker),
+        b,
+        status,
+        latency,
+        end,
+        SystemTime::now(),
+    );
     shared.selector.on_done(b, env.now);
     match end {
         End::Answered => shared.ejector.record_answer(b, status, env.now),
@@ -103,7 +108,9 @@ pub fn count_status(status: u16, stats: &ProxyStats) {
     ProxyStats::bump(match status {
         500.. => &stats.status_5xx,
         400..=499 => &stats.status_4xx,
-        _ => &stats.ok,
+        300..=399 => &stats.status_3xx,
+        200..=299 => &stats.ok,
+        _ => &stats.status_1xx,
     });
 }
 

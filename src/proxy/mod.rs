@@ -47,7 +47,7 @@ mod tests;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
@@ -232,7 +232,13 @@ impl Shared {
 #[derive(Debug, Default)]
 pub struct ProxyStats {
     pub requests: AtomicU64,
+    /// Final responses by status class: 1xx (a 101 that opens a tunnel),
+    /// 2xx (`ok`), 3xx, 4xx, 5xx. One counter per class, so
+    /// `tidegate_client_responses_total{class}` uses the same class labels
+    /// as the per-backend `tidegate_requests_total{class}`.
+    pub status_1xx: AtomicU64,
     pub ok: AtomicU64,
+    pub status_3xx: AtomicU64,
     pub status_4xx: AtomicU64,
     pub status_5xx: AtomicU64,
     pub retries: AtomicU64,
@@ -255,6 +261,9 @@ pub struct ProxyStats {
     pub tunnels_open: AtomicU64,
     /// Answered requests within `--slo-ms`.
     pub within_slo: AtomicU64,
+    /// When traffic flowed, merged from each worker when it stops (one
+    /// lock per worker, at exit; never on the data path).
+    pub traffic: Mutex<summary::TrafficSpan>,
 }
 
 impl ProxyStats {
@@ -284,6 +293,8 @@ pub struct ProxyCtx<N: net::Net = net::Tcp> {
     pub warn: RateLimit,
     /// Latency of answered requests in µs, merged into `Shared` on drop.
     pub latencies: Histogram<u64>,
+    /// When this worker saw traffic, merged into `ProxyStats` on drop.
+    pub span: summary::TrafficSpan,
     /// This worker's request id generator.
     pub ids: IdGen,
 }
@@ -316,6 +327,7 @@ impl<N: net::Net> ProxyCtx<N> {
             csv,
             warn: RateLimit::new(WARN_EVERY),
             latencies: summary::new_histogram(),
+            span: summary::TrafficSpan::default(),
         }
     }
 
@@ -354,8 +366,10 @@ impl<N: net::Net> ProxyCtx<N> {
         self.shared.backends.iter().position(|b| b.addr == addr)
     }
 
-    /// Records an answered request's latency for the run summary.
-    pub fn record_latency(&mut self, latency: Duration) {
+    /// Records an answered request's latency, completed at `now`, for the
+    /// run summary.
+    pub fn record_latency(&mut self, latency: Duration, now: Instant) {
+        self.span.saw(now);
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         // Saturates at the histogram's top (1 h) instead of failing.
         self.latencies.saturating_record(micros.max(1));
@@ -389,6 +403,9 @@ impl<N: net::Net> Drop for ProxyCtx<N> {
         if let Ok(mut all) = self.shared.latencies.lock() {
             // Same bounds on both sides, so adding cannot fail.
             let _ = all.add(&self.latencies);
+        }
+        if let Ok(mut span) = self.shared.stats.traffic.lock() {
+            span.merge(&self.span);
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
@@ -22,6 +22,48 @@ pub fn new_histogram() -> Histogram<u64> {
     // Constant, valid bounds (low >= 1, high >= 2 * low, sigfigs <= 5):
     // this cannot fail, and nothing from the network reaches it.
     Histogram::new_with_bounds(1, MAX_MICROS, SIGFIGS).expect("constant histogram bounds are valid")
+}
+
+/// When traffic flowed: the first request received and the last request
+/// or answer seen. Each worker keeps its own (no shared write per
+/// request) and merges it into [`super::ProxyStats::traffic`] when it
+/// stops, as it does its latency histogram.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TrafficSpan {
+    pub first: Option<Instant>,
+    pub last: Option<Instant>,
+}
+
+impl TrafficSpan {
+    /// Traffic at `at` (a request received, or a response completed).
+    pub fn saw(&mut self, at: Instant) {
+        self.first = Some(self.first.map_or(at, |f| f.min(at)));
+        self.last = Some(self.last.map_or(at, |l| l.max(at)));
+    }
+
+    /// Widens this span to cover `other`.
+    pub fn merge(&mut self, other: &TrafficSpan) {
+        for at in [other.first, other.last].into_iter().flatten() {
+            self.saw(at);
+        }
+    }
+
+    /// From the first request to the last response; `None` before any.
+    pub fn duration(&self) -> Option<Duration> {
+        Some(self.last?.saturating_duration_since(self.first?))
+    }
+}
+
+/// The rate the summary reports: `requests` over the time traffic flowed
+/// (`span`), or over `elapsed` (the whole run) when there was too little
+/// traffic to time (none, or one instant). Also returns the seconds used.
+pub fn rate(requests: u64, span: Option<Duration>, elapsed: Duration) -> (f64, f64) {
+    let secs = span
+        .filter(|d| !d.is_zero())
+        .unwrap_or(elapsed)
+        .as_secs_f64()
+        .max(1e-9);
+    (requests as f64 / secs, secs)
 }
 
 /// The `--log-csv` line of the summary: rows written, and rows dropped by
@@ -46,12 +88,13 @@ pub fn render(shared: &Shared, elapsed: Duration) -> String {
     let g = |c: &std::sync::atomic::AtomicU64| c.load(Relaxed);
     let st = &shared.stats;
     let requests = g(&st.requests);
-    let secs = elapsed.as_secs_f64().max(1e-9);
+    let span = st.traffic.lock().ok().and_then(|t| t.duration());
+    let (per_s, over) = rate(requests, span, elapsed);
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "tidegate proxy: {requests} requests in {secs:.1} s ({:.1} req/s)",
-        requests as f64 / secs
+        "tidegate proxy: {requests} requests in {:.1} s ({per_s:.1} req/s over the {over:.1} s traffic flowed)",
+        elapsed.as_secs_f64()
     );
     if let Ok(h) = shared.latencies.lock() {
         if h.is_empty() {
@@ -81,7 +124,7 @@ pub fn render(shared: &Shared, elapsed: Duration) -> String {
     let _ = writeln!(
         out,
         "tidegate proxy: status: {} 2xx/3xx, {} 4xx, {} 5xx; {} retries",
-        g(&st.ok),
+        g(&st.status_1xx) + g(&st.ok) + g(&st.status_3xx),
         g(&st.status_4xx),
         g(&st.status_5xx),
         g(&st.retries)
@@ -115,4 +158,33 @@ pub fn render(shared: &Shared, elapsed: Duration) -> String {
         .collect();
     let _ = writeln!(out, "tidegate proxy: distribution: {}", parts.join(", "));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn req_per_s_counts_only_the_time_traffic_flowed() {
+        let t0 = Instant::now();
+        let mut a = TrafficSpan::default();
+        assert_eq!(a.duration(), None);
+        a.saw(t0 + Duration::from_secs(10));
+        a.saw(t0 + Duration::from_secs(12));
+        let mut b = TrafficSpan::default();
+        b.saw(t0 + Duration::from_secs(11));
+        b.saw(t0 + Duration::from_secs(20));
+        a.merge(&b);
+        assert_eq!(a.duration(), Some(Duration::from_secs(10)));
+        // 1,000 requests in 10 s of traffic within a 100 s run: 100 req/s.
+        let (per_s, over) = rate(1_000, a.duration(), Duration::from_secs(100));
+        assert_eq!((per_s.round(), over.round()), (100.0, 10.0));
+        // No traffic to time: the whole run.
+        let (per_s, _) = rate(0, None, Duration::from_secs(100));
+        assert_eq!(per_s, 0.0);
+        let mut one = TrafficSpan::default();
+        one.saw(t0);
+        let (per_s, over) = rate(1, one.duration(), Duration::from_secs(4));
+        assert_eq!((per_s, over), (0.25, 4.0));
+    }
 }

@@ -59,7 +59,7 @@ pub fn start(backends: &[(&str, SocketAddr)], opts: Opts) -> io::Result<AdminPro
         }),
         slo: Some(std::time::Duration::from_millis(200)),
         eject_5xx: false,
-        health_check: None,
+        health_check: opts.health_check.clone(),
         eject_after: 0,
         forward: opts.forward,
         admin: None,

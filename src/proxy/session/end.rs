@@ -12,7 +12,7 @@ impl<N: Net> ProxySession<N> {
         };
         let (latency, status) = (ex.latency(now), ex.status);
         end_attempt(&mut ex, env, status, latency, End::Answered);
-        env.ctx.record_latency(latency);
+        env.ctx.record_latency(latency, now);
         // A 5xx is a failed attempt for routing, however fast it came.
         let outcome = if status >= 500 {
             Outcome::Failure { elapsed: latency }

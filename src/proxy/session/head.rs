@@ -70,6 +70,7 @@ impl<N: Net> ProxySession<N> {
             }
             Ok(Some((head, detail))) => {
                 self.client.input.drain(..head.head_len);
+                env.ctx.span.saw(env.now);
                 let shared = &env.ctx.shared;
                 ProxyStats::bump(&shared.stats.requests);
                 shared.retry_budget.request(env.now);

@@ -2,15 +2,25 @@
 //! status class, in-flight gauges, fixed-bucket latency histograms, and a
 //! ring of the latest requests for the dashboard.
 //!
-//! Everything is relaxed atomics: a request costs a handful of uncontended
-//! `fetch_add`s and no lock. Readers (the admin endpoint, once a second)
-//! take a [`Snapshot`] that may be a few requests out of step across
+//! Counters are relaxed atomics: a request costs a handful of uncontended
+//! `fetch_add`s. Exact latency percentiles come from [`window`]: one
+//! HdrHistogram per worker and backend behind a lock only that worker and
+//! the reader take. Readers (the admin endpoint, once a second) take a
+//! [`BackendSnapshot`] that may be a few requests out of step across
 //! counters, which is fine for monitoring.
 
-use std::fmt::Write as _;
+pub mod text;
+pub mod window;
+
+pub use text::{family, label, render_backends};
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hdrhistogram::Histogram;
+
+use window::LatencyWindow;
 
 /// Upper bounds (seconds) of the latency histogram buckets: 1 ms to 10 s in
 /// 1-2.5-5 steps, Prometheus' usual spacing, so one histogram serves both a
@@ -49,6 +59,8 @@ pub struct BackendMetrics {
     failures: AtomicU64,
     /// Answered within `--slo-ms`.
     within_slo: AtomicU64,
+    /// Answered latencies over the last minute, for exact percentiles.
+    window: LatencyWindow,
 }
 
 impl BackendMetrics {
@@ -61,6 +73,7 @@ impl BackendMetrics {
             sum_micros: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             within_slo: AtomicU64::new(0),
+            window: LatencyWindow::default(),
         }
     }
 }
@@ -108,6 +121,8 @@ pub struct BackendSnapshot {
     pub failures: u64,
     /// Answered requests within `--slo-ms` (0 without it).
     pub within_slo: u64,
+    /// Answered latencies (µs) over the sliding window (see [`window`]).
+    pub window: Histogram<u64>,
 }
 
 impl BackendSnapshot {
@@ -115,22 +130,11 @@ impl BackendSnapshot {
         self.by_class.iter().sum()
     }
 
-    /// Latency at quantile `q` estimated from the buckets (upper bound of
-    /// the bucket holding it), in ms; `None` without data.
+    /// Exact latency (within 1 %) at quantile `q` over the sliding
+    /// window, in ms; `None` without a sample in the window.
     pub fn quantile_ms(&self, q: f64) -> Option<f64> {
-        quantile_from_buckets(&self.cumulative, q)
+        window::quantile_ms(&self.window, q)
     }
-}
-
-/// Upper bound (ms) of the bucket holding quantile `q` of a cumulative histogram.
-pub fn quantile_from_buckets(cumulative: &[u64], q: f64) -> Option<f64> {
-    let total = *cumulative.last()?;
-    if total == 0 {
-        return None;
-    }
-    let rank = (q * total as f64).ceil().max(1.0) as u64;
-    let i = cumulative.iter().position(|&c| c >= rank)?;
-    Some(LATENCY_BUCKETS.get(i).map_or(f64::INFINITY, |s| s * 1000.0))
 }
 
 impl Metrics {
@@ -189,9 +193,11 @@ impl Metrics {
     /// An attempt at `backend` is over. Pairs with [`Metrics::started`].
     /// `status` is what the client got (0: nothing yet, the request is
     /// retried elsewhere). Only answered attempts enter the latency
-    /// histogram and the recent ring, which describe the backend's answers.
+    /// histogram, the window (`worker`'s own cell) and the recent ring,
+    /// which describe the backend's answers.
     pub fn finished(
         &self,
+        worker: usize,
         backend: usize,
         status: u16,
         latency: Duration,
@@ -223,6 +229,7 @@ impl Metrics {
         }
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         b.sum_micros.fetch_add(micros, Relaxed);
+        b.window.record(worker, micros);
         if self.slo_micros.is_some_and(|slo| micros <= slo) {
             b.within_slo.fetch_add(1, Relaxed);
         }
@@ -267,6 +274,14 @@ impl Metrics {
         out
     }
 
+    /// The reader's tick: slides every backend's latency window on (see
+    /// [`window::LatencyWindow::rotate`]).
+    pub fn rotate(&self, now: Instant) {
+        for b in &self.backends {
+            b.window.rotate(now);
+        }
+    }
+
     pub fn snapshot(&self) -> Vec<BackendSnapshot> {
         self.backends
             .iter()
@@ -289,100 +304,10 @@ impl Metrics {
                     sum_seconds: b.sum_micros.load(Relaxed) as f64 / 1e6,
                     failures: b.failures.load(Relaxed),
                     within_slo: b.within_slo.load(Relaxed),
+                    window: b.window.merged(),
                 }
             })
             .collect()
-    }
-}
-
-/// Writes one Prometheus metric family header.
-pub fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
-
-/// Escapes a label value for the Prometheus text format.
-pub fn label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// Renders the per-backend families in the Prometheus text format 0.0.4.
-pub fn render_backends(out: &mut String, snap: &[BackendSnapshot]) {
-    family(
-        out,
-        "tidegate_requests_total",
-        "counter",
-        "Requests answered, by backend and status class.",
-    );
-    for b in snap {
-        for (i, n) in b.by_class.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "tidegate_requests_total{{backend=\"{}\",class=\"{}xx\"}} {n}",
-                label(&b.name),
-                i + 1
-            );
-        }
-    }
-    family(
-        out,
-        "tidegate_backend_in_flight",
-        "gauge",
-        "Requests in flight to each backend.",
-    );
-    for b in snap {
-        let _ = writeln!(
-            out,
-            "tidegate_backend_in_flight{{backend=\"{}\"}} {}",
-            label(&b.name),
-            b.in_flight.max(0)
-        );
-    }
-    family(
-        out,
-        "tidegate_backend_failures_total",
-        "counter",
-        "Requests that failed at a backend (connect, reset, timeout, bad response).",
-    );
-    for b in snap {
-        let _ = writeln!(
-            out,
-            "tidegate_backend_failures_total{{backend=\"{}\"}} {}",
-            label(&b.name),
-            b.failures
-        );
-    }
-    family(
-        out,
-        "tidegate_request_duration_seconds",
-        "histogram",
-        "Latency per backend, first request byte written to last response byte read.",
-    );
-    for b in snap {
-        let name = label(&b.name);
-        for (le, c) in LATENCY_BUCKETS.iter().zip(&b.cumulative) {
-            let _ = writeln!(
-                out,
-                "tidegate_request_duration_seconds_bucket{{backend=\"{name}\",le=\"{le}\"}} {c}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "tidegate_request_duration_seconds_bucket{{backend=\"{name}\",le=\"+Inf\"}} {}",
-            b.count
-        );
-        let _ = writeln!(
-            out,
-            "tidegate_request_duration_seconds_sum{{backend=\"{name}\"}} {}",
-            b.sum_seconds
-        );
-        let _ = writeln!(
-            out,
-            "tidegate_request_duration_seconds_count{{backend=\"{name}\"}} {}",
-            b.count
-        );
     }
 }
 
@@ -395,7 +320,7 @@ mod tests {
         let t = UNIX_EPOCH + Duration::from_secs(1_000);
         let old = Metrics::new(["a".to_string(), "b".to_string()], None);
         old.started(1);
-        old.finished(1, 200, Duration::from_millis(5), End::Answered, t);
+        old.finished(0, 1, 200, Duration::from_millis(5), End::Answered, t);
         old.started(1);
         // Reload: b stays (now index 0), c is new, a is gone.
         let new = old.carried(["b".to_string(), "c".to_string()], &[Some(1), None], None);
@@ -407,7 +332,7 @@ mod tests {
         );
         assert_eq!(new.snapshot()[1].requests(), 0);
         // The old generation's request ends: both views agree.
-        old.finished(1, 200, Duration::from_millis(5), End::Answered, t);
+        old.finished(0, 1, 200, Duration::from_millis(5), End::Answered, t);
         assert_eq!(new.snapshot()[0].in_flight, 0);
         assert_eq!(new.snapshot()[0].requests(), 2);
         assert!(new.recent().is_empty());
@@ -422,9 +347,10 @@ mod tests {
         let t = UNIX_EPOCH + Duration::from_secs(1_000);
         m.started(1);
         assert_eq!(m.snapshot()[1].in_flight, 1);
-        m.finished(1, 200, Duration::from_millis(30), End::Answered, t);
+        m.finished(0, 1, 200, Duration::from_millis(30), End::Answered, t);
         m.started(1);
         m.finished(
+            0,
             1,
             200,
             Duration::from_secs(20),
@@ -433,11 +359,11 @@ mod tests {
         );
         // A failed attempt retried elsewhere: a failure, no status class.
         m.started(1);
-        m.finished(1, 0, Duration::from_millis(5), End::Failed, t);
+        m.finished(0, 1, 0, Duration::from_millis(5), End::Failed, t);
         m.started(1);
-        m.finished(1, 502, Duration::from_millis(5), End::Failed, t);
+        m.finished(0, 1, 502, Duration::from_millis(5), End::Failed, t);
         m.started(1);
-        m.finished(1, 499, Duration::from_millis(5), End::Abandoned, t);
+        m.finished(0, 1, 499, Duration::from_millis(5), End::Abandoned, t);
         let s = &m.snapshot()[1];
         assert_eq!(
             (s.by_class, s.in_flight, s.failures, s.count),
@@ -448,8 +374,10 @@ mod tests {
         assert_eq!(s.cumulative[5], 1);
         assert_eq!(s.cumulative[LATENCY_BUCKETS.len() - 1], 1);
         assert_eq!(s.cumulative[LATENCY_BUCKETS.len()], 2);
-        assert_eq!(s.quantile_ms(0.5), Some(50.0));
-        assert_eq!(s.quantile_ms(0.99), Some(f64::INFINITY));
+        // Exact percentiles from the window: 30 ms and 20 s.
+        assert_eq!(s.quantile_ms(0.5).map(f64::round), Some(30.0));
+        let p99 = s.quantile_ms(0.99).unwrap_or_default();
+        assert!((p99 - 20_000.0).abs() < 200.0, "{p99}");
         let r = m.recent();
         assert_eq!(r.len(), 2);
         assert_eq!((r[0].backend, r[0].status, r[0].latency_ms), (1, 200, 30.0));
@@ -458,11 +386,26 @@ mod tests {
     }
 
     #[test]
+    fn a_backend_answering_in_251_ms_shows_p95_within_5_percent_of_it() {
+        // The coarse buckets put 251 ms in (250, 500] ms: the old estimate
+        // said 488 ms. The window is exact.
+        let m = Metrics::new(["slow".to_string()], None);
+        let t = UNIX_EPOCH + Duration::from_secs(1_000);
+        for i in 0..400 {
+            m.started(0);
+            m.finished(i % 2, 0, 200, Duration::from_millis(251), End::Answered, t);
+        }
+        let p95 = m.snapshot()[0].quantile_ms(0.95).unwrap_or_default();
+        assert!((p95 - 251.0).abs() <= 251.0 * 0.05, "p95 {p95} ms");
+    }
+
+    #[test]
     fn the_ring_keeps_only_the_latest() {
         let m = Metrics::new(["a".to_string()], None);
         for i in 0..(RECENT as u64 + 10) {
             m.started(0);
             m.finished(
+                0,
                 0,
                 200,
                 Duration::from_millis(i),
@@ -480,6 +423,7 @@ mod tests {
         let m = Metrics::new(["x\"y".to_string()], None);
         m.started(0);
         m.finished(
+            0,
             0,
             200,
             Duration::from_millis(2),
