@@ -51,6 +51,7 @@
 mod adaptive;
 mod ewma;
 mod least_conn;
+pub mod limit;
 mod p2c;
 mod peak_ewma;
 mod predictive;
