@@ -107,18 +107,32 @@ pub const GROWTH: f64 = 0.25;
 /// not 3). This is the gradient rule's "+ headroom", half a slot.
 pub const HEADROOM: f64 = 0.5;
 
-/// After a cut, the limit holds for this many windows before it grows
-/// again. At a knee the limit saw-tooths (grow past it, see the latency
-/// rise, cut back); each tooth puts a window or two one slot above the
-/// knee, where one request waits inside the backend. Holding 5 windows
-/// (half a second at a 100 ms tick) keeps that to about a quarter of the
-/// time while a capacity that grows is still found within a second.
+/// After a cut, the limit holds this many windows before it grows again.
+/// At a knee the limit saw-tooths (grow past it, see the latency rise,
+/// cut back); each tooth puts a window or two one slot above the knee,
+/// where one request waits inside the backend. Holding 5 windows (half a
+/// second at a 100 ms tick) after a cut to a new level lets a capacity
+/// that grew be found within a second.
 pub const HOLD_AFTER_CUT: u32 = 5;
+
+/// Each cut back to the same whole limit as the previous cut doubles the
+/// hold, up to this many windows (30 s at a 100 ms tick): once the knee is
+/// known, the limit looks above it twice a minute, so requests waiting
+/// inside the backend become rare enough not to set the p99 (at a 5-window
+/// hold a third of the time is spent one slot above the knee), and a
+/// capacity that grew is still found within 30 s.
+pub const HOLD_MAX: u32 = 300;
 
 /// A probe caps the concurrency at this fraction of the current one: a
 /// halving lowers a queueing backend's latency by up to half (far above
 /// [`TOLERANCE`]) and is a binary search step toward the knee.
 pub const PROBE_FACTOR: f64 = 0.5;
+
+/// A probe whose throughput stays above this fraction of the window
+/// before it found a saturated backend: halving the concurrency of a
+/// backend whose latency does not depend on load halves its throughput
+/// (0.5); a saturated one keeps it (1.0); 0.75 splits the difference.
+pub const SATURATED: f64 = 0.75;
 
 /// The first probe waits this long after the limiter starts: every
 /// client's first request arrives at once, and the windows of that burst
@@ -262,6 +276,10 @@ pub struct Gradient {
     settling: bool,
     /// Windows left without growth after a cut.
     hold: u32,
+    /// The hold the next cut to the same whole limit starts (doubling).
+    hold_len: u32,
+    /// The whole limit the last cut set.
+    last_cut: u32,
     /// The next window follows a probe: its throughput still shows the
     /// probe's cap, so it changes nothing.
     after_probe: bool,
@@ -295,6 +313,8 @@ impl Gradient {
             step: STEP_MIN,
             settling: false,
             hold: 0,
+            hold_len: HOLD_AFTER_CUT,
+            last_cut: 0,
             after_probe: false,
             no_load: None,
             pending: Window::new(),
@@ -424,11 +444,23 @@ impl Gradient {
         self.no_load = Some(no_load);
         let before = self.limit;
         if seen.above(&no_load) {
-            let knee =
-                (seen.rate * no_load.mean / 1e6 + HEADROOM).max(seen.inflight * MIN_GRADIENT);
+            // Little's knee, unless the window was mostly idle and queued
+            // in a burst: then the burst's own gradient (its peak
+            // concurrency times no_load / latency) is the better guess.
+            let little = seen.rate * no_load.mean / 1e6;
+            let burst = seen.peak * no_load.mean / seen.mean;
+            let knee = (little.max(burst) + HEADROOM).max(seen.peak * MIN_GRADIENT);
             self.limit = self.limit.min(knee).max(f64::from(self.cfg.min_limit));
             self.step = STEP_MIN;
-            self.hold = HOLD_AFTER_CUT;
+            // `limit` is within [min_limit, max_limit]: a u32 after the floor.
+            let whole = self.limit.floor() as u32;
+            self.hold_len = if whole == self.last_cut {
+                (self.hold_len * 2).min(HOLD_MAX)
+            } else {
+                HOLD_AFTER_CUT
+            };
+            self.last_cut = whole;
+            self.hold = self.hold_len;
         } else if self.settling || self.hold > 0 {
             // Requests sent under the old limit (wait for one clean
             // window), or holding after a cut.
@@ -478,10 +510,13 @@ impl Gradient {
         self.after_probe = true;
         self.settling = true;
         self.step = STEP_MIN;
-        if before.above(&seen) && before.min > seen.min * (1.0 + TOLERANCE) {
-            // Latency fell with concurrency, the fastest request's too: it
-            // depends on load. (The mean alone is not enough: a window of
-            // a bimodal backend may miss its slow mode.) The knee
+        let min_fell = before.min > seen.min * (1.0 + TOLERANCE);
+        let saturated = seen.rate >= before.rate * SATURATED;
+        if before.above(&seen) && (min_fell || saturated) {
+            // Latency fell with concurrency, and the fastest request's too
+            // or the throughput held: it depends on load. (The mean alone
+            // is not enough: a window of a bimodal backend may miss its
+            // slow mode, but then its throughput halves.) The knee
             // is at most the throughput before times the latency now.
             if self.no_load.is_none_or(|n| seen.mean < n.mean) {
                 self.no_load = Some(fold(self.no_load, seen));

@@ -29,6 +29,8 @@
 mod gradient;
 
 #[cfg(test)]
+mod fleet_tests;
+#[cfg(test)]
 mod gradient_tests;
 #[cfg(test)]
 mod sim_tests;
