@@ -50,11 +50,36 @@
 # Policies the binary rejects at start-up (`--policy P` exits with an error)
 # are skipped with a note in the report; the check runs once, up front.
 #
+# Capacity anchors (issue 10). In scenario 2 each run of POLICIES is
+# followed by the HAProxy anchors in ANCHORS, on fresh backends as well:
+#   haproxy-leastconn  HAProxy `balance leastconn`, no server limits
+#   haproxy-maxconn    the same with `maxconn 4|8|16` per server: the true
+#                      capacities, set by hand (the issue's target anchor)
+# HAProxy runs as ../shared/anchors/anchors.sh runs it (same global and
+# defaults sections: keep-alive, `http-reuse always`, `nbthread
+# $HAP_THREADS`), in the foreground (`-db`) under `timeout` like every
+# server here, plus `timeout queue 5s` (tidegate's --queue-timeout default).
+# The pseudo-policy `maxconn` is tidegate with the same configured limits:
+# `--policy $MAXCONN_POLICY --backend ADDR,maxconn=C` (scenario 2 only;
+# skipped elsewhere, and skipped with a note when the binary rejects the
+# `,maxconn=N` suffix). benches/capacity_report.py then prints every
+# scenario-2 run's wrk req/s and p99 with ratios against haproxy-maxconn and
+# the targets (adaptive: p99 <= 1.1x, req/s >= 0.97x; maxconn: p99 <=
+# 1.05x), and scenario 1's requests queued from /metrics
+# (`tidegate_queued_total` or the `tidegate_queue_*_total` entry counters;
+# n/a without them).
+#
 # Environment (defaults in brackets):
 #   DURATION        wrk duration of every run [30s]; scenarios 3-5 want
 #                   >= 30s (their fault times are fractions of it)
 #   POLICIES        ["round-robin sma ewma least-conn p2c peak-ewma
-#                    predictive tail-budget"]
+#                    predictive tail-budget adaptive maxconn"]
+#   ANCHORS         scenario 2's HAProxy anchors ["haproxy-leastconn
+#                   haproxy-maxconn"]; "" for none
+#   MAXCONN_POLICY  the policy behind the `maxconn` pseudo-policy
+#                   [least-conn: like HAProxy's leastconn]
+#   HAP_THREADS     HAProxy nbthread [1, as in ../shared/anchors]
+#   HAP_PORT        HAProxy's listen port [PROXY_PORT]
 #   SCENARIOS       which scenarios, in order ["1 2 3 4 5 fastfail
 #                   identical"]; the
 #                   baseline runs (first) when 3, 4, 5 or fastfail is among
@@ -95,7 +120,10 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 DURATION="${DURATION:-30s}"
-POLICIES="${POLICIES:-round-robin sma ewma least-conn p2c peak-ewma predictive tail-budget}"
+POLICIES="${POLICIES:-round-robin sma ewma least-conn p2c peak-ewma predictive tail-budget adaptive maxconn}"
+ANCHORS="${ANCHORS-haproxy-leastconn haproxy-maxconn}"
+MAXCONN_POLICY="${MAXCONN_POLICY:-least-conn}"
+HAP_THREADS="${HAP_THREADS:-1}"
 SCENARIOS="${SCENARIOS:-1 2 3 4 5 fastfail identical}"
 FAIL_SPEC="${FAIL_SPEC:-status:503:0.5}"
 ID_CONNS="${ID_CONNS:-1 4 40}"
@@ -117,6 +145,7 @@ HANG_TIMEOUT="${HANG_TIMEOUT:-2s}"
 LEAD="${LEAD:-3}"
 BASE_PORT="${BASE_PORT:-18481}"
 PROXY_PORT="${PROXY_PORT:-18490}"
+HAP_PORT="${HAP_PORT:-$PROXY_PORT}"
 ADMIN_PORT="${ADMIN_PORT:-$((PROXY_PORT + 1))}"
 PAUSE="${PAUSE:-1}"
 
@@ -129,6 +158,11 @@ for s in $SCENARIOS; do
     [[ "$s" =~ ^([1-5]|fastfail|identical)$ ]] || die "bad scenario '$s' in SCENARIOS (1-5, fastfail, identical)"
 done
 [[ "$SLOW_METHOD" =~ ^(auto|flag|restart)$ ]] || die "SLOW_METHOD is auto, flag or restart"
+for a in $ANCHORS; do
+    [[ "$a" =~ ^haproxy-(leastconn|maxconn)$ ]] || die "bad anchor '$a' in ANCHORS (haproxy-leastconn, haproxy-maxconn)"
+done
+# Scenario 2's capacities, in backend order (the maxconn runs use them).
+CAP_SLOTS=(4 8 16)
 
 # Fault times, seconds after wrk starts (fractions of DURATION).
 T1="$(awk -v d="$DURATION_S" 'BEGIN {printf "%.3f", d / 3}')"
@@ -151,7 +185,8 @@ add() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.6f", a + b}'; }
 
 # try_start_server LOGFILE CMD...: start_server that fails softly. Returns 1
 # (and leaves nothing running) if the process exits before listening or does
-# not listen within 20 s. Sets SERVER_PID, SERVER_REAL_PID.
+# not listen within 20 s. Sets SERVER_PID, SERVER_REAL_PID. The port is that
+# of CMD's --listen, or TRY_PORT when set (HAProxy has no --listen).
 try_start_server() {
     local logfile="$1"
     shift
@@ -160,7 +195,7 @@ try_start_server() {
         if [[ "$prev" == --listen ]]; then addr="$a"; fi
         prev="$a"
     done
-    port="$(addr_port "$addr")"
+    port="${TRY_PORT:-$(addr_port "$addr")}"
     if port_listening "$port"; then
         die "port $port is already in use by another process (see BASE_PORT / PROXY_PORT)"
     fi
@@ -192,7 +227,8 @@ build_tidegate
 
 RAW="$OUT_DIR/scenarios"
 mkdir -p "$RAW"
-rm -f "$RAW"/*.csv "$RAW"/*.wrk.txt "$RAW"/*.log "$RAW"/runs.tsv "$RAW"/meta.txt "$RAW"/skipped.tsv
+rm -f "$RAW"/*.csv "$RAW"/*.wrk.txt "$RAW"/*.log "$RAW"/runs.tsv "$RAW"/meta.txt "$RAW"/skipped.tsv \
+    "$RAW"/anchors.tsv "$RAW"/*.haproxy.cfg "$RAW"/*.metrics.txt
 REPORT="$OUT_DIR/scenarios.md"
 
 # ---------------------------------------------------------------- backends
@@ -257,16 +293,16 @@ backend_logs_spec() {
 
 # ---------------------------------------------------------------- wrk
 
-# start_wrk OUTFILE CONNS: wrk in the background (under timeout); sets
-# WRK_PID and WRK_T0.
+# start_wrk OUTFILE CONNS [PORT]: wrk in the background (under timeout)
+# against 127.0.0.1:PORT (default PROXY_PORT); sets WRK_PID and WRK_T0.
 start_wrk() {
-    local out="$1" conns="$2"
+    local out="$1" conns="$2" wport="${3:-$PROXY_PORT}"
     # wrk needs at least one connection per thread.
     local threads=$((conns < THREADS ? conns : THREADS))
     WRK_T0="$(now)"
     timeout --signal=INT --kill-after=10 $((DURATION_S + 30)) \
         wrk -t"$threads" -c"$conns" -d"$DURATION" --timeout "$WRK_TIMEOUT" --latency \
-        "http://127.0.0.1:$PROXY_PORT/" >"$out" 2>&1 &
+        "http://127.0.0.1:$wport/" >"$out" 2>&1 &
     WRK_PID=$!
     BENCH_PIDS+=("$WRK_PID")
 }
@@ -280,6 +316,79 @@ wait_wrk() {
     ((WRK_RC == 0)) || log "warning: wrk exited with $WRK_RC"
 }
 
+# ---------------------------------------------------------------- scenario 2
+
+# start_capacity_backends TAG: scenario 2's backends, `--capacity C
+# --service-ms 20` for each C of CAP_SLOTS.
+start_capacity_backends() {
+    local i=0 c
+    for c in "${CAP_SLOTS[@]}"; do
+        start_backend "$1" "cap$c" "$(port $i)" --profile 0 --capacity "$c" --service-ms 20
+        i=$((i + 1))
+    done
+}
+
+# haproxy_cfg NAME: an HAProxy configuration for scenario 2's backends, as
+# ../shared/anchors/anchors.sh writes it (global + defaults), with
+# `balance leastconn`; NAME haproxy-maxconn adds `maxconn C` per server.
+haproxy_cfg() {
+    local name="$1" i=0 n lim nofile
+    nofile="$(ulimit -n)"
+    [[ "$nofile" == unlimited ]] && nofile=1048576
+    cat <<CFG
+global
+    nbthread $HAP_THREADS
+    maxconn $(((nofile - 100) / 2 < 9000 ? (nofile - 100) / 2 : 9000))
+
+defaults
+    mode http
+    timeout connect 5s
+    timeout client  60s
+    timeout server  60s
+    timeout queue   5s
+    option http-keep-alive
+    http-reuse always
+
+frontend fe
+    bind 127.0.0.1:$HAP_PORT
+    default_backend be
+
+backend be
+    balance leastconn
+CFG
+    for n in "${BK_ORDER[@]}"; do
+        lim=""
+        if [[ "$name" == haproxy-maxconn ]]; then lim=" maxconn ${CAP_SLOTS[$i]}"; fi
+        echo "    server b$((i + 1)) 127.0.0.1:${BK_PORT[$n]}$lim"
+        i=$((i + 1))
+    done
+}
+
+# run_anchor NAME: scenario 2 through HAProxy (fresh backends, wrk like the
+# policies' runs); one row in anchors.tsv.
+run_anchor() {
+    local name="$1" key="s2-$1" rc=0 hpid
+    log "scenario 2, anchor $name"
+    start_capacity_backends "$key"
+    haproxy_cfg "$name" >"$RAW/$key.haproxy.cfg"
+    if ! haproxy -c -q -f "$RAW/$key.haproxy.cfg" >"$RAW/$key.proxy.log" 2>&1 ||
+        ! TRY_PORT="$HAP_PORT" try_start_server "$RAW/$key.proxy.log" haproxy -db -f "$RAW/$key.haproxy.cfg"; then
+        log "warning: HAProxy did not start (see $RAW/$key.proxy.log); anchor skipped"
+        printf '2\t%s\t%s\t-\tnostart\n' "$name" "$key" >>"$RAW/anchors.tsv"
+        stop_all_backends
+        return 0
+    fi
+    hpid="$SERVER_PID"
+    start_wrk "$RAW/$key.wrk.txt" "$CONNS" "$HAP_PORT"
+    wait_wrk
+    stop_pid "$hpid" INT 10 || rc=$?
+    # HAProxy ends on SIGINT with 130 (a hard stop; its clients are gone).
+    if ((rc == 130)); then rc=0; fi
+    stop_all_backends
+    log "  wrk: $(grep -E '^Requests/sec' "$RAW/$key.wrk.txt" | tr -s ' ' || echo 'no Requests/sec')"
+    printf '2\t%s\t%s\t%s\t%s\n' "$name" "$key" "$key.wrk.txt" "$rc" >>"$RAW/anchors.tsv"
+}
+
 # ---------------------------------------------------------------- policies
 
 # Which policies does this binary accept? Probe each once: start the proxy
@@ -287,18 +396,30 @@ wait_wrk() {
 SUPPORTED=()
 printf 'policy\treason\n' >"$RAW/skipped.tsv"
 for policy in $POLICIES; do
+    # `maxconn` is tidegate with configured limits: probe the flag suffix.
+    probe_backend="127.0.0.1:$BASE_PORT" probe_policy="$policy"
+    if [[ "$policy" == maxconn ]]; then
+        probe_backend="127.0.0.1:$BASE_PORT,maxconn=4" probe_policy="$MAXCONN_POLICY"
+    fi
     if try_start_server "$RAW/probe-$policy.log" "$TIDEGATE_BIN" proxy --listen "127.0.0.1:$PROXY_PORT" \
-        --backend "127.0.0.1:$BASE_PORT" --policy "$policy" --workers 1; then
+        --backend "$probe_backend" --policy "$probe_policy" --workers 1; then
         stop_pid "$SERVER_PID" INT 10 || true
         SUPPORTED+=("$policy")
         rm -f "$RAW/probe-$policy.log"
     else
         reason="$(grep -m1 -iE 'error|invalid|unknown' "$RAW/probe-$policy.log" || head -n 1 "$RAW/probe-$policy.log" || true)"
+        if [[ "$policy" == maxconn ]]; then
+            reason="tidegate rejects --backend ADDR,maxconn=N (configured limits not in this build): ${reason:-the proxy did not start}"
+        fi
         log "skipping policy $policy: ${reason:-the proxy did not start}"
         printf '%s\t%s\n' "$policy" "${reason:-the proxy did not start}" >>"$RAW/skipped.tsv"
     fi
 done
 ((${#SUPPORTED[@]} > 0)) || die "the binary accepts none of POLICIES ($POLICIES)"
+if [[ -n "${ANCHORS// /}" && " $SCENARIOS " == *" 2 "* ]] && ! command -v haproxy >/dev/null 2>&1; then
+    log "skipping the HAProxy anchors: haproxy is not installed (../shared/anchors/anchors.sh install)"
+    ANCHORS=""
+fi
 log "policies: ${SUPPORTED[*]}"
 
 # Scenario 3's method.
@@ -337,8 +458,10 @@ done
     echo "fault times: T1 = ${T1} s, T2 = ${T2} s after wrk starts (DURATION/3, 2*DURATION/3)"
     echo "scenario 3 method: $(if [[ "$SLOW_USE" == flag ]]; then echo "\`--slow ${SLOW_FACTOR}x@...\` on the slow backend"; else echo "restart (the binary has no --slow: the slow backend is restarted with profile $((20 * SLOW_FACTOR)) at T1 and with 20 at T2)"; fi)"
     echo "policies run: ${SUPPORTED[*]}"
+    echo "scenario 2 anchors: ${ANCHORS:-none} (HAProxy $(haproxy -v 2>/dev/null | head -n 1 | awk '{print $3}' || echo '?'), nbthread $HAP_THREADS, balance leastconn; \`maxconn\`: --policy $MAXCONN_POLICY with --backend ADDR,maxconn=C)"
     echo "backends restarted for every run"
 } >"$RAW/meta.txt"
+printf 'scenario\tname\tkey\twrk\trc\n' >"$RAW/anchors.tsv"
 printf 'scenario\tpolicy\tkey\tcsv\twrk\tproxy_log\tproxy_rc\tbackends\tbackend_logs\tfault\tt0\tt_end\tp1\tp2\tslo_ms\tnote\tload\n' >"$RAW/runs.tsv"
 
 port() { echo $((BASE_PORT + $1)); }
@@ -356,6 +479,9 @@ for scen in "${RUN_SCEN[@]}"; do
         fault="-" p1="-" p2="-" note="" conns="$CONNS" slo="$SLO_F"
         extra=()
         load="$(cut -d' ' -f1 /proc/loadavg)"
+        if [[ "$policy" == maxconn && "$scen" != 2 ]]; then
+            continue # configured limits only mean something with known capacities
+        fi
         log "scenario $scen, policy $policy (load $load)"
 
         # Backends.
@@ -371,11 +497,7 @@ for scen in "${RUN_SCEN[@]}"; do
             ;;
         2)
             slo="$SLO_2"
-            i=0
-            for c in 4 8 16; do
-                start_backend "$key" "cap$c" "$(port $i)" --profile 0 --capacity "$c" --service-ms 20
-                i=$((i + 1))
-            done
+            start_capacity_backends "$key"
             ;;
         3)
             fault=slow
@@ -433,10 +555,19 @@ for scen in "${RUN_SCEN[@]}"; do
 
         # Proxy.
         pb=()
-        for n in "${BK_ORDER[@]}"; do pb+=(--backend "127.0.0.1:${BK_PORT[$n]}"); done
+        run_policy="$policy" i=0
+        for n in "${BK_ORDER[@]}"; do
+            if [[ "$policy" == maxconn ]]; then
+                pb+=(--backend "127.0.0.1:${BK_PORT[$n]},maxconn=${CAP_SLOTS[$i]}")
+                run_policy="$MAXCONN_POLICY"
+            else
+                pb+=(--backend "127.0.0.1:${BK_PORT[$n]}")
+            fi
+            i=$((i + 1))
+        done
         if [[ -n "$slo" ]]; then pb+=(--slo-ms "$slo"); fi
         if ! try_start_server "$RAW/$key.proxy.log" "$TIDEGATE_BIN" proxy --listen "127.0.0.1:$PROXY_PORT" \
-            "${pb[@]}" --policy "$policy" --workers "$WORKERS" --log-csv "$RAW/$csv" \
+            "${pb[@]}" --policy "$run_policy" --workers "$WORKERS" --log-csv "$RAW/$csv" \
             --admin "127.0.0.1:$ADMIN_PORT" "${extra[@]+"${extra[@]}"}" \
             "${PROXY_EXTRA_ARGS[@]+"${PROXY_EXTRA_ARGS[@]}"}"; then
             log "warning: the proxy did not start (see $RAW/$key.proxy.log); run skipped"
@@ -503,9 +634,16 @@ for scen in "${RUN_SCEN[@]}"; do
             "$key.wrk.txt" "$key.proxy.log" "$proxy_rc" "$bspec" "$blogs" "$fault" "$WRK_T0" "$WRK_T1" \
             "$p1" "$p2" "${slo:--}" "${note:--}" "$load" >>"$RAW/runs.tsv"
     done
+    if [[ "$scen" == 2 ]]; then
+        for anchor in $ANCHORS; do
+            sleep "$PAUSE"
+            run_anchor "$anchor"
+        done
+    fi
 done
 
 python3 "$BENCH_DIR/scenarios_report.py" "$RAW" | tee "$REPORT"
+python3 "$BENCH_DIR/capacity_report.py" "$RAW" | tee -a "$REPORT"
 # Predictive's prediction quality (rolling R^2 per backend) at the end of
 # each run, as scraped from /metrics.
 {

@@ -19,7 +19,9 @@
 //!   framing, chunked, hop-by-hop rules, the proxy fields `Via`,
 //!   `X-Forwarded-*` and request ids, canned error responses). No sockets.
 //! - `balance/`: the `Selector` trait and one file per routing policy,
-//!   shared lock-free by all workers. No clocks: time is passed in.
+//!   shared lock-free by all workers, and `balance::limit`, the learned
+//!   per-backend concurrency limiter fed window summaries. No clocks:
+//!   time is passed in.
 //! - `health/`: passive outlier ejection, the retry budget, and optional
 //!   active checks (`active`).
 //! - `metrics/`: lock-free per-backend counters, latency histograms, the

@@ -35,6 +35,10 @@
 //! - `peak_ewma`: `peak-ewma`, P2C on `peak-EWMA latency * (in flight + 1)`
 //!   (Finagle / linkerd2), decaying with time constant `decay`.
 //!
+//! `limit` is not a policy: it learns each backend's concurrency limit
+//! from window summaries (`limit::Gradient`, see `docs/adaptive.md`), for
+//! the proxy to enforce.
+//!
 //! SMA and EWMA share `adaptive::Lowest` (cold-start probes, lowest estimate
 //! wins, ties rotate, logging) and differ only in their per-backend
 //! `adaptive::Estimator`. Least-conn, P2C and peak-EWMA count requests in
@@ -51,6 +55,7 @@
 mod adaptive;
 mod ewma;
 mod least_conn;
+pub mod limit;
 mod p2c;
 mod peak_ewma;
 mod predictive;
