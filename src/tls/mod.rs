@@ -3,7 +3,12 @@
 //! - `stream`: [`stream::TlsStream`], plaintext over TLS on a non-blocking
 //!   socket, for server and client connections alike; the HTTP session
 //!   reads and writes through it exactly as through a TCP stream.
+//! - `certs`: an HTTPS listener's certificates: loaded from PEM, checked
+//!   (readable, key matches, not expired), chosen by SNI.
+//! - `der`: the validity and DNS names of a certificate (pure).
 
+pub mod certs;
+pub mod der;
 pub mod stream;
 
 pub use stream::{TlsConn, TlsFailure, TlsStream};
