@@ -313,3 +313,54 @@ fn a_large_download_over_tls_keeps_proxy_memory_flat() -> TestResult {
     );
     Ok(())
 }
+
+#[test]
+fn the_example_https_config_checks_with_the_readme_openssl_certificate() -> TestResult {
+    if !external("openssl", have("openssl"), "apt-get install openssl") {
+        return Ok(());
+    }
+    let pki = Pki::new("example");
+    let (key, pem) = (pki.dir.join("site.key"), pki.dir.join("site.pem"));
+    // The command README.md and examples/tidegate-tls.toml give.
+    let mut cmd = Command::new("openssl");
+    cmd.args([
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+    ])
+    .args(["-nodes", "-days", "365", "-subj", "/CN=localhost"])
+    .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+    .args([
+        "-keyout",
+        &key.display().to_string(),
+        "-out",
+        &pem.display().to_string(),
+    ]);
+    let out = run_bounded(&mut cmd, b"")?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/tidegate-tls.toml"
+    ))?;
+    let text = example.replace("examples/tls/", &format!("{}/", pki.dir.display()));
+    let path = pki.dir.join("tidegate-tls.toml");
+    std::fs::write(&path, text)?;
+    let out = Command::new(env!("CARGO_BIN_EXE_tidegate"))
+        .args(["check-config", &path.display().to_string()])
+        .output()?;
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("https 127.0.0.1:9443 [localhost (default)]"),
+        "{said}"
+    );
+    Ok(())
+}

@@ -178,3 +178,44 @@ fn bad_certificate_files_are_clear_check_config_errors() -> TestResult {
     }
     Ok(())
 }
+
+#[test]
+fn several_certificates_in_the_file_form() -> TestResult {
+    let pki = Pki::new("form");
+    let (a, a_der) = pki.cert("a", &["a.test"]);
+    let (w, w_der) = pki.cert("w", &["ignored.test", "x.w.test"]);
+    let text = format!(
+        "[[listener]]\naddress = \"127.0.0.1:0\"\n\
+         [[listener.tls.certificate]]\ncert = \"{}\"\nkey = \"{}\"\ndefault = true\n\
+         [[listener.tls.certificate]]\ncert = \"{}\"\nkey = \"{}\"\nnames = [\"*.w.test\"]\n\
+         [[backend]]\naddress = \"127.0.0.1:1\"\n",
+        a.cert.display(),
+        a.key.display(),
+        w.cert.display(),
+        w.key.display()
+    );
+    let cfg = load(&text)?;
+    let summary = tidegate::config::file::summary(&cfg);
+    assert!(
+        summary.contains("[a.test (default); *.w.test]"),
+        "{summary}"
+    );
+    let b = proxy::backend("0", "a")?;
+    let mut cfg = cfg;
+    cfg.backends = vec![tidegate::config::BackendAddr::new("a", b.local_addr())];
+    let p = proxy::start_config(cfg)?;
+    let roots = [&a_der, &w_der];
+    // `names` replaces the certificate's own SANs: x.w.test gets it by the
+    // wildcard, ignored.test (a SAN, not listed) gets the default, which
+    // does not cover it, so the client refuses.
+    let c = tls::connect(p.listeners[0], &tls::client_config(&roots), "x.w.test")?;
+    assert_eq!(tls::served(&c).as_ref(), Some(&w_der));
+    assert!(tls::connect(p.listeners[0], &tls::client_config(&roots), "ignored.test").is_err());
+    let mut c = tls::connect(p.listeners[0], &tls::client_config(&roots), "a.test")?;
+    assert_eq!(tls::served(&c).as_ref(), Some(&a_der));
+    assert_eq!(c.get("/")?.status, 200);
+    // An unknown key in the tls table is an error, as everywhere.
+    let bad = text.replace("default = true", "defualt = true");
+    assert!(load(&bad).is_err_and(|e| e.contains("defualt")));
+    Ok(())
+}
