@@ -278,12 +278,12 @@ impl Acceptor {
                 continue;
             }
             paused_until = None;
-            for which in 0..more.len() {
-                if !more[which] {
+            for (which, pending) in more.iter_mut().enumerate() {
+                if !*pending {
                     continue;
                 }
                 match self.accept_batch(which) {
-                    Batch::Drained => more[which] = false,
+                    Batch::Drained => *pending = false,
                     Batch::More => {}
                     Batch::Pause(d) => {
                         paused_until = Some(timers::after(Instant::now(), d));
