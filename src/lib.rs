@@ -64,4 +64,5 @@ pub mod metrics;
 pub mod proxy;
 pub mod runtime;
 pub mod server;
+pub mod tls;
 pub mod tools;

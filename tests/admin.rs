@@ -23,7 +23,7 @@ use util::{IO_TIMEOUT, Proc, TestResult, connect, wait_until};
 const PER_BACKEND: u64 = 12;
 
 /// Keys every `/stats` document has.
-const STATS_KEYS: [&str; 19] = [
+const STATS_KEYS: [&str; 20] = [
     "backends",
     "buckets_ms",
     "config",
@@ -41,6 +41,7 @@ const STATS_KEYS: [&str; 19] = [
     "requests",
     "retries",
     "slo",
+    "tls",
     "uptime_s",
     "version",
 ];

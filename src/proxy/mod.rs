@@ -95,6 +95,12 @@ pub struct Shared {
     pub active: Option<Arc<crate::health::active::ActiveHealth>>,
     /// `--via`, `--request-id`: the proxy fields written on forwarded heads.
     pub forward: ForwardOpts,
+    /// The same, with `X-Forwarded-Proto: https`, for HTTPS clients.
+    pub forward_https: ForwardOpts,
+    /// Each listener's TLS configuration, by `Accepted::listener` (0: the
+    /// main, plaintext listener; i + 1: `[[listener]]` i). Reloaded with
+    /// the rest: new handshakes use the new certificates.
+    pub tls: Vec<Option<Arc<rustls::ServerConfig>>>,
     /// The process part of generated request ids (see [`id_prefix`]).
     pub id_prefix: u64,
     /// Backends drained through the admin API (also read by each
@@ -264,6 +270,8 @@ pub struct ProxyStats {
     /// When traffic flowed, merged from each worker when it stops (one
     /// lock per worker, at exit; never on the data path).
     pub traffic: Mutex<summary::TrafficSpan>,
+    /// TLS handshakes (by version) and handshake failures (by reason).
+    pub tls: Arc<crate::tls::stats::TlsStats>,
 }
 
 impl ProxyStats {

@@ -110,12 +110,12 @@ impl Tunnel {
             }
         }
         if client.eof && client.input.is_empty() && bufs.bout.is_empty() && !self.backend_shut {
-            N::shutdown_write(&up.stream);
+            N::shutdown_write(&mut up.stream);
             self.backend_shut = true;
             moved = true;
         }
         if self.backend_eof && client.out.is_empty() && !self.client_shut {
-            N::shutdown_write(&client.stream);
+            N::shutdown_write(&mut client.stream);
             self.client_shut = true;
             moved = true;
         }
