@@ -107,6 +107,9 @@ pub struct Server {
     addr: SocketAddr,
     accept_stats: Arc<AcceptStats>,
     worker_stats: Vec<Arc<WorkerStats>>,
+    /// Each worker's waker, in worker order (proxy mode hands them to the
+    /// queues, see `proxy::board`).
+    wakers: Vec<Arc<mio::Waker>>,
     /// Log writers, joined after the workers so no line is lost.
     writers: Vec<Writer>,
     /// The `--upgrade-socket` thread, stopped when accepting stops.
@@ -221,6 +224,8 @@ impl Server {
             ProxyCtx::new(id, Arc::clone(&live), csv.clone())
         })?;
         server.acceptor.set_drain(cfg.timeouts.drain);
+        // A place freed on one worker can wake another worker's queue.
+        shared.board.set_wakers(server.wakers.clone());
         if let Some(log) = csv {
             server
                 .acceptor
@@ -277,6 +282,7 @@ impl Server {
             workers.push(handle);
         }
         let worker_stats = workers.iter().map(|w| Arc::clone(&w.stats)).collect();
+        let wakers = workers.iter().map(|w| Arc::clone(&w.waker)).collect();
         let acceptor = Acceptor::new(listener, workers, Arc::clone(&accept_stats))
             .map_err(io_err("starting the acceptor"))?;
         let addr = acceptor
@@ -287,6 +293,7 @@ impl Server {
             addr,
             accept_stats,
             worker_stats,
+            wakers,
             writers: Vec::new(),
             upgrade: None,
         })
@@ -394,6 +401,7 @@ impl Server {
             worker_stats,
             writers,
             upgrade,
+            wakers: _,
         } = self;
         info!("accepting on {addr}");
         let workers = acceptor.run();

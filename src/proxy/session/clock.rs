@@ -19,6 +19,7 @@ impl<N: Net> ProxySession<N> {
             }
             State::Exchange(ex) => after(ex.last_progress, t.backend),
             State::Tunnel(tu) => after(tu.last_progress, t.tunnel),
+            State::Queued(q) => q.deadline(env.ctx),
             State::Closing(l) => after(l.started, LINGER),
         }
     }
@@ -52,6 +53,10 @@ impl<N: Net> ProxySession<N> {
             State::Idle(i) if i.head_started.is_some() => {
                 count(Fault::Client(ClientFault::Timeout), &env.ctx.shared.stats);
                 self.answer_alone(408, LogOutcome::ClientTimeout, env);
+                return Ok(());
+            }
+            State::Queued(_) => {
+                self.queue_timed_out(env);
                 return Ok(());
             }
             State::Idle(_) | State::Tunnel(_) | State::Closing(_) => {
