@@ -7,11 +7,14 @@
 mod backend;
 pub mod file;
 pub mod policy;
+mod queue;
 
 pub use backend::{
-    BackendAddr, DEFAULT_RESOLVE_INTERVAL, MAX_WEIGHT, MIN_RESOLVE_INTERVAL, expand, lookup,
+    BackendAddr, BackendFlag, DEFAULT_RESOLVE_INTERVAL, MAX_MAXCONN, MAX_WEIGHT,
+    MIN_RESOLVE_INTERVAL, check_maxconn, expand, lookup, parse_backend_flag,
     parse_resolve_interval, resolve_all, resolve_backends,
 };
+pub use queue::{DEFAULT_MAX_QUEUE, DEFAULT_QUEUE_TIMEOUT, MAX_MAX_QUEUE, QueueConfig};
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -305,6 +308,9 @@ pub struct ProxyConfig {
     /// `--resolve-interval` / `resolve_interval`: how often backends given
     /// as host names are resolved again (see `proxy::resolver`).
     pub resolve_interval: Duration,
+    /// `--queue-timeout`, `--max-queue`: the queue of requests waiting for
+    /// a backend under its `maxconn`.
+    pub queue: QueueConfig,
 }
 
 #[cfg(test)]
@@ -337,6 +343,7 @@ impl ProxyConfig {
             admin: None,
             admin_token: None,
             resolve_interval: DEFAULT_RESOLVE_INTERVAL,
+            queue: QueueConfig::default(),
         }
     }
 }

@@ -120,6 +120,9 @@ pub struct Server {
     listener_addrs: Vec<SocketAddr>,
     accept_stats: Arc<AcceptStats>,
     worker_stats: Vec<Arc<WorkerStats>>,
+    /// Each worker's waker, in worker order (proxy mode hands them to the
+    /// queues, see `proxy::board`).
+    wakers: Vec<Arc<mio::Waker>>,
     /// Log writers, joined after the workers so no line is lost.
     writers: Vec<Writer>,
     /// The `--upgrade-socket` thread, stopped when accepting stops.
@@ -266,6 +269,8 @@ impl Server {
             }
             server.listener_addrs.push(addr);
         }
+        // A place freed on one worker can wake another worker's queue.
+        shared.board.set_wakers(server.wakers.clone());
         if let Some(log) = csv {
             server
                 .acceptor
@@ -312,6 +317,7 @@ impl Server {
             workers.push(handle);
         }
         let worker_stats = workers.iter().map(|w| Arc::clone(&w.stats)).collect();
+        let wakers = workers.iter().map(|w| Arc::clone(&w.waker)).collect();
         let acceptor = Acceptor::new(listener, workers, Arc::clone(&accept_stats))
             .map_err(io_err("starting the acceptor"))?;
         let addr = acceptor
@@ -323,6 +329,7 @@ impl Server {
             listener_addrs: Vec::new(),
             accept_stats,
             worker_stats,
+            wakers,
             writers: Vec::new(),
             upgrade: None,
         })
@@ -434,6 +441,7 @@ impl Server {
             worker_stats,
             writers,
             upgrade,
+            wakers: _,
         } = self;
         info!("accepting on {addr}");
         let workers = acceptor.run();

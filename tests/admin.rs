@@ -23,7 +23,7 @@ use util::{IO_TIMEOUT, Proc, TestResult, connect, wait_until};
 const PER_BACKEND: u64 = 12;
 
 /// Keys every `/stats` document has.
-const STATS_KEYS: [&str; 20] = [
+const STATS_KEYS: [&str; 22] = [
     "backends",
     "buckets_ms",
     "config",
@@ -37,6 +37,8 @@ const STATS_KEYS: [&str; 20] = [
     "now_ms",
     "policy",
     "process",
+    "queue",
+    "queued",
     "recent",
     "requests",
     "retries",

@@ -12,6 +12,8 @@
 //!   "ejections",
 //!   "latency": {"count", "mean_ms", "window_s", "window_count",
 //!               "p50_ms", "p95_ms", "p99_ms"},
+//!   "queued", "queue": {...} (the queue and per-backend limits: `admin::queue`;
+//!   each backend below also has "limit" (null: none) and "limit_in_flight"),
 //!   "connections": {"accepted", "open", "workers": [open per worker]},
 //!   "csv_rows": n | null,
 //!   "csv_log": {"rows", "write_errors", "dropped"} | null,
@@ -111,6 +113,7 @@ pub fn render(v: &View) -> String {
         None => o.push_str("\"slo\":null,"),
     }
     latency(&mut o, v);
+    super::queue::json(&mut o, &v.queue);
     let _ = write!(
         o,
         "\"connections\":{{\"accepted\":{},\"open\":{},\"workers\":{}}},\"csv_rows\":{},",
@@ -162,6 +165,8 @@ fn backends(o: &mut String, v: &View) {
     o.push_str("\"backends\":[");
     for (i, b) in v.backends.iter().enumerate() {
         let s = &b.snap;
+        // `maxconn` or a learned limit, and the requests counted against it.
+        let limit = v.queue.backends.get(i);
         let classes: Vec<String> = s
             .by_class
             .iter()
@@ -172,7 +177,7 @@ fn backends(o: &mut String, v: &View) {
             o,
             "{}{{\"name\":{},\"addr\":{},\"requests\":{},\"by_class\":{{{}}},\"in_flight\":{},\
              \"failures\":{},\"ejections\":{},\"ejected\":{},\"up\":{},\"drained\":{},\"state\":\"{}\",\"within_slo\":{},\"answered\":{},\"sum_ms\":{},\"mean_ms\":{},\
-             \"window_count\":{},\"p50_ms\":{},\"p95_ms\":{},\"p99_ms\":{},\"estimate_ms\":{},\"gauges\":{{{}}},\"buckets\":{}}}",
+             \"window_count\":{},\"p50_ms\":{},\"p95_ms\":{},\"p99_ms\":{},\"estimate_ms\":{},\"gauges\":{{{}}},\"buckets\":{},\"limit\":{},\"limit_in_flight\":{}}}",
             sep(i),
             string(&s.name),
             string(&b.addr),
@@ -204,6 +209,10 @@ fn backends(o: &mut String, v: &View) {
                 .collect::<Vec<_>>()
                 .join(","),
             list(s.cumulative.iter().map(|c| c.to_string())),
+            limit
+                .and_then(|l| l.limit)
+                .map_or("null".into(), |l| l.to_string()),
+            limit.map_or(0, |l| l.in_flight),
         );
     }
     o.push_str("],");

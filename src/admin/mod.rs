@@ -33,6 +33,7 @@ pub mod http;
 pub mod json;
 pub mod process;
 pub mod prom;
+pub mod queue;
 pub mod view;
 
 use std::io;

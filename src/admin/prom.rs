@@ -26,6 +26,7 @@ pub fn render(v: &View) -> String {
     requests(&mut out, v);
     connections(&mut out, v);
     process(&mut out, v);
+    super::queue::prom(&mut out, &v.queue);
     out
 }
 

@@ -114,6 +114,8 @@ pub struct View {
     pub gauges: Vec<(&'static str, Vec<Option<f64>>)>,
     /// Descriptors and start time of the process.
     pub process: ProcessView,
+    /// The queue and the per-backend limits (see `admin::queue`).
+    pub queue: super::queue::QueueView,
 }
 
 /// The configuration generation and its reloads.
@@ -256,6 +258,7 @@ impl Sources {
         });
         View {
             process: ProcessView::read(),
+            queue: super::queue::read(shared),
             slo,
             gauges: shared.selector.gauges(),
             policy: shared.selector.name(),

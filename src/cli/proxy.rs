@@ -22,11 +22,19 @@ pub struct ProxyArgs {
     /// Address to listen on (ip:port or host:port).
     #[arg(long, default_value = config::DEFAULT_PROXY_LISTEN, value_name = "ADDR")]
     pub listen: String,
-    /// A backend (ip:port or host:port); repeat for more. A host name
-    /// becomes one backend per address, re-resolved every --resolve-interval.
-    /// With --config, replaces the file's backends.
-    #[arg(long = "backend", value_name = "ADDR")]
+    /// A backend (ip:port or host:port), optionally with `,maxconn=N` (at
+    /// most N requests in flight to it, the rest queue) and `,weight=W`;
+    /// repeat for more. A host name becomes one backend per address,
+    /// re-resolved every --resolve-interval. With --config, replaces the
+    /// file's backends.
+    #[arg(long = "backend", value_name = "ADDR[,maxconn=N][,weight=W]")]
     pub backends: Vec<String>,
+    /// A request waiting this long for a backend under its maxconn gets 503 with Retry-After.
+    #[arg(long, default_value = "5s", value_name = "DURATION")]
+    pub queue_timeout: String,
+    /// Requests waiting for a backend at once (all workers); one more gets 503.
+    #[arg(long, default_value_t = config::DEFAULT_MAX_QUEUE, value_name = "N")]
+    pub max_queue: usize,
     /// How often backends given as host names are resolved again (min 100ms).
     #[arg(long, default_value = "5s", value_name = "DURATION")]
     pub resolve_interval: String,
@@ -229,6 +237,13 @@ impl ProxyArgs {
                 "--resolve-interval",
                 &self.resolve_interval,
             )?,
+            queue: config::QueueConfig {
+                timeout: config::QueueConfig::parse_timeout(
+                    "--queue-timeout",
+                    &self.queue_timeout,
+                )?,
+                max: config::QueueConfig::check_max("--max-queue", self.max_queue)?,
+            },
         })
     }
 
@@ -246,6 +261,10 @@ impl ProxyArgs {
             problems.iter().map(|p| format!("{shown}: {p}")).collect()
         };
         let mut parsed = FileConfig::parse(&text).map_err(lines)?;
+        // `--backend` options are checked here, as the file has no such text.
+        for b in &self.backends {
+            config::parse_backend_flag(b).map_err(|e| vec![e.to_string()])?;
+        }
         self.overlay(matches, &mut parsed);
         parsed.validate(&text).map_err(lines)
     }
@@ -273,6 +292,12 @@ impl ProxyArgs {
         }
         if mark("resolve_interval", "resolve_interval", "--resolve-interval") {
             f.resolve_interval = val(self.resolve_interval.clone());
+        }
+        if mark("queue_timeout", "queue_timeout", "--queue-timeout") {
+            f.queue_timeout = val(self.queue_timeout.clone());
+        }
+        if mark("max_queue", "max_queue", "--max-queue") {
+            f.max_queue = Some(Spanned::new(0..0, self.max_queue));
         }
         if mark("policy", "policy", "--policy") {
             f.policy = val(self.policy.clone());
@@ -390,12 +415,22 @@ impl ProxyArgs {
             f.admin.address = self.admin.clone().map(|v| Spanned::new(0..0, v));
         }
         if mark("backends", "backend.address", "--backend") {
+            // Checked in `resolve`; a bad value is kept whole, so that it
+            // still fails as an address.
             f.backends = (self.backends.iter())
-                .map(|a| FileBackend {
-                    address: Spanned::new(0..0, a.clone()),
-                    name: None,
-                    weight: None,
-                    backup: None,
+                .map(|a| {
+                    let flag = config::parse_backend_flag(a).unwrap_or(config::BackendFlag {
+                        addr: a.clone(),
+                        maxconn: None,
+                        weight: None,
+                    });
+                    FileBackend {
+                        address: Spanned::new(0..0, flag.addr),
+                        name: None,
+                        weight: flag.weight.map(|w| Spanned::new(0..0, w)),
+                        backup: None,
+                        maxconn: flag.maxconn.map(|m| Spanned::new(0..0, m)),
+                    }
                 })
                 .collect();
         }

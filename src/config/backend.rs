@@ -21,6 +21,10 @@ pub struct BackendAddr {
     /// The `host:port` text when the address was given as a host name (not
     /// an IP literal): the resolver thread re-resolves it.
     pub host: Option<String>,
+    /// `maxconn`: at most this many requests in flight to it at once, across
+    /// all workers (1..=[`MAX_MAXCONN`]); the rest wait in the proxy's
+    /// queue. `None`: no configured limit.
+    pub maxconn: Option<u32>,
 }
 
 impl BackendAddr {
@@ -32,6 +36,7 @@ impl BackendAddr {
             weight: 1,
             backup: false,
             host: None,
+            maxconn: None,
         }
     }
 
@@ -43,6 +48,78 @@ impl BackendAddr {
             .strip_suffix(suffix.as_str())
             .unwrap_or(&self.name)
     }
+}
+
+/// Largest `maxconn`: far above what one backend serves at once, small
+/// enough that in-flight counts stay far from `u32` overflow.
+pub const MAX_MAXCONN: u32 = 1_000_000;
+
+/// Checks a `maxconn` value (1..=[`MAX_MAXCONN`]; 0 is refused rather
+/// than read as "no limit", which is written by leaving the key out).
+pub fn check_maxconn(flag: &'static str, n: u32) -> Result<u32, ConfigError> {
+    if (1..=MAX_MAXCONN).contains(&n) {
+        return Ok(n);
+    }
+    Err(ConfigError::BadValue {
+        flag,
+        value: n.to_string(),
+        why: format!("maxconn out of range (1..={MAX_MAXCONN}; leave it out for no limit)"),
+    })
+}
+
+/// One `--backend` value: `ADDR[,maxconn=N][,weight=W]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendFlag {
+    pub addr: String,
+    pub maxconn: Option<u32>,
+    pub weight: Option<u32>,
+}
+
+/// Splits a `--backend` value into its address and options. The plain
+/// `ADDR` form stays valid; each option at most once.
+pub fn parse_backend_flag(value: &str) -> Result<BackendFlag, ConfigError> {
+    let bad = |why: String| ConfigError::BadValue {
+        flag: "--backend",
+        value: value.to_string(),
+        why,
+    };
+    let mut parts = value.split(',');
+    let addr = parts.next().unwrap_or_default().trim().to_string();
+    if addr.is_empty() {
+        return Err(bad("missing address (ADDR[,maxconn=N][,weight=W])".into()));
+    }
+    let mut out = BackendFlag {
+        addr,
+        maxconn: None,
+        weight: None,
+    };
+    // Bounded by the value's length.
+    for opt in parts {
+        let (key, v) = opt.split_once('=').unwrap_or((opt, ""));
+        let n: u32 = v
+            .trim()
+            .parse()
+            .map_err(|_| bad(format!("'{opt}': expected maxconn=N or weight=W")))?;
+        let slot = match key.trim() {
+            "maxconn" => &mut out.maxconn,
+            "weight" => &mut out.weight,
+            other => return Err(bad(format!("unknown option '{other}' (maxconn, weight)"))),
+        };
+        if slot.replace(n).is_some() {
+            return Err(bad(format!("'{}' given twice", key.trim())));
+        }
+    }
+    if let Some(n) = out.maxconn
+        && !(1..=MAX_MAXCONN).contains(&n)
+    {
+        return Err(bad(format!("maxconn out of range (1..={MAX_MAXCONN})")));
+    }
+    if let Some(w) = out.weight
+        && !(1..=MAX_WEIGHT).contains(&w)
+    {
+        return Err(bad(format!("weight out of range (1..={MAX_WEIGHT})")));
+    }
+    Ok(out)
 }
 
 /// Largest backend weight: HAProxy's limit (256), plenty for "3 times as
@@ -132,6 +209,7 @@ pub fn expand(
             weight,
             backup,
             host: host.map(str::to_string),
+            maxconn: None,
         })
         .collect()
 }
@@ -144,8 +222,14 @@ pub fn resolve_backends(values: &[String]) -> Result<Vec<BackendAddr>, ConfigErr
     }
     let mut out = Vec::with_capacity(values.len());
     for v in values {
-        let (addrs, host) = resolve_all("--backend", v)?;
-        out.extend(expand(v, host.as_deref(), &addrs, 1, false));
+        let flag = parse_backend_flag(v)?;
+        let (addrs, host) = resolve_all("--backend", &flag.addr)?;
+        let weight = flag.weight.unwrap_or(1);
+        let mut these = expand(&flag.addr, host.as_deref(), &addrs, weight, false);
+        for b in &mut these {
+            b.maxconn = flag.maxconn;
+        }
+        out.extend(these);
     }
     Ok(out)
 }
@@ -198,6 +282,37 @@ mod tests {
             && b.iter().all(|b| b.host.as_deref() == Some("localhost:82"))));
         assert!(resolve_all("--backend", "nope").is_err());
         assert!(resolve_all("--backend", "no-such-host.invalid:80").is_err());
+    }
+
+    #[test]
+    fn backend_flags_take_maxconn_and_weight() {
+        let p = |v: &str| parse_backend_flag(v).map_err(|e| e.to_string());
+        assert_eq!(
+            p("127.0.0.1:81"),
+            Ok(BackendFlag {
+                addr: "127.0.0.1:81".into(),
+                maxconn: None,
+                weight: None
+            })
+        );
+        assert_eq!(
+            p("127.0.0.1:81,maxconn=2,weight=3"),
+            Ok(BackendFlag {
+                addr: "127.0.0.1:81".into(),
+                maxconn: Some(2),
+                weight: Some(3)
+            })
+        );
+        assert!(p("127.0.0.1:81,maxconn=0").is_err_and(|e| e.contains("maxconn out of range")));
+        assert!(p("127.0.0.1:81,weight=0").is_err_and(|e| e.contains("weight out of range")));
+        assert!(p("127.0.0.1:81,maxconn=x").is_err_and(|e| e.contains("expected maxconn=N")));
+        assert!(p("127.0.0.1:81,speed=3").is_err_and(|e| e.contains("unknown option 'speed'")));
+        assert!(p("127.0.0.1:81,maxconn=2,maxconn=3").is_err_and(|e| e.contains("twice")));
+        let b = resolve_backends(&["127.0.0.1:81,maxconn=4,weight=2".into()]);
+        assert!(b.is_ok_and(|b| b.len() == 1
+            && b[0].maxconn == Some(4)
+            && b[0].weight == 2
+            && b[0].name == "127.0.0.1:81"));
     }
 
     #[test]

@@ -53,6 +53,10 @@ pub struct FileConfig {
     pub request_id: Val<String>,
     /// `--resolve-interval`.
     pub resolve_interval: Val<String>,
+    /// `--queue-timeout`.
+    pub queue_timeout: Val<String>,
+    /// `--max-queue`.
+    pub max_queue: Val<usize>,
     #[serde(default)]
     pub timeouts: FileTimeouts,
     #[serde(default)]
@@ -115,6 +119,8 @@ pub struct FileBackend {
     pub name: Val<String>,
     pub weight: Val<u32>,
     pub backup: Val<bool>,
+    /// Requests in flight to it at once, across all workers.
+    pub maxconn: Val<u32>,
 }
 
 /// One thing wrong with a configuration file.
@@ -276,6 +282,7 @@ impl FileConfig {
             None => Some(super::DEFAULT_RESOLVE_INTERVAL),
         };
         let listeners = self.listeners(c, listen);
+        let queue = self.queue(c);
         let h = &self.health;
         Some(ProxyConfig {
             server: ServerConfig {
@@ -309,6 +316,7 @@ impl FileConfig {
             admin: admin?,
             admin_token: admin_token?,
             resolve_interval: resolve_interval?,
+            queue: queue?,
         })
     }
 
@@ -442,9 +450,23 @@ impl FileConfig {
             }
             names.push(name);
             let backup = b.backup.as_ref().is_some_and(|v| *v.get_ref());
-            match (addrs, weight) {
-                (Some((addrs, host)), Some(weight)) => {
-                    out.extend(super::expand(name, host.as_deref(), &addrs, weight, backup));
+            let maxconn = match &b.maxconn {
+                Some(m) => match super::check_maxconn("backend.maxconn", *m.get_ref()) {
+                    Ok(m) => Some(Some(m)),
+                    Err(_) => {
+                        let why = format!("out of range (1..={})", super::MAX_MAXCONN);
+                        c.fail("backend.maxconn", m.span(), &why)
+                    }
+                },
+                None => Some(None),
+            };
+            match (addrs, weight, maxconn) {
+                (Some((addrs, host)), Some(weight), Some(maxconn)) => {
+                    let mut these = super::expand(name, host.as_deref(), &addrs, weight, backup);
+                    for b in &mut these {
+                        b.maxconn = maxconn;
+                    }
+                    out.extend(these);
                 }
                 _ => ok = false,
             }
@@ -528,6 +550,7 @@ impl Check<'_> {
 
 mod listener;
 mod log;
+mod queue;
 
 #[cfg(test)]
 #[path = "file_tests.rs"]

@@ -146,9 +146,9 @@ fn structural_errors_name_the_key_with_line_and_column() {
         nested[0].starts_with("line 2, column 1: unknown field `conect`"),
         "{nested:?}"
     );
-    let in_backend = problems("[[backend]]\naddress = \"127.0.0.1:1\"\nmaxconn = 5\n");
+    let in_backend = problems("[[backend]]\naddress = \"127.0.0.1:1\"\nmaxcon = 5\n");
     assert!(
-        in_backend[0].contains("unknown field `maxconn`"),
+        in_backend[0].contains("unknown field `maxcon`"),
         "{in_backend:?}"
     );
     let ty = problems(&format!("[timeouts]\nconnect = 5\n{ONE}"));
@@ -237,4 +237,42 @@ fn line_col_and_key_at() {
     assert_eq!(key_at(text, 14).as_deref(), Some("t.b"));
     assert_eq!(key_at(text, 4).as_deref(), Some("a"));
     assert_eq!(key_at(text, 6).as_deref(), Some("t"));
+}
+
+#[test]
+fn queue_keys_and_maxconn_are_read_and_checked() {
+    use crate::config::QueueConfig;
+    let text = "queue_timeout = \"250ms\"\nmax_queue = 7\n[[backend]]\n\
+                address = \"127.0.0.1:8081\"\nmaxconn = 2\n";
+    let cfg = load(text).unwrap_or_else(|p| panic!("{p:?}"));
+    assert_eq!(
+        cfg.queue,
+        QueueConfig {
+            timeout: Duration::from_millis(250),
+            max: 7
+        }
+    );
+    assert_eq!(cfg.backends[0].maxconn, Some(2));
+    let plain = load(ONE).unwrap_or_else(|p| panic!("{p:?}"));
+    assert_eq!(
+        (plain.queue, plain.backends[0].maxconn),
+        (QueueConfig::default(), None)
+    );
+    let bad = problems(
+        "queue_timeout = \"0s\"\nmax_queue = 1000000\n[[backend]]\n\
+         address = \"127.0.0.1:8081\"\nmaxconn = 0\n",
+    );
+    assert_eq!(bad.len(), 3, "{bad:?}");
+    assert!(
+        bad.iter().any(|p| p.contains("invalid queue_timeout '0s'")),
+        "{bad:?}"
+    );
+    assert!(
+        bad.iter().any(|p| p.contains("invalid max_queue 1000000")),
+        "{bad:?}"
+    );
+    assert!(
+        bad.iter().any(|p| p.contains("invalid backend.maxconn 0")),
+        "{bad:?}"
+    );
 }

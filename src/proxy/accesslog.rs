@@ -23,7 +23,8 @@ use crate::http::RequestId;
 
 /// The header; tools (the seed's pandas scripts, `tidegate report`) rely
 /// on the first five names exactly.
-pub const HEADER: &str = "timestamp,backend_url,latency_ms,status_code,routing_mode,outcome,worker";
+pub const HEADER: &str =
+    "timestamp,backend_url,latency_ms,status_code,routing_mode,outcome,worker,queue_wait_ms";
 
 /// How a request ended, as logged in the `outcome` column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +49,11 @@ pub enum Outcome {
     ClientAbort,
     /// The request switched protocols (101) and became a byte tunnel.
     Upgraded,
+    /// The request waited `--queue-timeout` for a backend under its limit
+    /// (or the proxy stopped while it waited): 503, no backend involved.
+    QueueTimeout,
+    /// The queue was full (`--max-queue`): 503, no backend involved.
+    QueueFull,
 }
 
 impl Outcome {
@@ -63,6 +69,8 @@ impl Outcome {
             Outcome::Truncated => "truncated",
             Outcome::ClientAbort => "client_abort",
             Outcome::Upgraded => "upgraded",
+            Outcome::QueueTimeout => "queue_timeout",
+            Outcome::QueueFull => "queue_full",
         }
     }
 }
@@ -77,6 +85,8 @@ pub struct Row {
     pub status: u16,
     pub outcome: Outcome,
     pub worker: u16,
+    /// How long the request waited in the proxy's queue (zero if it did not).
+    pub queue_wait: Duration,
     /// The request line and fields the json and combined formats show;
     /// `None` for the csv format (no allocation per request there).
     pub detail: Option<Box<Detail>>,
@@ -237,8 +247,9 @@ pub fn format_json(line: &mut String, row: &Row, mode: &str) {
     let attempts = row.detail.as_ref().map_or(0, |d| d.attempts);
     let _ = write!(
         line,
-        ",\"attempts\":{attempts},\"latency_ms\":{:.3},\"outcome\":\"{}\",\"side\":",
+        ",\"attempts\":{attempts},\"latency_ms\":{:.3},\"queue_wait_ms\":{:.3},\"outcome\":\"{}\",\"side\":",
         row.latency.as_secs_f64() * 1000.0,
+        row.queue_wait.as_secs_f64() * 1000.0,
         row.outcome.as_str()
     );
     match row.outcome.side() {
@@ -258,10 +269,14 @@ pub fn format_json(line: &mut String, row: &Row, mode: &str) {
 }
 
 /// One combined-format line: `client - - [time] "request" status bytes
-/// "referer" "user-agent"` (plus nothing: tools split on the quotes).
+/// "referer" "user-agent"`, exactly nginx's and Apache's, followed by
+/// ` queue_wait=SECONDS` only when the request waited in the proxy's queue
+/// (extra fields after the standard ones, as nginx's `$request_time` often
+/// is; tools reading combined logs split on the quotes).
 pub fn format_combined(line: &mut String, row: &Row) {
     let Some(d) = &row.detail else {
-        let _ = writeln!(line, "- - - [-] \"-\" {} - \"-\" \"-\"", row.status);
+        let _ = write!(line, "- - - [-] \"-\" {} - \"-\" \"-\"", row.status);
+        queue_tail(line, row.queue_wait);
         return;
     };
     let _ = write!(line, "{} - - [", d.client.ip());
@@ -279,7 +294,16 @@ pub fn format_combined(line: &mut String, row: &Row) {
     quoted_text(line, d.referer.as_deref().unwrap_or("-"));
     line.push_str("\" \"");
     quoted_text(line, d.user_agent.as_deref().unwrap_or("-"));
-    line.push_str("\"\n");
+    line.push('"');
+    queue_tail(line, row.queue_wait);
+}
+
+/// Ends a combined line: ` queue_wait=SECONDS` if the request waited.
+fn queue_tail(line: &mut String, wait: Duration) {
+    if !wait.is_zero() {
+        let _ = write!(line, " queue_wait={:.3}", wait.as_secs_f64());
+    }
+    line.push('\n');
 }
 
 impl Outcome {
@@ -293,6 +317,8 @@ impl Outcome {
             | Outcome::BadResponse
             | Outcome::BackendTimeout
             | Outcome::Truncated => Some("backend"),
+            // The proxy's own refusal: neither the client's nor a backend's.
+            Outcome::QueueTimeout | Outcome::QueueFull => Some("proxy"),
         }
     }
 }
@@ -382,11 +408,12 @@ pub fn format_row(line: &mut String, row: &Row, mode: &str) {
     }
     let _ = writeln!(
         line,
-        ",{:.3},{},{mode},{},{}",
+        ",{:.3},{},{mode},{},{},{:.3}",
         row.latency.as_secs_f64() * 1000.0,
         row.status,
         row.outcome.as_str(),
-        row.worker
+        row.worker,
+        row.queue_wait.as_secs_f64() * 1000.0
     );
 }
 
@@ -434,6 +461,7 @@ mod tests {
             status,
             outcome,
             worker: 1,
+            queue_wait: Duration::from_micros(750),
             detail: detail.map(Box::new),
         }
     }
@@ -467,7 +495,7 @@ mod tests {
             "{\"time\":\"2025-12-02T01:02:03.456Z\",\"client\":\"127.0.0.9:5555\",\"method\":\"GET\",\
              \"path\":\"/a\\\"b\\\\c\\u0001\",\"protocol\":\"HTTP/1.1\",\"status\":502,\"bytes_in\":40,\
              \"bytes_out\":120,\"duration_ms\":2.250,\"upstream\":\"127.0.0.1:8081\",\"attempts\":2,\
-             \"latency_ms\":1.500,\"outcome\":\"backend_reset\",\"side\":\"backend\",\
+             \"latency_ms\":1.500,\"queue_wait_ms\":0.750,\"outcome\":\"backend_reset\",\"side\":\"backend\",\
              \"request_id\":\"abc-123\",\"policy\":\"tail-budget\",\"worker\":1}\n"
         );
     }
@@ -479,12 +507,15 @@ mod tests {
         assert_eq!(
             line,
             "127.0.0.9 - - [02/Dec/2025:01:02:03 +0000] \"GET /a\\\"b\\\\c\\x01 HTTP/1.1\" 200 120 \
-             \"-\" \"curl/8 \\\"x\\\"\"\n"
+             \"-\" \"curl/8 \\\"x\\\"\" queue_wait=0.001\n"
         );
         let mut line = String::new();
         let d = Detail::unparsed(SocketAddr::from(([10, 0, 0, 1], 1)), 7, 30);
-        format_combined(&mut line, &row(Some(d), Outcome::BadRequest, 400));
+        let mut r = row(Some(d), Outcome::BadRequest, 400);
+        r.queue_wait = Duration::ZERO;
+        format_combined(&mut line, &r);
         assert!(line.starts_with("10.0.0.1 - - ["), "{line}");
+        // No wait, no tail: the standard combined line.
         assert!(line.ends_with("] \"-\" 400 30 \"-\" \"-\"\n"), "{line}");
     }
 
@@ -493,6 +524,8 @@ mod tests {
         assert_eq!(Outcome::ClientTimeout.side(), Some("client"));
         assert_eq!(Outcome::BackendTimeout.side(), Some("backend"));
         assert_eq!(Outcome::Ok.side(), None);
+        assert_eq!(Outcome::QueueTimeout.side(), Some("proxy"));
+        assert_eq!(Outcome::QueueFull.as_str(), "queue_full");
         assert_eq!("json".parse(), Ok(LogFormat::Json));
         assert!("xml".parse::<LogFormat>().is_err());
         assert_eq!(LogTarget::parse("stdout"), LogTarget::Stdout);

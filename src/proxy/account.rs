@@ -25,6 +25,9 @@ pub fn end_attempt<N: Net>(
     latency: Duration,
     end: End,
 ) {
+    if let Some(slot) = ex.slot.take() {
+        env.ctx.released(slot, env.timers, env.now);
+    }
     let Some(b) = ex.attempt.take() else { return };
     let shared = env.ctx.generation(ex.generation);
     shared.metrics.finished(
@@ -136,6 +139,7 @@ pub fn log_row<N: Net>(
             status,
             outcome,
             worker: env.ctx.worker,
+            queue_wait: ex.map_or(Duration::ZERO, |ex| ex.queue_wait),
             detail,
         });
     }

@@ -92,6 +92,12 @@ pub struct Exchange {
     /// The access log's copy of the request line and fields, when its
     /// format wants one.
     pub log: Option<Box<Detail>>,
+    /// The place held on the attempt's backend under its limit; given back
+    /// when the attempt ends (`account::end_attempt`) or, failing that,
+    /// when dropped.
+    pub slot: Option<super::slots::SlotGuard>,
+    /// How long the request waited in the proxy's queue.
+    pub queue_wait: Duration,
 }
 
 impl Exchange {
@@ -120,6 +126,8 @@ impl Exchange {
             started: now,
             bytes_out: 0,
             log: None,
+            slot: None,
+            queue_wait: Duration::ZERO,
         }
     }
 

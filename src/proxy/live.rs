@@ -224,6 +224,9 @@ pub fn build(cfg: &ProxyConfig, prev: Option<&Shared>, now: Instant) -> Result<S
             tls: listener_tls(cfg),
             id_prefix: super::id_prefix(),
             drained: Arc::new(Drained::new(cfg.backends.len())),
+            slots: super::slots::Slots::build(&cfg.backends, None),
+            board: Arc::new(super::board::Board::new(cfg.server.workers)),
+            queue: cfg.queue,
         },
         Some(prev) => {
             let map = map_backends(&prev.backends, &cfg.backends);
@@ -247,6 +250,12 @@ pub fn build(cfg: &ProxyConfig, prev: Option<&Shared>, now: Instant) -> Result<S
                 id_prefix: prev.id_prefix,
                 // A backend drained by an operator stays drained.
                 drained: Arc::new(prev.drained.remapped(&map)),
+                slots: super::slots::Slots::build(
+                    &cfg.backends,
+                    Some((&prev.slots, &prev.backends)),
+                ),
+                board: Arc::clone(&prev.board),
+                queue: cfg.queue,
             }
         }
     };

@@ -23,9 +23,14 @@
 //! - `csvlog`: the request log's writer thread (`--access-log`, `--log-csv`).
 //! - `drained`: the backends an operator drained through the admin API.
 //! - `summary`: the run summary.
+//! - `slots`: per-backend concurrency limits (`maxconn`, later learned
+//!   ones) and in-flight counts, held across all workers.
+//! - `queue`: one worker's FIFO of requests waiting for a backend under its
+//!   limit (pure); `board`: what the workers' queues share.
 
 pub mod accesslog;
 mod account;
+pub mod board;
 mod client;
 pub mod csvlog;
 pub mod drained;
@@ -33,9 +38,11 @@ mod exchange;
 pub mod fault;
 pub mod live;
 pub mod net;
+pub mod queue;
 pub mod reload;
 pub mod resolver;
 pub mod session;
+pub mod slots;
 pub mod summary;
 mod tunnel;
 pub mod upstream;
@@ -106,6 +113,13 @@ pub struct Shared {
     /// Backends drained through the admin API (also read by each
     /// worker's pool, which closes their idle connections).
     pub drained: Arc<drained::Drained>,
+    /// Per-backend concurrency limits and in-flight counts (kept across
+    /// reloads for backends that stay).
+    pub slots: slots::Slots,
+    /// What the workers' queues share (one for the process).
+    pub board: Arc<board::Board>,
+    /// `--queue-timeout`, `--max-queue`.
+    pub queue: crate::config::QueueConfig,
 }
 
 /// A backend's state as the admin API and `/readyz` report it. The first
@@ -187,6 +201,7 @@ impl Shared {
         // Health checks first: admitting claims an ejected backend's probe.
         let usable = |b: usize| {
             !drained(b)
+                && self.slots.has_room(b)
                 && self.active.as_ref().is_none_or(|a| a.is_up(b))
                 && self.ejector.admit(b, now) != Admit::No
         };
@@ -305,6 +320,8 @@ pub struct ProxyCtx<N: net::Net = net::Tcp> {
     pub span: summary::TrafficSpan,
     /// This worker's request id generator.
     pub ids: IdGen,
+    /// Requests waiting for a backend under its limit, on this worker.
+    pub queue: queue::Queue,
 }
 
 impl ProxyCtx<net::Tcp> {
@@ -324,6 +341,7 @@ impl<N: net::Net> ProxyCtx<N> {
         let shared = live.current();
         let worker = u16::try_from(worker).unwrap_or(u16::MAX);
         let upstreams = upstream::Upstreams::new(net, Arc::clone(&shared.drained));
+        let queue = queue::Queue::new(shared.queue.max, shared.queue.timeout);
         ProxyCtx {
             worker,
             ids: IdGen::new(shared.id_prefix, worker),
@@ -336,6 +354,7 @@ impl<N: net::Net> ProxyCtx<N> {
             warn: RateLimit::new(WARN_EVERY),
             latencies: summary::new_histogram(),
             span: summary::TrafficSpan::default(),
+            queue,
         }
     }
 
@@ -350,6 +369,7 @@ impl<N: net::Net> ProxyCtx<N> {
         let map = reload::map_backends(&self.shared.backends, &next.backends);
         self.upstreams.remap(&map);
         self.upstreams.set_drained(Arc::clone(&next.drained));
+        self.queue.configure(next.queue.max, next.queue.timeout);
         let old = std::mem::replace(&mut self.shared, next);
         self.gens.retire(old);
     }
@@ -372,6 +392,53 @@ impl<N: net::Net> ProxyCtx<N> {
         }
         let addr = self.generation(generation).backends.get(backend)?.addr;
         self.shared.backends.iter().position(|b| b.addr == addr)
+    }
+
+    /// A place on a backend was given back: it is offered to the oldest
+    /// head among the workers' queues: this worker's (woken now through the
+    /// timer heap), or another worker's, woken.
+    pub fn released(
+        &mut self,
+        slot: slots::SlotGuard,
+        timers: &mut crate::runtime::timers::Timers,
+        now: std::time::Instant,
+    ) {
+        let counted = slot.counted();
+        drop(slot);
+        let board = &self.shared.board;
+        if !counted || !board.anyone_waiting() {
+            return;
+        }
+        let head = self.queue.head();
+        let worker = usize::from(self.worker);
+        match board.older_head(worker, head.map(|h| h.since)) {
+            Some(other) => {
+                board.wake(other);
+            }
+            None => {
+                if let Some(h) = head {
+                    timers.schedule(now, h.key);
+                }
+            }
+        }
+    }
+
+    /// Publishes this worker's queue head to the other workers.
+    pub fn publish_head(&self) {
+        let since = self.queue.head().map(|h| h.since);
+        self.shared.board.set_head(usize::from(self.worker), since);
+    }
+
+    /// Offers the head of this worker's queue a try now (after a wake-up
+    /// from another worker, and periodically as a backstop).
+    pub fn kick_queue(
+        &mut self,
+        timers: &mut crate::runtime::timers::Timers,
+        now: std::time::Instant,
+    ) {
+        if let Some(head) = self.queue.head() {
+            timers.schedule(now, head.key);
+        }
     }
 
     /// Records an answered request's latency, completed at `now`, for the

@@ -147,6 +147,11 @@ pub trait Session: Sized + Send + 'static {
     /// [`HOUSEKEEPING`]: crate::runtime::worker::HOUSEKEEPING
     fn housekeep(_ctx: &mut Self::Ctx, _now: Instant) {}
 
+    /// Another thread woke this worker (its waker), or housekeeping is
+    /// due: proxy mode offers a place freed on another worker to the head
+    /// of this worker's queue here (by scheduling it through `timers`).
+    fn kick(_ctx: &mut Self::Ctx, _timers: &mut Timers, _now: Instant) {}
+
     /// Maps readiness on `token(key, side)` to the session that handles it.
     /// By default a token belongs to the session in the same slab entry;
     /// proxy mode keeps backend sockets in a per-worker table instead, so

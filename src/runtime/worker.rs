@@ -161,6 +161,7 @@ impl<S: Session> Worker<S> {
             for ev in events.iter() {
                 if ev.token() == WAKER {
                     self.drain_inbox(now);
+                    S::kick(&mut self.ctx, &mut self.timers, now);
                     continue;
                 }
                 let (key, side) = split(ev.token());
@@ -182,6 +183,7 @@ impl<S: Session> Worker<S> {
             self.fire_timers(now);
             if now >= self.next_housekeeping {
                 S::housekeep(&mut self.ctx, now);
+                S::kick(&mut self.ctx, &mut self.timers, now);
                 self.next_housekeeping = now + HOUSEKEEPING;
             }
             if self

@@ -66,6 +66,7 @@ pub fn start(backends: &[(&str, SocketAddr)], opts: Opts) -> io::Result<AdminPro
         admin: None,
         admin_token: None,
         resolve_interval: tidegate::config::DEFAULT_RESOLVE_INTERVAL,
+        queue: tidegate::config::QueueConfig::default(),
     };
     let listener = admin::AdminListener::bind(
         SocketAddr::from(([127, 0, 0, 1], 0)),

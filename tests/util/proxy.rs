@@ -35,6 +35,8 @@ pub struct Opts {
     pub forward: ForwardOpts,
     /// `--admin-token` (admin tests only).
     pub admin_token: Option<String>,
+    /// `--queue-timeout`, `--max-queue`.
+    pub queue: tidegate::config::QueueConfig,
 }
 
 impl Default for Opts {
@@ -55,6 +57,7 @@ impl Default for Opts {
             health_check: None,
             forward: ForwardOpts::default(),
             admin_token: None,
+            queue: tidegate::config::QueueConfig::default(),
         }
     }
 }
@@ -124,6 +127,7 @@ pub fn config_backends(backends: Vec<BackendAddr>, opts: Opts) -> io::Result<Pro
         admin: None,
         admin_token: None,
         resolve_interval: tidegate::config::DEFAULT_RESOLVE_INTERVAL,
+        queue: opts.queue,
     })
 }
 

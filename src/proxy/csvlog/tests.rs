@@ -31,12 +31,13 @@ fn rows_have_the_seed_columns_first() {
         status: 200,
         outcome: Outcome::Ok,
         worker: 1,
+        queue_wait: Duration::from_micros(2_500),
         detail: None,
     };
     format_row(&mut line, &row, "adaptive_ewma");
     assert_eq!(
         line,
-        "1970-01-01T00:00:00.000000Z,http://127.0.0.1:8081,12.345,200,adaptive_ewma,ok,1\n"
+        "1970-01-01T00:00:00.000000Z,http://127.0.0.1:8081,12.345,200,adaptive_ewma,ok,1,2.500\n"
     );
     line.clear();
     format_row(
@@ -60,6 +61,7 @@ fn row() -> Row {
         status: 200,
         outcome: Outcome::Ok,
         worker: 0,
+        queue_wait: Duration::ZERO,
         detail: None,
     }
 }
@@ -234,7 +236,7 @@ fn failed_writes_are_counted_and_the_writer_goes_on() -> io::Result<()> {
         lines
             .iter()
             .enumerate()
-            .all(|(i, l)| i == 1 || l.ends_with(",ok,0")),
+            .all(|(i, l)| i == 1 || l.ends_with(",ok,0,0.000")),
         "{text}"
     );
     Ok(())

@@ -21,6 +21,7 @@ impl<N: Net> ProxySession<N> {
             }
             State::Exchange(ex) => after(ex.last_progress, t.backend),
             State::Tunnel(tu) => after(tu.last_progress, t.tunnel),
+            State::Queued(q) => q.deadline(env.ctx),
             State::Closing(l) => after(l.started, LINGER),
         }
     }
@@ -59,6 +60,10 @@ impl<N: Net> ProxySession<N> {
             State::Idle(_) if N::handshaking(&self.client.stream) => {
                 N::handshake_timed_out(&mut self.client.stream);
                 return Err(CloseReason::Done);
+            }
+            State::Queued(_) => {
+                self.queue_timed_out(env);
+                return Ok(());
             }
             State::Idle(_) | State::Tunnel(_) | State::Closing(_) => {
                 return Err(CloseReason::Done);

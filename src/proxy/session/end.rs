@@ -107,9 +107,18 @@ impl<N: Net> ProxySession<N> {
                 Some(b) => shared.choose(now, Some(b)),
                 None => shared.choose(now, None),
             };
-            if let Some(next) = other.or(failed.filter(|_| stale)) {
+            // The retry needs a place under its backend's limit (the
+            // failed one keeps its place for a retry on itself).
+            if let Some(next) = other.or(failed.filter(|_| stale))
+                && let Some(slot) = if Some(next) == failed {
+                    ex.slot.take()
+                } else {
+                    shared.slots.try_acquire(next)
+                }
+            {
                 ProxyStats::bump(&shared.stats.retries);
                 end_attempt(&mut ex, env, 0, elapsed, end);
+                ex.slot = Some(slot);
                 ex.retried = true;
                 ex.relayed = false;
                 ex.resp = Resp::AwaitHead;

@@ -79,16 +79,9 @@ impl<N: Net> ProxySession<N> {
                 let shared = &env.ctx.shared;
                 ProxyStats::bump(&shared.stats.requests);
                 shared.retry_budget.request(env.now);
-                let Some(b) = shared.choose(env.now, None) else {
-                    // Every backend is drained: 503, and no backend blamed.
-                    self.answer_chosen_none(env);
-                    return Ok(true);
-                };
                 let mut ex = Exchange::new(head, env.now);
                 ex.log = detail;
-                ex.attach(b, self.key, &mut self.bufs, env);
-                self.state = State::Exchange(ex);
-                Ok(true)
+                Ok(self.dispatch(ex, env))
             }
         }
     }

@@ -3,6 +3,8 @@
 //! ```text
 //!          head parsed                    response relayed, keep-alive
 //!   Idle ─────────────▶ Exchange ───────────────────────────────────▶ Idle
+//!    │ │ no backend under its limit: Queued ──place freed──▶ Exchange
+//!    │ │                   (timeout/full: 503, see `queued`)
 //!    │ bad head: 4xx      │ │ │ 101 Switching Protocols
 //!    │ header timeout:408 │ │ └──────────────────────────▶ Tunnel ──▶ (closed)
 //!    │                    │ │ Fault::Backend, may retry (RFC 9110 §9.2.2):
@@ -24,6 +26,7 @@
 //!
 //! - this file: the state enum, the session, its drive loop and client I/O;
 //! - `head`: Idle, reading a request head; the proxy's own answers;
+//! - `queued`: Queued, waiting for a backend under its limit;
 //! - `end`: how an exchange ends (complete, tunnel, fault by side);
 //! - `clock`: deadlines and which side a timeout blames;
 //! - `tcp`: the `Session` impl the worker loop calls, on real sockets.
@@ -102,6 +105,9 @@ pub enum State {
     Idle(Idle),
     /// A request is being proxied.
     Exchange(Exchange),
+    /// A request waits for a backend under its limit (boxed: rare, and
+    /// it would double the size of every session otherwise).
+    Queued(Box<queued::Queued>),
     /// Switched protocols: bytes both ways.
     Tunnel(Tunnel),
     /// Flushing the last bytes, then lingering, then closing.
@@ -224,6 +230,7 @@ impl<N: Net> ProxySession<N> {
     pub fn on_drain(&mut self, env: &mut Ev<'_, '_, N>) -> Step {
         env.ctx.refresh();
         self.draining = true;
+        self.drain_queued(env);
         if let State::Idle(i) = &self.state
             && self.client.input.is_empty()
             && env.now.saturating_duration_since(i.since) >= DRAIN_IDLE_GRACE
@@ -235,6 +242,7 @@ impl<N: Net> ProxySession<N> {
 
     /// Releases what the session holds and counts its end.
     pub fn on_close(mut self, reason: CloseReason, env: &mut Ev<'_, '_, N>) {
+        self.left_queue(env);
         match mem::replace(&mut self.state, closing(env.now)) {
             // The client connection ends first: not the backend's doing.
             State::Exchange(ex) => end::abandon(ex, env),
@@ -242,7 +250,7 @@ impl<N: Net> ProxySession<N> {
                 env.ctx.upstreams.close(t.upstream);
                 ProxyStats::drop_gauge(&env.ctx.shared.stats.tunnels_open);
             }
-            State::Idle(_) | State::Closing(_) => {}
+            State::Idle(_) | State::Closing(_) | State::Queued(_) => {}
         }
         env.stats.record_close(reason, self.client.bytes_out);
     }
@@ -277,7 +285,7 @@ impl<N: Net> ProxySession<N> {
         match &mut self.state {
             State::Exchange(ex) => ex.last_progress = now,
             State::Tunnel(t) => t.last_progress = now,
-            State::Idle(_) | State::Closing(_) => {}
+            State::Idle(_) | State::Closing(_) | State::Queued(_) => {}
         }
     }
 
@@ -293,7 +301,7 @@ impl<N: Net> ProxySession<N> {
                 Pass::Moved => Ok(true),
                 Pass::Done => Err(CloseReason::Done),
             },
-            State::Idle(_) | State::Closing(_) => Ok(false),
+            State::Idle(_) | State::Closing(_) | State::Queued(_) => Ok(false),
         }
     }
 
@@ -305,6 +313,7 @@ impl<N: Net> ProxySession<N> {
                 let flow = ex.forward_body(&mut self.client, &mut self.bufs, env.ctx);
                 self.on_flow(flow, env)
             }
+            State::Queued(_) => self.try_admit(env),
             State::Tunnel(_) => Ok(false),
             State::Closing(_) => self.linger(env),
         }
@@ -320,6 +329,8 @@ impl<N: Net> ProxySession<N> {
             // bounded like a head) so that a client reset is noticed while
             // the backend works, not only when the response is written.
             State::Exchange(_) => self.client.input.len() <= http::MAX_HEAD,
+            // Read ahead the same way, to notice a client that leaves.
+            State::Queued(_) => self.client.input.len() <= http::MAX_HEAD,
             State::Tunnel(t) => t.wants_client_input(&self.bufs),
             State::Closing(_) => false,
         }
@@ -412,6 +423,7 @@ fn release<N: Net>(upstream: &mut Option<usize>, env: &mut Ev<'_, '_, N>, reuse:
 mod clock;
 mod end;
 mod head;
+mod queued;
 mod tcp;
 
 pub use tcp::route;

@@ -47,6 +47,10 @@ impl Session for ProxySession<Tcp> {
         ctx.upstreams.sweep();
     }
 
+    fn kick(ctx: &mut ProxyCtx<Tcp>, timers: &mut crate::runtime::timers::Timers, now: Instant) {
+        ctx.kick_queue(timers, now);
+    }
+
     fn route(key: usize, side: Side, ready: Ready, env: &mut Env<'_, ProxyCtx<Tcp>>) -> Route {
         route(key, side, ready, env)
     }

@@ -212,6 +212,9 @@ impl Harness {
             tls: Vec::new(),
             id_prefix: 7,
             drained: Arc::new(super::drained::Drained::new(BACKENDS)),
+            slots: super::slots::Slots::build(&backends, None),
+            board: Arc::new(super::board::Board::new(1)),
+            queue: crate::config::QueueConfig::default(),
             backends,
         });
         let net = MemNet::default();
@@ -314,6 +317,7 @@ impl Harness {
             Some(State::Exchange(_)) => "exchange",
             Some(State::Tunnel(_)) => "tunnel",
             Some(State::Closing(_)) => "closing",
+            Some(State::Queued(_)) => "queued",
         }
     }
 

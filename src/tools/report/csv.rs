@@ -337,6 +337,7 @@ mod tests {
                 status: 200,
                 outcome,
                 worker: 3,
+                queue_wait: Duration::ZERO,
                 detail: None,
             };
             csvlog::format_row(&mut text, &row, "adaptive_ewma");
