@@ -45,7 +45,7 @@ fn shared(backup: &[bool], now: Instant, active: bool) -> Shared {
         tls: Vec::new(),
         id_prefix: 7,
         drained: Arc::new(super::drained::Drained::new(backends.len())),
-        slots: super::slots::Slots::build(&backends, None),
+        slots: super::slots::Slots::build(&backends, None, false),
         board: Arc::new(super::board::Board::new(1)),
         queue: crate::config::QueueConfig::default(),
         backends,

@@ -224,7 +224,7 @@ pub fn build(cfg: &ProxyConfig, prev: Option<&Shared>, now: Instant) -> Result<S
             tls: listener_tls(cfg),
             id_prefix: super::id_prefix(),
             drained: Arc::new(Drained::new(cfg.backends.len())),
-            slots: super::slots::Slots::build(&cfg.backends, None),
+            slots: super::slots::Slots::build(&cfg.backends, None, false),
             board: Arc::new(super::board::Board::new(cfg.server.workers)),
             queue: cfg.queue,
         },
@@ -253,6 +253,7 @@ pub fn build(cfg: &ProxyConfig, prev: Option<&Shared>, now: Instant) -> Result<S
                 slots: super::slots::Slots::build(
                     &cfg.backends,
                     Some((&prev.slots, &prev.backends)),
+                    false,
                 ),
                 board: Arc::clone(&prev.board),
                 queue: cfg.queue,

@@ -36,6 +36,7 @@ pub mod csvlog;
 pub mod drained;
 mod exchange;
 pub mod fault;
+pub mod learned;
 pub mod live;
 pub mod net;
 pub mod queue;

@@ -106,12 +106,29 @@ impl Slot {
 pub struct SlotGuard {
     /// `None` when the backend had no limit (nothing was counted).
     slot: Option<Arc<Slot>>,
+    /// Requests in flight to the backend once this one was counted (itself
+    /// included); 0 when not counted.
+    at_send: u32,
 }
 
 impl SlotGuard {
     /// Whether giving this place back may let a queued request in.
     pub fn counted(&self) -> bool {
         self.slot.is_some()
+    }
+
+    /// The in-flight count this request was sent at, itself included
+    /// (what the learned limiter sets latency against); 0 if uncounted.
+    pub fn at_send(&self) -> u32 {
+        self.at_send
+    }
+
+    /// A place that counts nothing.
+    fn uncounted() -> SlotGuard {
+        SlotGuard {
+            slot: None,
+            at_send: 0,
+        }
     }
 }
 
@@ -132,13 +149,21 @@ impl Drop for SlotGuard {
 #[derive(Debug, Default)]
 pub struct Slots {
     slots: Vec<Arc<Slot>>,
+    /// Count every request, limited or not (`--policy adaptive`: the
+    /// learned limiter needs each backend's in-flight count, and a limit it
+    /// learns must hold from the first request on).
+    count_all: bool,
 }
 
 impl Slots {
     /// Slots for `backends`; with `prev` (a reload), a backend whose
     /// address was there keeps its slot (and in-flight count), with its
     /// new `maxconn`.
-    pub fn build(backends: &[BackendAddr], prev: Option<(&Slots, &[BackendAddr])>) -> Slots {
+    pub fn build(
+        backends: &[BackendAddr],
+        prev: Option<(&Slots, &[BackendAddr])>,
+        count_all: bool,
+    ) -> Slots {
         let slots = backends
             .iter()
             .map(|b| {
@@ -156,7 +181,7 @@ impl Slots {
                 }
             })
             .collect();
-        Slots { slots }
+        Slots { slots, count_all }
     }
 
     /// Backend `b`'s slot.
@@ -179,11 +204,18 @@ impl Slots {
     /// backend with no limit always gives an uncounted place.
     pub fn try_acquire(&self, b: usize) -> Option<SlotGuard> {
         let Some(slot) = self.slots.get(b) else {
-            return Some(SlotGuard { slot: None });
+            return Some(SlotGuard::uncounted());
         };
         let limit = slot.limits.effective();
         if limit == UNLIMITED {
-            return Some(SlotGuard { slot: None });
+            if !self.count_all {
+                return Some(SlotGuard::uncounted());
+            }
+            let n = slot.in_flight.fetch_add(1, Ordering::SeqCst);
+            return Some(SlotGuard {
+                slot: Some(Arc::clone(slot)),
+                at_send: n.saturating_add(1),
+            });
         }
         let mut n = slot.in_flight.load(Ordering::SeqCst);
         for _ in 0..CAS_ROUNDS {
@@ -197,6 +229,7 @@ impl Slots {
                 Ok(_) => {
                     return Some(SlotGuard {
                         slot: Some(Arc::clone(slot)),
+                        at_send: n + 1,
                     });
                 }
                 Err(now) => n = now,
@@ -227,7 +260,7 @@ mod tests {
 
     #[test]
     fn a_limit_is_never_exceeded_and_places_come_back() {
-        let slots = Slots::build(&[backend(1, Some(2)), backend(2, None)], None);
+        let slots = Slots::build(&[backend(1, Some(2)), backend(2, None)], None, false);
         let a = slots.try_acquire(0);
         let b = slots.try_acquire(0);
         assert!(a.as_ref().is_some_and(SlotGuard::counted) && b.is_some());
@@ -245,7 +278,7 @@ mod tests {
 
     #[test]
     fn the_effective_limit_is_the_smaller_one() {
-        let slots = Slots::build(&[backend(1, Some(10)), backend(2, None)], None);
+        let slots = Slots::build(&[backend(1, Some(10)), backend(2, None)], None, false);
         let (a, b) = (&slots.slots[0].limits, &slots.slots[1].limits);
         assert_eq!((a.effective(), a.configured()), (10, Some(10)));
         assert_eq!((b.effective(), b.configured()), (UNLIMITED, None));
@@ -260,11 +293,11 @@ mod tests {
     #[test]
     fn a_reload_keeps_the_count_of_a_backend_that_stays() {
         let old_cfg = [backend(1, Some(1)), backend(2, Some(1))];
-        let old = Slots::build(&old_cfg, None);
+        let old = Slots::build(&old_cfg, None, false);
         let held = old.try_acquire(1);
         assert!(held.is_some());
         let new_cfg = [backend(2, Some(3)), backend(3, None)];
-        let new = Slots::build(&new_cfg, Some((&old, &old_cfg)));
+        let new = Slots::build(&new_cfg, Some((&old, &old_cfg)), false);
         assert_eq!(new.get(0).map(|s| s.in_flight()), Some(1));
         assert_eq!(new.get(0).map(|s| s.limits.effective()), Some(3));
         drop(held);
@@ -273,7 +306,7 @@ mod tests {
 
     #[test]
     fn threads_racing_for_places_never_exceed_the_limit() {
-        let slots = Arc::new(Slots::build(&[backend(1, Some(3))], None));
+        let slots = Arc::new(Slots::build(&[backend(1, Some(3))], None, false));
         let peak = Arc::new(AtomicU32::new(0));
         let threads: Vec<_> = (0..4)
             .map(|_| {

@@ -212,7 +212,7 @@ impl Harness {
             tls: Vec::new(),
             id_prefix: 7,
             drained: Arc::new(super::drained::Drained::new(BACKENDS)),
-            slots: super::slots::Slots::build(&backends, None),
+            slots: super::slots::Slots::build(&backends, None, false),
             board: Arc::new(super::board::Board::new(1)),
             queue: crate::config::QueueConfig::default(),
             backends,
