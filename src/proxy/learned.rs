@@ -198,7 +198,7 @@ mod tests {
         (0..n)
             .map(|i| {
                 let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 9000 + i));
-                BackendAddr::new(&addr.to_string(), addr)
+                BackendAddr::new(addr.to_string(), addr)
             })
             .collect()
     }
