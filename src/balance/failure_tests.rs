@@ -43,7 +43,7 @@ fn shares_of(policy: &Policy, fail: bool) -> [f64; 3] {
     let mut heap = BinaryHeap::new();
     let mut order = 0u64;
     let mut send = |now: u64, heap: &mut BinaryHeap<_>, counts: &mut [u64; 3]| {
-        let b = s.pick(at(now), None).unwrap();
+        let b = s.tick_pick(at(now), &every).unwrap();
         s.on_send(b, at(now));
         let failed = fail && b == 0 && rng.next() < 0.5;
         let us = if failed {
@@ -72,7 +72,7 @@ fn shares_of(policy: &Policy, fail: bool) -> [f64; 3] {
             Outcome::Success { latency: d }
         };
         s.on_done(b, at(done));
-        s.observe(b, outcome, at(done));
+        s.answer(b, outcome, at(done));
         send(done, &mut heap, &mut counts);
     }
     let total = counts.iter().sum::<u64>().max(1) as f64;

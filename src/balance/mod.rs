@@ -35,20 +35,21 @@
 //! - `peak_ewma`: `peak-ewma`, P2C on `peak-EWMA latency * (in flight + 1)`
 //!   (Finagle / linkerd2), decaying with time constant `decay`.
 //!
-//! SMA and EWMA share `adaptive::Lowest` (cold-start probes, lowest estimate
+//! SMA and EWMA share `lowest::Lowest` (cold-start probes, lowest estimate
 //! wins, ties rotate, logging) and differ only in their per-backend
-//! `adaptive::Estimator`. Least-conn, P2C and peak-EWMA count requests in
+//! `lowest::Estimator`. Least-conn, P2C and peak-EWMA count requests in
 //! flight globally with `least_conn::InFlight`, fed by `on_send`/`on_done`;
 //! P2C and peak-EWMA share `p2c::draw` (two distinct random candidates).
 //!
 //! # Adding a policy
 //! Add a file with a type implementing [`Selector`] (or, for another
-//! "lowest estimate wins" rule, just an `adaptive::Estimator`), a [`Policy`]
+//! "lowest estimate wins" rule, just an `lowest::Estimator`), a [`Policy`]
 //! variant, its names in [`Policy::name`], `FromStr` and [`POLICY_NAMES`],
 //! and an arm in [`build`]. If it learns, also `inherit`, `as_any` and
 //! `epoch` (see `reload`) and a case in `inherit_tests`.
 
-mod adaptive;
+mod attempt;
+mod lowest;
 mod ewma;
 mod least_conn;
 mod p2c;
@@ -77,6 +78,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
+pub use attempt::Attempt;
+pub(crate) use attempt::Loads;
 pub use predictive::Predictive;
 pub use reload::{carry_map, rebuild};
 pub use tail_budget::TailBudget;
@@ -223,28 +226,34 @@ pub trait Selector: Send + Sync + fmt::Debug {
     /// The CSV `routing_mode` name (`round-robin`, `adaptive_sma`, ...).
     fn name(&self) -> &'static str;
 
-    /// Chooses a backend index for a new request. `exclude` is a backend
-    /// that just failed this request (retry elsewhere). Returns `None` only
-    /// if there is no (other) backend.
-    fn pick(&self, now: Instant, exclude: Option<usize>) -> Option<usize>;
+    /// Chooses a backend index for a new request among those `eligible`
+    /// accepts (the caller's health, drain, retry and limit rules; it must
+    /// be pure: a policy may call it for any backend, any number of times).
+    /// Returns `None` only if no backend is eligible. Claims nothing: the
+    /// count starts at [`Selector::on_send`].
+    fn pick(&self, now: Instant, eligible: &dyn Fn(usize) -> bool) -> Option<usize>;
 
-    /// Reports how a request sent to `backend` went. Called once per pick
-    /// that led to a request, failures included.
-    fn observe(&self, backend: usize, outcome: Outcome, now: Instant);
+    /// A request is being sent to `backend` (after `pick`): the ticket
+    /// that counts it in flight until [`Selector::observe`] consumes it or
+    /// it is dropped (answered, failed or abandoned alike). One selector
+    /// serves all workers, so the count is global.
+    fn on_send(&self, backend: usize, now: Instant) -> Attempt {
+        Attempt::new(backend, now)
+    }
+
+    /// Reports how the request of `attempt` (a ticket from this
+    /// selector's `on_send`) went, and ends it. At most once per attempt,
+    /// failures included; an attempt that never gets one is dropped.
+    fn observe(&self, attempt: Attempt, outcome: Outcome, now: Instant);
 
     /// The current per-backend estimate in ms (`None` = unmeasured), for
     /// logs and metrics. May allocate; not for the per-request path.
     fn estimates(&self) -> Vec<Option<f64>>;
 
-    /// A request attempt was sent towards `backend` (after `pick`). Policies
-    /// that count in-flight requests (least-conn, P2C, peak-EWMA) count here;
-    /// one selector serves all workers, so the count is global.
-    fn on_send(&self, _backend: usize, _now: Instant) {}
-
-    /// The attempt at `backend` is over, whatever happened: answered,
-    /// failed, or abandoned by its client. Called exactly once per
-    /// `on_send`, possibly without any `observe`.
-    fn on_done(&self, _backend: usize, _now: Instant) {}
+    /// Periodic work kept off the request path (tail-budget's share
+    /// recompute): called between requests by one designated worker, at
+    /// most every few milliseconds. No request waits for it.
+    fn tick(&self, _now: Instant) {}
 
     /// Per-backend numbers a policy wants shown besides its estimates
     /// (tail-budget's traffic weights, predictive's R²), as (name, values).
@@ -255,9 +264,9 @@ pub trait Selector: Send + Sync + fmt::Debug {
 
     /// Chooses among the backup backends, for when no primary is usable
     /// (the caller decides that). `pick` never returns a backup. `None`:
-    /// no (other) backup. Only the selector [`build`] wraps around primary
+    /// no eligible backup. Only the selector [`build`] wraps around primary
     /// and backup backends implements it.
-    fn pick_backup(&self, _now: Instant, _exclude: Option<usize>) -> Option<usize> {
+    fn pick_backup(&self, _now: Instant, _eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
         None
     }
 
@@ -532,6 +541,45 @@ pub(crate) mod test_util {
 
     pub(crate) fn at(t0: Instant, ms: u64) -> Instant {
         t0 + Duration::from_millis(ms)
+    }
+
+    /// Every backend is eligible.
+    pub(crate) fn every(_: usize) -> bool {
+        true
+    }
+
+    /// Every backend but `x` is eligible (a retry away from `x`).
+    pub(crate) fn but(x: usize) -> impl Fn(usize) -> bool {
+        move |i| i != x
+    }
+
+    /// `observe` with a ticket of its own, for tests that do not hold one:
+    /// sent when the outcome's time says (`now` minus its latency).
+    pub(crate) trait Answer {
+        fn answer(&self, backend: usize, outcome: Outcome, now: Instant);
+    }
+
+    /// `tick` then `pick`: what a worker ticking between requests does.
+    pub(crate) trait TickPick {
+        fn tick_pick(&self, now: Instant, eligible: &dyn Fn(usize) -> bool) -> Option<usize>;
+    }
+
+    impl<S: Selector + ?Sized> TickPick for S {
+        fn tick_pick(&self, now: Instant, eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
+            self.tick(now);
+            self.pick(now, eligible)
+        }
+    }
+
+    impl<S: Selector + ?Sized> Answer for S {
+        fn answer(&self, backend: usize, outcome: Outcome, now: Instant) {
+            let took = match outcome {
+                Outcome::Success { latency } => latency,
+                Outcome::Failure { elapsed } => elapsed,
+            };
+            let sent = now.checked_sub(took).unwrap_or(now);
+            self.observe(self.on_send(backend, sent), outcome, now);
+        }
     }
 }
 

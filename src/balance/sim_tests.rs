@@ -45,7 +45,7 @@ fn simulate_n(policy: &str, clients: usize, total: usize) -> [usize; 3] {
     // Completions as (done at ms, send order, backend, latency ms).
     let mut in_flight = BinaryHeap::new();
     let send = |now: u64, sent: &mut [usize; 3], in_flight: &mut BinaryHeap<_>| {
-        let b = s.pick(at(t0, now), None).unwrap();
+        let b = s.tick_pick(at(t0, now), &every).unwrap();
         s.on_send(b, at(t0, now));
         let ms = match b {
             0 => A_CYCLE[sent[0] % A_CYCLE.len()],
@@ -61,7 +61,7 @@ fn simulate_n(policy: &str, clients: usize, total: usize) -> [usize; 3] {
     }
     while let Some(Reverse((now, _, b, ms))) = in_flight.pop() {
         s.on_done(b, at(t0, now));
-        s.observe(b, ok(ms), at(t0, now));
+        s.answer(b, ok(ms), at(t0, now));
         if sent.iter().sum::<usize>() < total {
             send(now, &mut sent, &mut in_flight);
         }
@@ -194,7 +194,7 @@ fn simulate_capacity(policy: &str) -> (f64, [usize; 3]) {
     let s = build(&policy.parse().unwrap(), &backends(3), t0).unwrap();
     let mut q = Queues::default();
     let send = |q: &mut Queues, now: u64| {
-        let b = s.pick(at(t0, now), None).unwrap();
+        let b = s.tick_pick(at(t0, now), &every).unwrap();
         s.on_send(b, at(t0, now));
         q.arrive(b, now);
     };
@@ -207,7 +207,7 @@ fn simulate_capacity(policy: &str) -> (f64, [usize; 3]) {
             break;
         }
         s.on_done(b, at(t0, now));
-        s.observe(b, ok(now - arrived), at(t0, now));
+        s.answer(b, ok(now - arrived), at(t0, now));
         completed += 1;
         q.free(b, now);
         send(&mut q, now);

@@ -15,9 +15,10 @@ use crate::balance::Outcome;
 use crate::metrics::End;
 use crate::runtime::session::Env;
 
-/// Ends the current attempt in the metrics, the selector's in-flight count
-/// and the ejector of the generation it started in; later calls do
-/// nothing, so every exit path may call it.
+/// Ends the current attempt in the metrics and the ejector of the
+/// generation it started in; later calls do nothing, so every exit path
+/// may call it. The selector's ticket (`ex.ticket`) is not touched: its
+/// `observe` consumes it, or dropping it releases the in-flight count.
 pub fn end_attempt<N: Net>(
     ex: &mut Exchange,
     env: &mut Env<'_, ProxyCtx<N>>,
@@ -30,7 +31,6 @@ pub fn end_attempt<N: Net>(
     shared
         .metrics
         .finished(b, status, latency, end, SystemTime::now());
-    shared.selector.on_done(b, env.now);
     match end {
         End::Answered => shared.ejector.record_answer(b, status, env.now),
         End::Failed => shared.ejector.record(b, false, env.now),
@@ -40,17 +40,21 @@ pub fn end_attempt<N: Net>(
     env.ctx.gens.ended(ex.generation, current);
 }
 
-/// A routing sample for the attempt's backend, in its generation.
-pub fn observe<N: Net>(ex: &Exchange, outcome: Outcome, env: &Env<'_, ProxyCtx<N>>) {
+/// A routing sample for the attempt, to the selector of its generation
+/// (the one that issued its ticket); consumes the ticket.
+pub fn observe<N: Net>(ex: &mut Exchange, outcome: Outcome, env: &Env<'_, ProxyCtx<N>>) {
+    let Some(ticket) = ex.ticket.take() else {
+        return;
+    };
     env.ctx
         .generation(ex.generation)
         .selector
-        .observe(ex.backend, outcome, env.now);
+        .observe(ticket, outcome, env.now);
 }
 
 /// A backend's failed attempt as a sample for the selector, and a warning
 /// (rate-limited per worker).
-pub fn blame<N: Net>(ex: &Exchange, fault: BackendFault, env: &mut Env<'_, ProxyCtx<N>>) {
+pub fn blame<N: Net>(ex: &mut Exchange, fault: BackendFault, env: &mut Env<'_, ProxyCtx<N>>) {
     let elapsed = env.now.saturating_duration_since(ex.conn_started);
     observe(ex, Outcome::Failure { elapsed }, env);
     if let Some(held) = env.ctx.warn.allow(env.now) {

@@ -130,73 +130,61 @@ impl BackendState {
 }
 
 impl Shared {
-    /// Picks a backend the way the policy wants, skipping ejected ones (and
-    /// those active checks found down). Backup backends are tried only when
-    /// every primary is down or ejected. A drained backend is never chosen,
-    /// not even to fail open: `None` when every backend is drained (or,
-    /// for a retry, every other one). If the policy keeps offering unusable
-    /// backends (or all are), fails open with its first choice rather than
-    /// refusing the request.
+    /// Picks a backend the way the policy wants among the usable ones: not
+    /// drained, up (active checks), admitted by the ejector, and not
+    /// `exclude` (the backend that just failed this request). Backup
+    /// backends are tried only when every primary is down or ejected. A
+    /// drained backend is never chosen, not even to fail open: `None` when
+    /// every backend is drained (or, for a retry, every other one). If no
+    /// backend is usable, fails open with the policy's choice among those
+    /// merely open (not drained, not excluded) rather than refusing the
+    /// request. One `pick` call (two with backups, three to fail open);
+    /// only the chosen backend's ejection probe is claimed.
     pub fn choose(&self, now: std::time::Instant, exclude: Option<usize>) -> Option<usize> {
         let selector = &*self.selector;
-        let first = selector.pick(now, exclude);
-        if let Some(b) =
-            first.and_then(|f| self.usable_from(f, now, exclude, |x| selector.pick(now, x)))
+        // Open: may take a request at all.
+        let open = |b: usize| Some(b) != exclude && !self.drained.is_drained(b);
+        // Usable: open and healthy. Pure: claims no probe (see `claim`).
+        let usable = |b: usize| {
+            open(b)
+                && self.active.as_ref().is_none_or(|a| a.is_up(b))
+                && self.ejector.admissible(b, now)
+        };
+        if let Some(b) = self.claim(now, &usable, |ok| selector.pick(now, ok)) {
+            return Some(b);
+        }
+        // Cold path: no usable primary. Backups only if every primary is
+        // really out (not merely excluded by this retry).
+        let primaries_out = (0..self.backends.len())
+            .filter(|&i| !self.backends[i].backup)
+            .all(|i| self.is_out(i));
+        if primaries_out
+            && let Some(b) = self.claim(now, &usable, |ok| selector.pick_backup(now, ok))
         {
             return Some(b);
         }
-        // Cold path: no usable primary was offered. Backups only if every
-        // primary is really out (not merely excluded by this retry).
-        let backup = selector.pick_backup(now, exclude);
-        if let Some(b) = backup {
-            let primaries_out = (0..self.backends.len())
-                .filter(|&i| !self.backends[i].backup)
-                .all(|i| self.is_out(i));
-            if primaries_out
-                && let Some(u) = self.usable_from(b, now, exclude, |x| selector.pick_backup(now, x))
-            {
-                return Some(u);
-            }
-        }
-        // Fail open, but never onto a drained backend (bounded by the
-        // backend count; rare, as draining is manual).
-        let drained = |b: usize| self.drained.is_drained(b);
-        first
-            .filter(|&b| !drained(b))
-            .or(backup.filter(|&b| !drained(b)))
-            .or_else(|| (0..self.backends.len()).find(|&b| Some(b) != exclude && !drained(b)))
+        // Fail open, but never onto a drained backend.
+        selector
+            .pick(now, &open)
+            .or_else(|| selector.pick_backup(now, &open))
     }
 
-    /// `first`, or the next the policy offers (`pick(last)`), that is
-    /// usable; `None` after one try per backend.
-    fn usable_from(
+    /// `pick(usable)`, then the ejector's admission of the backend chosen:
+    /// an expired ejection's single probe is claimed here, for that backend
+    /// only. If another worker claimed it since `usable` said yes, picks
+    /// once more among the backends not ejected at all (bounded: two picks).
+    fn claim(
         &self,
-        first: usize,
         now: std::time::Instant,
-        exclude: Option<usize>,
-        pick: impl Fn(Option<usize>) -> Option<usize>,
+        usable: &dyn Fn(usize) -> bool,
+        pick: impl Fn(&dyn Fn(usize) -> bool) -> Option<usize>,
     ) -> Option<usize> {
         use crate::health::Admit;
-        let drained = |b: usize| self.drained.is_drained(b);
-        // Health checks first: admitting claims an ejected backend's probe.
-        let usable = |b: usize| {
-            !drained(b)
-                && self.active.as_ref().is_none_or(|a| a.is_up(b))
-                && self.ejector.admit(b, now) != Admit::No
-        };
-        if usable(first) {
-            return Some(first);
+        let b = pick(usable)?;
+        if self.ejector.admit(b, now) != Admit::No {
+            return Some(b);
         }
-        let mut last = first;
-        // Bounded: one try per backend.
-        for _ in 0..self.backends.len() {
-            match pick(Some(last)) {
-                Some(b) if Some(b) != exclude && usable(b) => return Some(b),
-                Some(b) => last = b,
-                None => break,
-            }
-        }
-        None
+        pick(&|x| usable(x) && !self.ejector.is_ejected(x))
     }
 
     /// Whether backend `i` is down (active checks) or ejected, without

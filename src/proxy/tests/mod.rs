@@ -148,12 +148,13 @@ impl Selector for Recorder {
     fn name(&self) -> &'static str {
         "recorder"
     }
-    fn pick(&self, _: Instant, exclude: Option<usize>) -> Option<usize> {
+    fn pick(&self, _: Instant, eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
         (0..self.n)
             .map(|_| self.turn.fetch_add(1, Relaxed) % self.n)
-            .find(|&b| Some(b) != exclude)
+            .find(|&b| eligible(b))
     }
-    fn observe(&self, backend: usize, outcome: Outcome, _: Instant) {
+    fn observe(&self, attempt: crate::balance::Attempt, outcome: Outcome, _: Instant) {
+        let backend = attempt.backend();
         let ok = matches!(outcome, Outcome::Success { .. });
         if let Ok(mut s) = self.seen.lock() {
             s.push((backend, ok));
