@@ -55,7 +55,7 @@ fn trained(name: &str, t0: Instant) -> (Arc<dyn Selector>, Instant) {
 /// Leaves [`IN_FLIGHT`] requests at the old fast backend.
 fn leave_in_flight(s: &dyn Selector, now: Instant) {
     for _ in 0..IN_FLIGHT {
-        s.on_send(0, now);
+        s.hold(0, now);
     }
 }
 
@@ -63,7 +63,7 @@ fn leave_in_flight(s: &dyn Selector, now: Instant) {
 fn picks(s: &dyn Selector, now: Instant) -> [usize; 3] {
     let mut count = [0; 3];
     for _ in 0..20 {
-        count[s.tick_pick(now, &every).unwrap()] += 1;
+        count[s.sent_pick(now, &every).unwrap()] += 1;
     }
     count
 }
@@ -203,15 +203,15 @@ fn an_unmeasured_kept_backend_is_probed_again() {
         let t0 = Instant::now();
         let old = build(&policy(name), &backends(2), t0).unwrap();
         // 0's probe is in flight (its answer will go to `old`); 1 answers.
-        assert_eq!(old.tick_pick(t0, &every), Some(0));
-        assert_eq!(old.tick_pick(t0, &every), Some(1));
+        assert_eq!(old.sent_pick(t0, &every), Some(0));
+        assert_eq!(old.sent_pick(t0, &every), Some(1));
         old.answer(1, ok(20), at(t0, 20));
         let now = at(t0, 30);
         let new = rebuild(&policy(name), &backends(2), &*old, &[Some(0), Some(1)], now).unwrap();
         assert_eq!(new.estimates(), [None, Some(20.0)], "{name}");
-        assert_eq!(new.tick_pick(now, &every), Some(0), "{name}: probe again");
-        assert_eq!(new.tick_pick(now, &every), Some(1), "{name}");
+        assert_eq!(new.sent_pick(now, &every), Some(0), "{name}: probe again");
+        assert_eq!(new.sent_pick(now, &every), Some(1), "{name}");
         let later = now + Duration::from_millis(1);
-        assert_eq!(new.tick_pick(later, &every), Some(1), "{name}");
+        assert_eq!(new.sent_pick(later, &every), Some(1), "{name}");
     }
 }

@@ -100,15 +100,15 @@ mod tests {
         let s = LeastConn::new(&backends(3));
         for (b, k) in [(0, 3), (1, 1), (2, 2)] {
             for _ in 0..k {
-                s.on_send(b, t0);
+                s.hold(b, t0);
             }
         }
         for _ in 0..6 {
             assert_eq!(s.tick_pick(t0, &every), Some(1));
         }
-        s.on_done(0, t0);
-        s.on_done(0, t0);
-        s.on_done(0, t0); // 0 is now idle
+        s.release(0, t0);
+        s.release(0, t0);
+        s.release(0, t0); // 0 is now idle
         assert_eq!(s.tick_pick(t0, &every), Some(0));
         assert_eq!(s.estimates(), [None, None, None]);
     }
@@ -121,7 +121,7 @@ mod tests {
         assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
         // 1 busy: the scan start still rotates, so the tie between 0 and 2
         // goes to 0 (scan from 0), then 2 (scan from 1), then 2 (from 2).
-        s.on_send(1, t0);
+        s.hold(1, t0);
         let picks: Vec<_> = (0..3).map(|_| s.tick_pick(t0, &every).unwrap()).collect();
         assert_eq!(picks, [0, 2, 2]);
     }
@@ -132,7 +132,7 @@ mod tests {
         let s = LeastConn::new(&backends(4));
         for _ in 0..40 {
             let b = s.tick_pick(t0, &every).unwrap();
-            s.on_send(b, t0);
+            s.hold(b, t0);
         }
         assert!((0..4).all(|i| s.in_flight.get(i) == 10));
     }
@@ -141,7 +141,7 @@ mod tests {
     fn exclude_and_edge_cases() {
         let t0 = Instant::now();
         let s = LeastConn::new(&backends(2));
-        s.on_send(1, t0);
+        s.hold(1, t0);
         assert_eq!(s.tick_pick(t0, &but(0)), Some(1));
         let one = LeastConn::new(&backends(1));
         assert_eq!(one.tick_pick(t0, &but(0)), None);
@@ -149,15 +149,24 @@ mod tests {
         assert_eq!(LeastConn::new(&[]).tick_pick(t0, &every), None);
     }
 
-    /// A protocol bug: caught by the debug assertion in tests, saturating
-    /// (not wrapping to `usize::MAX`) in release builds.
+    /// The count follows the ticket: observed or dropped, it is released
+    /// exactly once, and to the selector that issued it (a reload's
+    /// successor never sees it).
     #[test]
-    #[cfg_attr(debug_assertions, should_panic(expected = "without on_send"))]
-    fn unpaired_done_saturates_at_zero() {
+    fn a_ticket_releases_its_count_once_however_it_ends() {
         let t0 = Instant::now();
-        let s = LeastConn::new(&backends(1));
-        s.on_done(0, t0);
+        let s = LeastConn::new(&backends(2));
+        let (a, b) = (s.on_send(0, t0), s.on_send(0, t0));
+        assert_eq!(s.in_flight.get(0), 2);
+        s.observe(a, ok(5), t0);
+        assert_eq!(s.in_flight.get(0), 1);
+        drop(b);
         assert_eq!(s.in_flight.get(0), 0);
+        let next = LeastConn::new(&backends(2));
+        let old = s.on_send(1, t0);
+        assert_eq!((s.in_flight.get(1), next.in_flight.get(1)), (1, 0));
+        drop(old);
+        assert_eq!(s.in_flight.get(1), 0);
     }
 
     #[test]
@@ -173,10 +182,10 @@ mod tests {
                         let mut open = std::collections::VecDeque::new();
                         for _ in 0..1000 {
                             let b = s.tick_pick(t0, &every).unwrap();
-                            s.on_send(b, t0);
+                            s.hold(b, t0);
                             open.push_back(b);
                             if open.len() > 10 {
-                                s.on_done(open.pop_front().unwrap(), t0);
+                                s.release(open.pop_front().unwrap(), t0);
                             }
                         }
                         open
@@ -194,12 +203,12 @@ mod tests {
             assert_eq!(s.in_flight.get(i), expected, "backend {i}");
         }
         for b in open {
-            s.on_done(b, t0);
+            s.release(b, t0);
         }
         assert!((0..3).all(|i| s.in_flight.get(i) == 0));
         for _ in 0..12 {
             let b = s.tick_pick(t0, &every).unwrap();
-            s.on_send(b, t0);
+            s.hold(b, t0);
         }
         assert!((0..3).all(|i| s.in_flight.get(i) == 4));
     }

@@ -226,32 +226,32 @@ mod tests {
     fn cold_start_probes_each_backend_once_then_round_robins() {
         let t0 = Instant::now();
         for s in adaptive(t0, 3) {
-            let picks: Vec<_> = (0..9).map(|_| s.tick_pick(t0, &every).unwrap()).collect();
+            let picks: Vec<_> = (0..9).map(|_| s.sent_pick(t0, &every).unwrap()).collect();
             // Three probes, then nothing is measured: round-robin.
             assert_eq!(picks, [0, 1, 2, 0, 1, 2, 0, 1, 2], "{}", s.name());
             // B answers first: it is the only measured one, so it wins while
             // the other probes are in flight, however many requests come.
             s.answer(1, ok(200), at(t0, 200));
             for _ in 0..50 {
-                assert_eq!(s.tick_pick(at(t0, 201), &every), Some(1), "{}", s.name());
+                assert_eq!(s.sent_pick(at(t0, 201), &every), Some(1), "{}", s.name());
             }
             s.answer(0, ok(10), at(t0, 210));
-            assert_eq!(s.tick_pick(at(t0, 211), &every), Some(0), "{}", s.name());
+            assert_eq!(s.sent_pick(at(t0, 211), &every), Some(0), "{}", s.name());
             assert_eq!(s.estimates(), [Some(10.0), Some(200.0), None]);
         }
     }
 
     #[test]
-    fn a_lost_probe_can_be_retried_after_the_timeout() {
+    fn a_dropped_probe_frees_its_backend_at_once() {
         let t0 = Instant::now();
         for s in adaptive(t0, 2) {
-            assert_eq!(s.tick_pick(t0, &every), Some(0)); // probe, never observed
-            assert_eq!(s.tick_pick(t0, &every), Some(1));
+            assert_eq!(s.pick(t0, &every), Some(0));
+            let probe = s.on_send(0, t0); // in flight, never observed
+            assert_eq!(s.pick(t0, &every), Some(1));
             s.answer(1, ok(50), t0);
-            let late = t0 + PROBE_TIMEOUT - Duration::from_millis(1);
-            assert_eq!(s.tick_pick(late, &every), Some(1));
-            assert_eq!(s.tick_pick(t0 + PROBE_TIMEOUT, &every), Some(0));
-            assert_eq!(s.tick_pick(t0 + PROBE_TIMEOUT, &every), Some(1));
+            assert_eq!(s.pick(t0, &every), Some(1), "0's probe is in flight");
+            drop(probe); // abandoned: no sample, the count is released
+            assert_eq!(s.pick(t0, &every), Some(0));
         }
     }
 
@@ -281,23 +281,23 @@ mod tests {
         let t0 = Instant::now();
         for s in adaptive(t0, 3) {
             measure(&*s, t0, &[30, 10, 20]);
-            assert_eq!(s.tick_pick(t0, &but(1)), Some(2), "{}", s.name());
-            assert_eq!(s.tick_pick(t0, &but(0)), Some(1), "{}", s.name());
+            assert_eq!(s.sent_pick(t0, &but(1)), Some(2), "{}", s.name());
+            assert_eq!(s.sent_pick(t0, &but(0)), Some(1), "{}", s.name());
         }
         for s in adaptive(t0, 1) {
-            assert_eq!(s.tick_pick(t0, &but(0)), None);
-            assert_eq!(s.tick_pick(t0, &every), Some(0));
+            assert_eq!(s.sent_pick(t0, &but(0)), None);
+            assert_eq!(s.sent_pick(t0, &every), Some(0));
             // Probe in flight, nothing measured: round-robin, still not 0.
-            assert_eq!(s.tick_pick(t0, &but(0)), None);
-            assert_eq!(s.tick_pick(t0, &every), Some(0));
+            assert_eq!(s.sent_pick(t0, &but(0)), None);
+            assert_eq!(s.sent_pick(t0, &every), Some(0));
         }
         // Excluding the only measured backend while the other's probe is
         // in flight falls back to round-robin over the rest.
         for s in adaptive(t0, 2) {
-            assert_eq!(s.tick_pick(t0, &every), Some(0));
-            assert_eq!(s.tick_pick(t0, &every), Some(1));
+            assert_eq!(s.sent_pick(t0, &every), Some(0));
+            assert_eq!(s.sent_pick(t0, &every), Some(1));
             s.answer(0, ok(10), t0);
-            assert_eq!(s.tick_pick(t0, &but(0)), Some(1));
+            assert_eq!(s.sent_pick(t0, &but(0)), Some(1));
         }
     }
 

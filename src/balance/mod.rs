@@ -553,21 +553,66 @@ pub(crate) mod test_util {
         move |i| i != x
     }
 
-    /// `observe` with a ticket of its own, for tests that do not hold one:
-    /// sent when the outcome's time says (`now` minus its latency).
+    /// `observe` with a ticket [`Hold`] kept for `backend`, else one of its
+    /// own sent when the outcome's time says (`now` minus its latency).
     pub(crate) trait Answer {
         fn answer(&self, backend: usize, outcome: Outcome, now: Instant);
     }
 
+    /// Tickets held for tests written against a send/done pair: `hold`
+    /// keeps the ticket of `on_send`, `release` drops the oldest for that
+    /// backend (only the count matters to them); `answer` observes it.
+    pub(crate) trait Hold {
+        fn hold(&self, backend: usize, now: Instant);
+        fn release(&self, backend: usize, now: Instant);
+    }
+
+    type Stash = std::collections::HashMap<(usize, usize), Vec<Attempt>>;
+    static HELD: std::sync::Mutex<Option<Stash>> = std::sync::Mutex::new(None);
+
+    impl<S: Selector + ?Sized> Hold for S {
+        fn hold(&self, backend: usize, now: Instant) {
+            let key = (self as *const S as *const () as usize, backend);
+            let ticket = self.on_send(backend, now);
+            let mut held = HELD.lock().unwrap_or_else(|p| p.into_inner());
+            held.get_or_insert_with(Stash::new)
+                .entry(key)
+                .or_default()
+                .push(ticket);
+        }
+
+        fn release(&self, backend: usize, _now: Instant) {
+            let key = (self as *const S as *const () as usize, backend);
+            let mut held = HELD.lock().unwrap_or_else(|p| p.into_inner());
+            let ticket = (held.get_or_insert_with(Stash::new).get_mut(&key))
+                .and_then(|v| (!v.is_empty()).then(|| v.remove(0)));
+            drop(held);
+            drop(ticket);
+        }
+    }
+
     /// `tick` then `pick`: what a worker ticking between requests does.
+    /// (`sent_pick`: what a proxy sending each pick does.)
     pub(crate) trait TickPick {
         fn tick_pick(&self, now: Instant, eligible: &dyn Fn(usize) -> bool) -> Option<usize>;
+        /// `tick_pick`, and a pick of an unmeasured backend (a probe) stays
+        /// in flight ([`Hold`]) until `answer`ed; others are answered at
+        /// once (their tickets dropped).
+        fn sent_pick(&self, now: Instant, eligible: &dyn Fn(usize) -> bool) -> Option<usize>;
     }
 
     impl<S: Selector + ?Sized> TickPick for S {
         fn tick_pick(&self, now: Instant, eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
             self.tick(now);
             self.pick(now, eligible)
+        }
+
+        fn sent_pick(&self, now: Instant, eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
+            let b = self.tick_pick(now, eligible)?;
+            if self.estimates().get(b).is_some_and(Option::is_none) {
+                self.hold(b, now);
+            }
+            Some(b)
         }
     }
 
@@ -577,8 +622,15 @@ pub(crate) mod test_util {
                 Outcome::Success { latency } => latency,
                 Outcome::Failure { elapsed } => elapsed,
             };
+            let key = (self as *const S as *const () as usize, backend);
+            let held = {
+                let mut held = HELD.lock().unwrap_or_else(|p| p.into_inner());
+                (held.get_or_insert_with(Stash::new).get_mut(&key))
+                    .and_then(|v| (!v.is_empty()).then(|| v.remove(0)))
+            };
             let sent = now.checked_sub(took).unwrap_or(now);
-            self.observe(self.on_send(backend, sent), outcome, now);
+            let ticket = held.unwrap_or_else(|| self.on_send(backend, sent));
+            self.observe(ticket, outcome, now);
         }
     }
 }

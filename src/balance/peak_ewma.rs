@@ -340,37 +340,26 @@ mod tests {
     fn one_probe_per_unmeasured_backend_then_the_default_rtt() {
         let t0 = Instant::now();
         let s = peak(2, t0);
-        // Both unprobed: each of the first two picks is a probe.
-        let mut first = [s.tick_pick(t0, &every).unwrap(), s.tick_pick(t0, &every).unwrap()];
+        // Both unprobed: each of the first two picks (sent) is a probe.
+        let a = s.tick_pick(t0, &every).unwrap();
+        s.hold(a, t0);
+        let b = s.tick_pick(t0, &every).unwrap();
+        s.hold(b, t0);
+        let mut first = [a, b];
         first.sort_unstable();
         assert_eq!(first, [0, 1]);
         assert_eq!(s.estimates(), [None, None]);
         // 0 measured at 40 ms; 1's probe is in flight (unmeasured): it
         // counts at the default 30 ms, times 2 for its probe in flight.
-        s.on_send(1, t0);
         s.answer(0, ok(40), t0);
         assert!(close(s.cost(1, 0), 60.0));
         assert_eq!(s.tick_pick(t0, &every), Some(0)); // 40 < 60
-        s.on_done(1, t0);
-        assert_eq!(s.tick_pick(t0, &every), Some(1)); // 30 < 40
-        assert!(!s.claim_probe(1));
-        // A backend measured before its probe was claimed never probes.
+        s.release(1, t0);
+        assert_eq!(s.tick_pick(t0, &every), Some(1)); // idle, unmeasured: 0
+        // A measured backend never probes.
         let s = peak(1, t0);
         s.answer(0, ok(5), t0);
-        assert!(!s.claim_probe(0));
-    }
-
-    #[test]
-    fn probes_are_claimed_once_across_threads() {
-        let t0 = Instant::now();
-        let s = peak(8, t0);
-        let claims: usize = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..4)
-                .map(|_| scope.spawn(|| (0..8).filter(|&i| s.claim_probe(i)).count()))
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).sum()
-        });
-        assert_eq!(claims, 8);
+        assert!(!s.unprobed(0));
     }
 
     #[test]
@@ -381,14 +370,14 @@ mod tests {
         s.answer(1, ok(25), t0); // slower
         assert_eq!(s.tick_pick(t0, &every), Some(0));
         for _ in 0..2 {
-            s.on_send(0, t0);
+            s.hold(0, t0);
         }
         // 10 * 3 = 30 > 25 * 1: the idle slower backend wins.
         assert!(close(s.cost(0, 0), 30.0) && close(s.cost(1, 0), 25.0));
         for _ in 0..10 {
             assert_eq!(s.tick_pick(t0, &every), Some(1));
         }
-        s.on_done(0, t0);
+        s.release(0, t0);
         assert_eq!(s.tick_pick(t0, &every), Some(0)); // 20 < 25
     }
 
@@ -405,7 +394,6 @@ mod tests {
         let one = peak(1, t0);
         assert_eq!(one.tick_pick(t0, &but(0)), None);
         assert_eq!(one.tick_pick(t0, &every), Some(0));
-        assert!(!one.claim_probe(0), "the sole pick spent the probe");
         assert_eq!(peak(0, t0).tick_pick(t0, &every), None);
         assert!(peak(0, t0).estimates().is_empty());
     }

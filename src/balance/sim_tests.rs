@@ -46,7 +46,7 @@ fn simulate_n(policy: &str, clients: usize, total: usize) -> [usize; 3] {
     let mut in_flight = BinaryHeap::new();
     let send = |now: u64, sent: &mut [usize; 3], in_flight: &mut BinaryHeap<_>| {
         let b = s.tick_pick(at(t0, now), &every).unwrap();
-        s.on_send(b, at(t0, now));
+        s.hold(b, at(t0, now));
         let ms = match b {
             0 => A_CYCLE[sent[0] % A_CYCLE.len()],
             1 => 200,
@@ -60,7 +60,6 @@ fn simulate_n(policy: &str, clients: usize, total: usize) -> [usize; 3] {
         send(0, &mut sent, &mut in_flight);
     }
     while let Some(Reverse((now, _, b, ms))) = in_flight.pop() {
-        s.on_done(b, at(t0, now));
         s.answer(b, ok(ms), at(t0, now));
         if sent.iter().sum::<usize>() < total {
             send(now, &mut sent, &mut in_flight);
@@ -195,7 +194,7 @@ fn simulate_capacity(policy: &str) -> (f64, [usize; 3]) {
     let mut q = Queues::default();
     let send = |q: &mut Queues, now: u64| {
         let b = s.tick_pick(at(t0, now), &every).unwrap();
-        s.on_send(b, at(t0, now));
+        s.hold(b, at(t0, now));
         q.arrive(b, now);
     };
     for _ in 0..CAPACITY_CLIENTS {
@@ -206,7 +205,6 @@ fn simulate_capacity(policy: &str) -> (f64, [usize; 3]) {
         if now > CAPACITY_RUN_MS {
             break;
         }
-        s.on_done(b, at(t0, now));
         s.answer(b, ok(now - arrived), at(t0, now));
         completed += 1;
         q.free(b, now);

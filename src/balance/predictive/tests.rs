@@ -181,12 +181,12 @@ fn load_sensitive_backend_is_avoided_under_load() {
     for round in 0..400 {
         let x = round % 8;
         for _ in 0..x {
-            s.on_send(0, at(t0, t));
+            s.hold(0, at(t0, t));
         }
         t += 1;
         feed(&s, 0, &mut t, t0, 1, |_| 10 + 8 * x as u64);
         for _ in 0..x {
-            s.on_done(0, at(t0, t));
+            s.release(0, at(t0, t));
         }
     }
     feed(&s, 1, &mut t, t0, 50, |_| 40);
@@ -196,7 +196,7 @@ fn load_sensitive_backend_is_avoided_under_load() {
     s.picks.store(0, Ordering::Relaxed);
     assert_eq!(s.tick_pick(now, &every), Some(0)); // idle: 10 ms < 40 ms
     for _ in 0..6 {
-        s.on_send(0, now);
+        s.hold(0, now);
     }
     assert_eq!(s.tick_pick(now, &every), Some(1)); // 6 in flight: ~58 ms > 40 ms
 }
@@ -205,10 +205,10 @@ fn load_sensitive_backend_is_avoided_under_load() {
 fn cold_start_probes_then_round_robins() {
     let t0 = Instant::now();
     let s = Predictive::new(&backends(3), t0);
-    let picks: Vec<_> = (0..6).map(|_| s.tick_pick(t0, &every).unwrap()).collect();
+    let picks: Vec<_> = (0..6).map(|_| s.sent_pick(t0, &every).unwrap()).collect();
     assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
     s.answer(2, ok(5), at(t0, 5));
-    assert_eq!(s.tick_pick(at(t0, 6), &every), Some(2));
+    assert_eq!(s.sent_pick(at(t0, 6), &every), Some(2));
     let failed = Outcome::Failure {
         elapsed: Duration::ZERO,
     };
@@ -237,11 +237,7 @@ fn shared_by_threads_models_stay_finite() {
     });
     assert!(s.estimates().iter().all(|e| e.is_some_and(f64::is_finite)));
     assert!(s.r_squared().iter().all(|r| r.is_none_or(f64::is_finite)));
-    assert!(
-        s.slots
-            .iter()
-            .all(|x| x.inflight.load(Ordering::Relaxed) == 0)
-    );
+    assert!((0..s.slots.len()).all(|i| s.loads.get(i) == 0));
 }
 
 /// Not a target of this policy (it has no tail budget): its numbers in

@@ -25,19 +25,19 @@ fn cold_start_probes_each_backend_once() {
     let t0 = Instant::now();
     let s = tb(3, t0);
     assert_eq!(s.name(), "tail-budget");
-    let picks: Vec<_> = (0..6).map(|_| s.tick_pick(t0, &every).unwrap()).collect();
+    let picks: Vec<_> = (0..6).map(|_| s.sent_pick(t0, &every).unwrap()).collect();
     assert_eq!(picks, [0, 1, 2, 0, 1, 2]); // probes, then round-robin
     s.answer(1, ok(200), at(t0, 200));
     for _ in 0..10 {
-        assert_eq!(s.tick_pick(at(t0, 201), &every), Some(1));
+        assert_eq!(s.sent_pick(at(t0, 201), &every), Some(1));
     }
     // Excluding it leaves only probes in flight: round-robin.
-    assert!(matches!(s.tick_pick(at(t0, 201), &but(1)), Some(0 | 2)));
+    assert!(matches!(s.sent_pick(at(t0, 201), &but(1)), Some(0 | 2)));
     assert_eq!(s.estimates(), [None, Some(200.0), None]);
     for w in s.weights() {
         assert!((w - 1.0 / 3.0).abs() < 1e-12);
     }
-    assert_eq!(TailBudget::new(&[], None, t0).tick_pick(t0, &every), None);
+    assert_eq!(TailBudget::new(&[], None, t0).sent_pick(t0, &every), None);
 }
 
 #[test]
@@ -101,11 +101,11 @@ fn overload_guard_redirects_a_loaded_pick() {
         let x = k % 12;
         let t = at(t0, 10 * k);
         for _ in 0..x {
-            s.on_send(0, t);
+            s.hold(0, t);
         }
         exchange(&s, 0, 10 + 5 * x, at(t0, 10 * k + 1));
         for _ in 0..x {
-            s.on_done(0, t);
+            s.release(0, t);
         }
         exchange(&s, 1, 100, t);
     }
@@ -122,12 +122,12 @@ fn overload_guard_redirects_a_loaded_pick() {
     assert!(idle >= 95, "{idle}");
     // 10 in flight at 0: fitted 60 ms = 6× base, so the pick moves to 1.
     for _ in 0..10 {
-        s.on_send(0, t);
+        s.hold(0, t);
     }
     let picks: Vec<_> = (0..20).map(|_| s.tick_pick(t, &every).unwrap()).collect();
     assert!(picks.iter().all(|&b| b == 1), "{picks:?}");
     for _ in 0..10 {
-        s.on_done(0, t);
+        s.release(0, t);
     }
     let idle = (0..100).filter(|_| s.tick_pick(t, &every) == Some(0)).count();
     assert!(idle >= 95, "{idle}");
@@ -165,19 +165,18 @@ fn shared_by_threads_everything_stays_consistent() {
                 for k in 0..2_000u64 {
                     let now = at(t0, k);
                     let b = s.tick_pick(now, &every).unwrap();
-                    s.on_send(b, now);
+                    let sent = s.on_send(b, now);
                     let ms = 10 + (k * 7 + t) % 50 * 8; // 10..=402 ms
                     let done = at(t0, k + ms);
-                    s.on_done(b, done);
                     if (k + t) % 40 == 0 {
                         let elapsed = Duration::ZERO;
-                        s.answer(b, Outcome::Failure { elapsed }, done);
+                        s.observe(sent, Outcome::Failure { elapsed }, done);
                         let retry = s.tick_pick(done, &but(b)).unwrap();
                         assert_ne!(retry, b);
                         let ticket = s.on_send(retry, done);
                         s.observe(ticket, ok(18), at(t0, k + ms + 18));
                     } else {
-                        s.answer(b, ok(ms), done);
+                        s.observe(sent, ok(ms), done);
                     }
                 }
             });
@@ -189,7 +188,7 @@ fn shared_by_threads_everything_stays_consistent() {
     for e in s.estimates() {
         assert!((10.0..=1_000.0).contains(&e.unwrap()));
     }
-    assert!(s.slots.iter().all(|x| x.inflight.load(ORDER) == 0));
+    assert!((0..s.slots.len()).all(|i| s.loads.get(i) == 0));
 }
 
 /// The seed scenario, 100 closed-loop clients, 30 s of virtual time,
