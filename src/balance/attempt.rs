@@ -83,9 +83,9 @@ pub struct Attempt {
     sent: Instant,
     /// What the policy noted at send (see [`AT_SEND`]).
     pub(crate) at_send: [f64; AT_SEND],
-    /// The dispatch-log stamp of this send, if the policy keeps one
-    /// (tail-budget, predictive); 0 for none.
-    pub(crate) stamp: u64,
+    /// Where the policy logged this send, if it keeps a log
+    /// (tail-budget's `SendLog`: slot and stamp); `(0, 0)` for none.
+    pub(crate) logged: (usize, u64),
     load: Option<Load>,
 }
 
@@ -97,7 +97,7 @@ impl Attempt {
             backend,
             sent,
             at_send: [0.0; AT_SEND],
-            stamp: 0,
+            logged: (0, 0),
             load: None,
         }
     }

@@ -44,7 +44,10 @@ fn shares_of(policy: &Policy, fail: bool) -> [f64; 3] {
     let mut order = 0u64;
     // Each request's ticket, by its order.
     let mut tickets = std::collections::HashMap::new();
-    let mut send = |now: u64, heap: &mut BinaryHeap<_>, counts: &mut [u64; 3], tickets: &mut std::collections::HashMap<u64, _>| {
+    let mut send = |now: u64,
+                    heap: &mut BinaryHeap<_>,
+                    counts: &mut [u64; 3],
+                    tickets: &mut std::collections::HashMap<u64, _>| {
         let b = s.tick_pick(at(now), &every).unwrap();
         tickets.insert(order + 1, s.on_send(b, at(now)));
         let failed = fail && b == 0 && rng.next() < 0.5;

@@ -76,10 +76,7 @@ impl<E: Estimator> Lowest<E> {
             tag,
             names: backends.iter().map(|b| b.name.clone()).collect(),
             labels: labels(backends),
-            slots: backends
-                .iter()
-                .map(|_| Slot { est: make() })
-                .collect(),
+            slots: backends.iter().map(|_| Slot { est: make() }).collect(),
             loads: Loads::new(backends.len()),
             tie_turn: AtomicUsize::new(0),
             fallback_turn: AtomicUsize::new(0),

@@ -2,14 +2,21 @@
 //!
 //! One selector is built per run ([`build`]) and shared by every worker as an
 //! `Arc<dyn Selector>`, so all workers' latencies feed the same estimates and
-//! `--workers 2` routes like `--workers 1`. `pick` and `observe` run once per
-//! request: they are lock-free (atomics only) and never allocate. Time is
-//! passed in (`now`), never read here, so tests are deterministic.
+//! `--workers 2` routes like `--workers 1`. `pick`, `on_send` and `observe`
+//! run once per request: they are lock-free (atomics only) and never
+//! allocate. Time is passed in (`now`), never read here, so tests are
+//! deterministic.
 //!
 //! # Protocol
-//! `pick(now, None)` → send the request → `observe(backend, outcome, now)`,
-//! exactly once per pick that led to a request, failures included. A retry
-//! after a failure calls `pick(now, Some(failed))`.
+//! `pick(now, eligible)` → `on_send(backend, now)`, which returns an
+//! [`Attempt`] ticket → `observe(attempt, outcome, now)`, which consumes
+//! it, at most once per attempt, failures included. `eligible` is the
+//! caller's rule (health, drain, a retry's failed backend, limits), so one
+//! `pick` suffices. A ticket dropped without `observe` (abandoned,
+//! replaced by a retry, dropped in a reload) releases its in-flight count
+//! at the drop, to the selector that issued it (see `attempt`). Periodic
+//! work (tail-budget's LP) runs in `tick(now)`, between requests, never in
+//! `pick`.
 //!
 //! # Failures
 //! A failure is a connect error, reset, timeout, bad response *or a 5xx
@@ -37,8 +44,11 @@
 //!
 //! SMA and EWMA share `lowest::Lowest` (cold-start probes, lowest estimate
 //! wins, ties rotate, logging) and differ only in their per-backend
-//! `lowest::Estimator`. Least-conn, P2C and peak-EWMA count requests in
-//! flight globally with `least_conn::InFlight`, fed by `on_send`/`on_done`;
+//! `lowest::Estimator`. Every policy but round-robin counts requests in
+//! flight globally with `attempt::Loads` (one cache-padded count per
+//! backend, held by the tickets); a cold-start probe goes to an unmeasured
+//! backend only while nothing is in flight there, so one probe at a time,
+//! freed by its ticket (observed or dropped): no probe stamps, no timeout.
 //! P2C and peak-EWMA share `p2c::draw` (two distinct random candidates).
 //!
 //! # Adding a policy
@@ -49,9 +59,9 @@
 //! `epoch` (see `reload`) and a case in `inherit_tests`.
 
 mod attempt;
-mod lowest;
 mod ewma;
 mod least_conn;
+mod lowest;
 mod p2c;
 mod peak_ewma;
 mod predictive;
@@ -126,12 +136,6 @@ pub const POLICY_NAMES: &[&str] = &[
     "predictive",
     "tail-budget",
 ];
-
-/// How long a cold-start probe may stay unanswered before another request
-/// may probe the same backend. Well above any healthy response (the seed's
-/// slowest is 400 ms), so it only matters when a probe was lost: a pick
-/// that never led to a request, hence no `observe` to release it.
-pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One backend the proxy can send requests to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -274,7 +278,7 @@ pub trait Selector: Send + Sync + fmt::Debug {
     /// `map[i] = Some(j)` when backend `i` here is `old`'s `j` (same
     /// address, [`carry_map`]), `None` for a new one (cold start). Copies
     /// estimates, windows, fits; NOT requests in flight: they finish
-    /// against `old` (their `observe`/`on_done` go to the selector that
+    /// against `old` (their tickets go back to the selector that
     /// picked them) and this one starts at 0. Another policy type (a
     /// policy change) or a missing/out-of-range entry carries nothing.
     /// Called once before taking traffic; see `reload` and [`rebuild`].

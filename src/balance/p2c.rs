@@ -358,7 +358,9 @@ mod tests {
         let mut b = backends(4);
         b[0].weight = 3;
         let s = P2c::new(&b);
-        let zeros = (0..1200).filter(|_| s.tick_pick(t0, &every) == Some(0)).count();
+        let zeros = (0..1200)
+            .filter(|_| s.tick_pick(t0, &every) == Some(0))
+            .count();
         assert!((540..=660).contains(&zeros), "{zeros}/1200");
         // Excluding the heavy one leaves a fair draw among the others.
         assert!((0..50).all(|_| s.tick_pick(t0, &but(0)) != Some(0)));

@@ -139,7 +139,10 @@ impl PeakEwma {
     /// Whether `i` is due its cold-start probe: unmeasured, nothing in
     /// flight there (see [`super::lowest`]).
     fn unprobed(&self, i: usize) -> bool {
-        self.nodes.get(i).is_some_and(|n| n.est.load(ORDER) == EMPTY) && self.in_flight.get(i) == 0
+        self.nodes
+            .get(i)
+            .is_some_and(|n| n.est.load(ORDER) == EMPTY)
+            && self.in_flight.get(i) == 0
     }
 
     /// Estimates in ms decayed to `t` (ns).
@@ -255,7 +258,6 @@ impl Selector for PeakEwma {
     fn epoch(&self) -> Option<Instant> {
         Some(self.base)
     }
-
 }
 
 /// A duration in ns, saturating.

@@ -6,8 +6,8 @@
 //! Per backend, recursive least squares with forgetting factor [`LAMBDA`]
 //! (`rls`) over the features, at dispatch time:
 //! 1. 1 (intercept);
-//! 2. requests already in flight at that backend (global: `on_send` /
-//!    `on_done`);
+//! 2. requests already in flight at that backend (global: the tickets of
+//!    `on_send`);
 //! 3. EWMA of its latency, ms (α = [`ALPHA`]);
 //! 4. EWMA of the squared deviation from that EWMA, in [`VAR_UNIT_MS2`];
 //! 5. seconds since its last answer (at most [`MAX_IDLE_S`]);

@@ -12,8 +12,8 @@
 //! real run a few ms of overhead on B can flip it back to A. The policies
 //! stay exactly as the seed describes them; exploring is for a new policy.
 //!
-//! Every simulated attempt is bracketed by `on_send` / `on_done` as the
-//! proxy does, so the in-flight policies (least-conn, P2C, peak-EWMA) see
+//! Every simulated attempt holds its `on_send` ticket until its answer, as
+//! the proxy does, so the in-flight policies (least-conn, P2C, peak-EWMA) see
 //! the load. A second scenario (research: routing-simulation.md, scenario
 //! 2) has load-dependent backends: capacities 4/8/16, 20 ms of service,
 //! FIFO queues, 40 clients.

@@ -68,13 +68,13 @@ use std::time::{Duration, Instant};
 
 use log::{Level, debug, log_enabled};
 
-use self::dispatch::{DispatchLog, stamp};
-use super::{Attempt, Loads};
+use self::dispatch::{SendLog, stamp};
 use self::fit::LoadFit;
 use self::lp::Arm;
 use self::ties::Stats;
 use self::window::{Censored, Samples};
 use super::swrr::{SCALE, Swrr};
+use super::{Attempt, Loads};
 use super::{Backend, Outcome, Selector, estimates_line, labels, millis};
 
 /// CSV `routing_mode` name.
@@ -154,7 +154,7 @@ pub struct TailBudget {
 struct Slot {
     answers: Samples,
     /// Each send's stamp, until its `observe`: the unanswered requests.
-    sends: DispatchLog<0>,
+    sends: SendLog,
     load: LoadFit,
 }
 
@@ -195,7 +195,7 @@ impl TailBudget {
             slots: (0..n)
                 .map(|_| Slot {
                     answers: Samples::new(),
-                    sends: DispatchLog::default(),
+                    sends: SendLog::default(),
                     load: LoadFit::default(),
                 })
                 .collect(),
@@ -448,7 +448,8 @@ impl Selector for TailBudget {
             .record(sent.max(1), outcome.penalised(worst), !ok);
         // Taken even for a failure, so it is not counted as pending; an
         // entry already overwritten holds nothing to take.
-        let _ = slot.sends.take(attempt.stamp, 0);
+        let (at, sent_stamp) = attempt.logged;
+        let _ = slot.sends.take(at, sent_stamp);
         if ok {
             slot.load.add(attempt.at_send[0], millis(raw));
         }
@@ -474,8 +475,8 @@ impl Selector for TailBudget {
         let before = self.loads.get(backend);
         let mut attempt = Attempt::counted(backend, now, self.loads.take(backend));
         if let Some(slot) = self.slots.get(backend) {
-            attempt.stamp = stamp(self.epoch, now);
-            slot.sends.record(attempt.stamp, []);
+            let sent = stamp(self.epoch, now);
+            attempt.logged = (slot.sends.record(sent), sent);
         }
         attempt.at_send[0] = before as f64;
         attempt

@@ -59,7 +59,6 @@ impl Tiered {
         })
     }
 
-
     /// Per-backend values of both tiers in global order.
     fn merge<T: Clone>(&self, primary: &[T], backup: &[T], missing: T) -> Vec<T> {
         self.place

@@ -163,7 +163,9 @@ fn selector_reports_r_squared_and_prefers_the_lower_prediction() {
     let (e0, e1) = (est[0].unwrap(), est[1].unwrap());
     assert!(e0 > 30.0 && e0 < 50.0 && (e1 - 30.0).abs() < 1.0, "{est:?}");
     let now = at(t0, t);
-    let picks: Vec<_> = (0..100).map(|_| s.tick_pick(now, &every).unwrap()).collect();
+    let picks: Vec<_> = (0..100)
+        .map(|_| s.tick_pick(now, &every).unwrap())
+        .collect();
     // 2 explorations (every 50th pick), round-robin over both backends:
     // one of them lands on backend 0.
     let to_0 = picks.iter().filter(|&&b| b == 0).count();

@@ -114,7 +114,9 @@ mod tests {
         assert_eq!(new.threshold_ms(), Some(105.0));
         let w = new.weights();
         assert!(w[1] > 0.9 && w[0] >= 0.0099, "{w:?}");
-        let picks = (0..100).filter(|_| new.tick_pick(now, &every) == Some(1)).count();
+        let picks = (0..100)
+            .filter(|_| new.tick_pick(now, &every) == Some(1))
+            .count();
         assert!(picks >= 90, "{picks}");
     }
 }

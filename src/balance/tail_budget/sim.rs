@@ -1,6 +1,7 @@
 //! A discrete-event closed-loop simulation for any [`Selector`], in
-//! virtual time (µs), with the proxy's calling order: `pick`, `on_send`;
-//! at the answer `on_done`, then `observe`; the client's next request
+//! virtual time (µs), with the proxy's calling order: `tick`, `pick`,
+//! `on_send` (its ticket kept); at the answer `observe` consuming the
+//! ticket; the client's next request
 //! after `gap`. Extends `sim_tests`' seed model with in-flight hooks, a
 //! capacity (queueing) model and latency statistics.
 //!

@@ -118,7 +118,9 @@ fn overload_guard_redirects_a_loaded_pick() {
     }
     assert!(s.weights()[0] > 0.9, "{:?}", s.weights());
     let t = at(t0, 8_000);
-    let idle = (0..100).filter(|_| s.tick_pick(t, &every) == Some(0)).count();
+    let idle = (0..100)
+        .filter(|_| s.tick_pick(t, &every) == Some(0))
+        .count();
     assert!(idle >= 95, "{idle}");
     // 10 in flight at 0: fitted 60 ms = 6× base, so the pick moves to 1.
     for _ in 0..10 {
@@ -129,7 +131,9 @@ fn overload_guard_redirects_a_loaded_pick() {
     for _ in 0..10 {
         s.release(0, t);
     }
-    let idle = (0..100).filter(|_| s.tick_pick(t, &every) == Some(0)).count();
+    let idle = (0..100)
+        .filter(|_| s.tick_pick(t, &every) == Some(0))
+        .count();
     assert!(idle >= 95, "{idle}");
 }
 
