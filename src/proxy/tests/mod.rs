@@ -136,12 +136,16 @@ impl Net for MemNet {
     }
 }
 
-/// Round-robin that records every outcome it is told about.
-#[derive(Debug, Default)]
+/// Round-robin that records every outcome it is told about and counts its
+/// tickets in flight.
+#[derive(Debug)]
 struct Recorder {
     n: usize,
     turn: AtomicUsize,
     seen: Mutex<Vec<(usize, bool)>>,
+    loads: crate::balance::Loads,
+    /// Tickets issued so far.
+    sent: AtomicUsize,
 }
 
 impl Selector for Recorder {
@@ -152,6 +156,10 @@ impl Selector for Recorder {
         (0..self.n)
             .map(|_| self.turn.fetch_add(1, Relaxed) % self.n)
             .find(|&b| eligible(b))
+    }
+    fn on_send(&self, backend: usize, now: Instant) -> crate::balance::Attempt {
+        self.sent.fetch_add(1, Relaxed);
+        crate::balance::Attempt::counted(backend, now, self.loads.take(backend))
     }
     fn observe(&self, attempt: crate::balance::Attempt, outcome: Outcome, _: Instant) {
         let backend = attempt.backend();
@@ -191,7 +199,10 @@ impl Harness {
         let now = Instant::now();
         let selector = Arc::new(Recorder {
             n: BACKENDS,
-            ..Recorder::default()
+            turn: AtomicUsize::new(0),
+            seen: Mutex::default(),
+            loads: crate::balance::Loads::new(BACKENDS),
+            sent: AtomicUsize::new(0),
         });
         let backends: Vec<BackendAddr> = (0..BACKENDS)
             .map(|b| BackendAddr::new(format!("b{b}"), addr(b)))
@@ -304,6 +315,11 @@ impl Harness {
             .lock()
             .map(|s| s.clone())
             .unwrap_or_default()
+    }
+
+    /// Tickets still held, per backend (all 0 once every exchange ended).
+    fn in_flight(&self) -> Vec<usize> {
+        (0..BACKENDS).map(|b| self.selector.loads.get(b)).collect()
     }
 
     fn state(&self) -> &'static str {
