@@ -71,6 +71,7 @@ impl Loads {
 
 /// One request counted in flight at one backend, until dropped.
 #[derive(Debug)]
+// The field is held for its drop (the release), never read.
 pub(crate) struct Load(#[allow(dead_code)] Arc<Pad>);
 
 /// One request sent to one backend: returned by `Selector::on_send`,

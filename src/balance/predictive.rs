@@ -94,7 +94,9 @@ pub struct Predictive {
     labels: Vec<String>,
     epoch: Instant,
     slots: Box<[Slot]>,
-    picks: AtomicUsize,
+    /// Picks so far, per thread shard (exploring every [`EXPLORE_EVERY`]th
+    /// of each worker's picks needs no shared count).
+    picks: Box<[crate::runtime::shard::Padded<AtomicUsize>]>,
     explore_turn: AtomicUsize,
     fallback_turn: AtomicUsize,
     /// Latest stamp seen, for `estimates` (which has no `now`).
@@ -199,7 +201,7 @@ impl Predictive {
                     }),
                 })
                 .collect(),
-            picks: AtomicUsize::new(0),
+            picks: crate::runtime::shard::shards(|| AtomicUsize::new(0)),
             explore_turn: AtomicUsize::new(0),
             fallback_turn: AtomicUsize::new(0),
             clock: AtomicU64::new(1),
@@ -294,7 +296,9 @@ impl Selector for Predictive {
                 return Some(i);
             }
         }
-        let explore = self.picks.fetch_add(1, ORDER) % EXPLORE_EVERY == EXPLORE_EVERY - 1;
+        let mine = self.picks.get(crate::runtime::shard::current());
+        let explore =
+            mine.is_some_and(|p| p.0.fetch_add(1, ORDER) % EXPLORE_EVERY == EXPLORE_EVERY - 1);
         if explore && let Some(i) = self.rotate(&self.explore_turn, eligible, true) {
             self.log_choice("exploring", i);
             return Some(i);

@@ -2,7 +2,6 @@
 //! selector, the ejector, the counters and the request log each hear about
 //! it once, and only a backend's own fault is held against it.
 
-use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime};
 
 use super::accesslog::Detail;
@@ -14,6 +13,7 @@ use super::{ProxyCtx, ProxyStats};
 use crate::balance::Outcome;
 use crate::metrics::End;
 use crate::runtime::session::Env;
+use crate::runtime::shard::Counter;
 
 /// Ends the current attempt in the metrics and the ejector of the
 /// generation it started in; later calls do nothing, so every exit path
@@ -76,7 +76,7 @@ pub fn count(fault: Fault, stats: &ProxyStats) {
     ProxyStats::bump(counter(fault, stats));
 }
 
-fn counter(fault: Fault, s: &ProxyStats) -> &AtomicU64 {
+fn counter(fault: Fault, s: &ProxyStats) -> &Counter {
     match fault {
         Fault::Backend(BackendFault::ConnectFailed | BackendFault::ConnectTimeout) => {
             &s.connect_failures

@@ -45,7 +45,7 @@ mod choose_tests;
 #[cfg(test)]
 mod tests;
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -55,6 +55,7 @@ use crate::balance::Selector;
 use crate::config::{BackendAddr, BackendConn, Timeouts};
 use crate::http::{ForwardOpts, IdGen};
 use crate::runtime::ratelimit::RateLimit;
+use crate::runtime::shard::Counter;
 
 pub use session::ProxySession;
 
@@ -215,44 +216,44 @@ impl Shared {
     }
 }
 
-/// Request counters across all workers (relaxed atomics, one or two
-/// increments per request).
+/// Request counters across all workers: one or two increments per
+/// request, each on the worker's own shard ([`Counter`]), summed when read.
 #[derive(Debug, Default)]
 pub struct ProxyStats {
-    pub requests: AtomicU64,
-    pub ok: AtomicU64,
-    pub status_4xx: AtomicU64,
-    pub status_5xx: AtomicU64,
-    pub retries: AtomicU64,
-    pub connect_failures: AtomicU64,
-    pub backend_resets: AtomicU64,
-    pub bad_responses: AtomicU64,
+    pub requests: Counter,
+    pub ok: Counter,
+    pub status_4xx: Counter,
+    pub status_5xx: Counter,
+    pub retries: Counter,
+    pub connect_failures: Counter,
+    pub backend_resets: Counter,
+    pub bad_responses: Counter,
     /// No progress from a backend within --backend-timeout.
-    pub backend_timeouts: AtomicU64,
+    pub backend_timeouts: Counter,
     /// 503 + Retry-After answers diverted to another backend or answered.
-    pub unavailable: AtomicU64,
+    pub unavailable: Counter,
     /// No progress from a client within --client-timeout (or a head
     /// within --header-timeout).
-    pub client_timeouts: AtomicU64,
-    pub client_aborts: AtomicU64,
+    pub client_timeouts: Counter,
+    pub client_aborts: Counter,
     /// Request bodies that broke their own framing.
-    pub bad_bodies: AtomicU64,
+    pub bad_bodies: Counter,
     /// Protocol switches (101) turned into tunnels.
-    pub tunnels: AtomicU64,
+    pub tunnels: Counter,
     /// Tunnels open now.
-    pub tunnels_open: AtomicU64,
+    pub tunnels_open: Counter,
     /// Answered requests within `--slo-ms`.
-    pub within_slo: AtomicU64,
+    pub within_slo: Counter,
 }
 
 impl ProxyStats {
-    pub fn bump(counter: &AtomicU64) {
+    pub fn bump(counter: &Counter) {
         counter.fetch_add(1, Relaxed);
     }
 
-    /// Decrements a gauge, never below zero.
-    pub fn drop_gauge(gauge: &AtomicU64) {
-        let _ = gauge.fetch_update(Relaxed, Relaxed, |v| v.checked_sub(1));
+    /// Decrements a gauge (read as never below zero).
+    pub fn drop_gauge(gauge: &Counter) {
+        gauge.fetch_sub(1, Relaxed);
     }
 }
 

@@ -195,7 +195,9 @@ fn load_sensitive_backend_is_avoided_under_load() {
     let r2 = s.r_squared()[0].unwrap();
     assert!(r2 > 0.95, "{r2}");
     let now = at(t0, t);
-    s.picks.store(0, Ordering::Relaxed);
+    for p in s.picks.iter() {
+        p.0.store(0, Ordering::Relaxed);
+    }
     assert_eq!(s.tick_pick(now, &every), Some(0)); // idle: 10 ms < 40 ms
     for _ in 0..6 {
         s.hold(0, now);
