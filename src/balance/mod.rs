@@ -255,8 +255,9 @@ pub trait Selector: Send + Sync + fmt::Debug {
     fn estimates(&self) -> Vec<Option<f64>>;
 
     /// Periodic work kept off the request path (tail-budget's share
-    /// recompute): called between requests by one designated worker, at
-    /// most every few milliseconds. No request waits for it.
+    /// recompute): every worker calls it between batches of events, often
+    /// (a few times per millisecond under load); the policy rate-limits
+    /// itself and lets one caller win each period. No `pick` waits for it.
     fn tick(&self, _now: Instant) {}
 
     /// Per-backend numbers a policy wants shown besides its estimates

@@ -18,16 +18,17 @@
 //!   ticket's exact entry.
 //! - `observe`: the sample and its send time (`now - latency`) go into the
 //!   backend's ring of recent answers (`window`); a success feeds the load
-//!   fit (`fit`) with its ticket's in-flight count. A failure (5xx included) goes in
-//!   flagged, with its penalty (`Outcome::penalised`) as its latency: it
+//!   fit (`fit`) with its ticket's in-flight count. A failure (5xx
+//!   included) goes in flagged, with its penalty (`Outcome::penalised`) as its latency: it
 //!   counts as tail whatever `T` is, and its penalty enters the mean, so a
 //!   backend failing fast drops to its [`FLOOR`].
 //!
 //! # Every [`PERIOD`] (one thread, off the request path)
-//! `Selector::tick`, called between requests by one designated worker (see
-//! `runtime::worker`), notices the period elapsed, wins a compare-exchange
-//! of the recompute stamp, then `try_lock`s the scratch `Mutex` (it cannot
-//! be contended but for a recompute longer than a period) and:
+//! `Selector::tick`, which every worker calls between batches of events
+//! (`Session::between_batches`, never inside a request's handling), notices
+//! the period elapsed; the first caller to win a compare-exchange of the
+//! recompute stamp `try_lock`s the scratch `Mutex` (it cannot be contended
+//! but for a recompute longer than a period) and:
 //! 1. takes each backend's sample set (`window`): the [`WINDOW`] requests
 //!    most recently sent among those sent at least `H` ago (`H` = its
 //!    longest answer seen), unanswered ones counted as tail. Ordered by

@@ -144,6 +144,12 @@ pub trait Session: Sized + Send + 'static {
     /// [`HOUSEKEEPING`]: crate::runtime::worker::HOUSEKEEPING
     fn housekeep(_ctx: &mut Self::Ctx, _now: Instant) {}
 
+    /// Runs once per event-loop iteration, after the iteration's events
+    /// and timers (`now`: the iteration's clock): periodic work that must
+    /// not run inside any session's event (proxy mode: the selector's
+    /// `tick`). Must be cheap when there is nothing to do.
+    fn between_batches(_ctx: &mut Self::Ctx, _now: Instant) {}
+
     /// Maps readiness on `token(key, side)` to the session that handles it.
     /// By default a token belongs to the session in the same slab entry;
     /// proxy mode keeps backend sockets in a per-worker table instead, so

@@ -180,6 +180,7 @@ impl<S: Session> Worker<S> {
                 self.dispatch(key, Ready::resume(side), now);
             }
             self.fire_timers(now);
+            S::between_batches(&mut self.ctx, now);
             if now >= self.next_housekeeping {
                 S::housekeep(&mut self.ctx, now);
                 self.next_housekeeping = now + HOUSEKEEPING;

@@ -185,8 +185,6 @@ impl<N: Net> ProxySession<N> {
     /// Readiness on one of the session's sockets.
     pub fn on_ready(&mut self, ev: Ready, env: &mut Ev<'_, '_, N>) -> Step {
         env.ctx.refresh();
-        // Between requests: the selector's periodic work, if due.
-        env.ctx.shared.selector.tick(env.now);
         match ev.side {
             Side::Client => {
                 self.client.read_ready |= ev.readable;
