@@ -429,14 +429,14 @@ impl Selector for Predictive {
         Some(self.epoch)
     }
 
+    /// The ticket carries the send's features 2-5 for `observe`.
     fn on_send(&self, backend: usize, now: Instant) -> Attempt {
-        let mut attempt = Attempt::counted(backend, now, None);
         if backend >= self.slots.len() {
-            return attempt;
+            return Attempt::new(backend, now);
         }
         let before = self.loads.get(backend);
         let x = self.features(backend, stamp(self.epoch, now), before);
-        attempt = Attempt::counted(backend, now, self.loads.take(backend));
+        let mut attempt = Attempt::counted(backend, now, self.loads.take(backend));
         attempt.at_send = [x[1], x[2], x[3], x[4]];
         attempt
     }
