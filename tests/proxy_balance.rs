@@ -170,13 +170,36 @@ fn ewma_routes_with_two_workers_as_with_one() -> TestResult {
     Ok(())
 }
 
+/// Tail-budget's shares move only in its periodic LP solve, which runs in
+/// `Selector::tick` between the workers' event batches (never in `pick`):
+/// without it the shares would stay at their equal start. With it the fast
+/// backend takes most of the traffic, the slow one little more than its
+/// floor.
+#[test]
+fn tail_budget_re_solves_its_shares_between_batches() -> TestResult {
+    let fast = proxy::backend("2", "fast")?;
+    let slow = proxy::backend("50", "slow")?;
+    let opts = Opts {
+        policy: Policy::TailBudget { slo: None },
+        workers: 2,
+        ..Opts::default()
+    };
+    let p = proxy::start(&[fast.local_addr(), slow.local_addr()], opts)?;
+    let counts = spread(p.addr, 4, 100)?;
+    let to_fast = counts.get("fast").copied().unwrap_or(0);
+    assert_eq!(counts.values().sum::<usize>(), 400);
+    assert!(to_fast * 4 >= 400 * 3, "{counts:?}");
+    p.stop();
+    Ok(())
+}
+
 /// The seed scenario at a tenth of its latencies. Fails today: A's run of
 /// three 40 ms requests lifts its EWMA just above B's steady 20 ms, and
 /// the lowest-estimate rule never picks A again, so A gets no sample that
-/// could bring its estimate back down (balance::adaptive has no
+/// could bring its estimate back down (balance::lowest has no
 /// re-probing of a backend that lost).
 #[test]
-#[ignore = "EWMA starvation: after A's slow run its estimate never recovers (no re-probing in balance::adaptive)"]
+#[ignore = "EWMA starvation: after A's slow run its estimate never recovers (no re-probing in balance::lowest)"]
 fn ewma_favours_the_seed_fast_backend_with_one_or_two_workers() -> TestResult {
     for workers in [1, 2] {
         let a = proxy::backend("1,2,2,40,40,40,1,2,2", "A")?;

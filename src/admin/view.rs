@@ -223,6 +223,8 @@ impl Sources {
         let shared = &self.current();
         let s = &shared.stats;
         let g = |c: &AtomicU64| c.load(Relaxed);
+        // The request counters: per-worker shards, summed here.
+        let gs = |c: &crate::runtime::shard::Counter| c.load(Relaxed);
         let estimates = shared.selector.estimates();
         let backends = shared
             .metrics
@@ -252,7 +254,7 @@ impl Sources {
             let share = if answered == 0 {
                 1.0
             } else {
-                g(&s.within_slo) as f64 / answered as f64
+                gs(&s.within_slo) as f64 / answered as f64
             };
             (d.as_secs_f64() * 1000.0, share.min(1.0))
         });
@@ -265,25 +267,25 @@ impl Sources {
             uptime_s: started.elapsed().as_secs_f64(),
             now_ms: unix_ms(SystemTime::now()),
             requests: Requests {
-                total: g(&s.requests),
-                informational: g(&s.status_1xx),
-                ok: g(&s.ok),
-                redirects: g(&s.status_3xx),
-                client_errors: g(&s.status_4xx),
-                server_errors: g(&s.status_5xx),
-                retries: g(&s.retries),
+                total: gs(&s.requests),
+                informational: gs(&s.status_1xx),
+                ok: gs(&s.ok),
+                redirects: gs(&s.status_3xx),
+                client_errors: gs(&s.status_4xx),
+                server_errors: gs(&s.status_5xx),
+                retries: gs(&s.retries),
             },
             failures: [
-                g(&s.connect_failures),
-                g(&s.backend_resets),
-                g(&s.bad_responses),
-                g(&s.backend_timeouts),
-                g(&s.unavailable),
-                g(&s.client_timeouts),
-                g(&s.client_aborts),
-                g(&s.bad_bodies),
+                gs(&s.connect_failures),
+                gs(&s.backend_resets),
+                gs(&s.bad_responses),
+                gs(&s.backend_timeouts),
+                gs(&s.unavailable),
+                gs(&s.client_timeouts),
+                gs(&s.client_aborts),
+                gs(&s.bad_bodies),
             ],
-            tunnels: (g(&s.tunnels), g(&s.tunnels_open)),
+            tunnels: (gs(&s.tunnels), gs(&s.tunnels_open)),
             tls_handshakes: s.tls.handshakes().collect(),
             tls_errors: s.tls.errors().collect(),
             config: ConfigView {

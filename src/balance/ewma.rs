@@ -1,6 +1,6 @@
 //! `adaptive_ewma`: each backend's estimate is `a*latency + (1-a)*ewma`
 //! (the seed: a = 0.2), the first sample setting it outright; the lowest
-//! wins (see `adaptive`).
+//! wins (see `lowest`).
 //!
 //! Lock-free: one `AtomicU64` per backend holds the f64 bits, updated by a
 //! compare-exchange loop, so concurrent samples are all folded in, in some
@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::adaptive::{Estimator, Lowest};
+use super::lowest::{Estimator, Lowest};
 use super::{Backend, millis};
 
 /// CSV `routing_mode` name.
@@ -94,8 +94,8 @@ mod tests {
         let t0 = Instant::now();
         let s = new(&backends(2), 0.2, t0);
         assert_eq!(s.name(), "adaptive_ewma");
-        s.observe(1, ok(100), t0);
-        s.observe(1, ok(200), t0);
+        s.answer(1, ok(100), t0);
+        s.answer(1, ok(200), t0);
         let est = s.estimates();
         assert_eq!(est[0], None);
         assert!((est[1].unwrap() - 120.0).abs() < 1e-9);

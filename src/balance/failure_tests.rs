@@ -42,9 +42,14 @@ fn shares_of(policy: &Policy, fail: bool) -> [f64; 3] {
     // (done µs, order, backend, latency µs, failed)
     let mut heap = BinaryHeap::new();
     let mut order = 0u64;
-    let mut send = |now: u64, heap: &mut BinaryHeap<_>, counts: &mut [u64; 3]| {
-        let b = s.pick(at(now), None).unwrap();
-        s.on_send(b, at(now));
+    // Each request's ticket, by its order.
+    let mut tickets = std::collections::HashMap::new();
+    let mut send = |now: u64,
+                    heap: &mut BinaryHeap<_>,
+                    counts: &mut [u64; 3],
+                    tickets: &mut std::collections::HashMap<u64, _>| {
+        let b = s.tick_pick(at(now), &every).unwrap();
+        tickets.insert(order + 1, s.on_send(b, at(now)));
         let failed = fail && b == 0 && rng.next() < 0.5;
         let us = if failed {
             1_000
@@ -58,10 +63,10 @@ fn shares_of(policy: &Policy, fail: bool) -> [f64; 3] {
         heap.push(Reverse((now + us, order, b, us, failed)));
     };
     for _ in 0..CLIENTS {
-        send(0, &mut heap, &mut counts);
+        send(0, &mut heap, &mut counts, &mut tickets);
     }
     // Bounded: one answer and one send per turn until the run ends.
-    while let Some(Reverse((done, _, b, us, failed))) = heap.pop() {
+    while let Some(Reverse((done, key, b, us, failed))) = heap.pop() {
         if done >= RUN_US {
             break;
         }
@@ -71,9 +76,11 @@ fn shares_of(policy: &Policy, fail: bool) -> [f64; 3] {
         } else {
             Outcome::Success { latency: d }
         };
-        s.on_done(b, at(done));
-        s.observe(b, outcome, at(done));
-        send(done, &mut heap, &mut counts);
+        if let Some(ticket) = tickets.remove(&key) {
+            debug_assert_eq!(ticket.backend(), b);
+            s.observe(ticket, outcome, at(done));
+        }
+        send(done, &mut heap, &mut counts, &mut tickets);
     }
     let total = counts.iter().sum::<u64>().max(1) as f64;
     counts.map(|c| c as f64 / total)

@@ -41,12 +41,11 @@ fn trained(name: &str, t0: Instant) -> (Arc<dyn Selector>, Instant) {
     let mut last = t0;
     for r in 0..ROUNDS {
         let t = at(t0, 400 * r);
-        s.pick(t, None);
+        s.tick_pick(t, &every);
         for (b, &ms) in LATENCY_MS.iter().enumerate() {
-            s.on_send(b, t);
+            let ticket = s.on_send(b, t);
             let done = at(t, ms);
-            s.observe(b, ok(ms), done);
-            s.on_done(b, done);
+            s.observe(ticket, ok(ms), done);
             last = last.max(done);
         }
     }
@@ -56,7 +55,7 @@ fn trained(name: &str, t0: Instant) -> (Arc<dyn Selector>, Instant) {
 /// Leaves [`IN_FLIGHT`] requests at the old fast backend.
 fn leave_in_flight(s: &dyn Selector, now: Instant) {
     for _ in 0..IN_FLIGHT {
-        s.on_send(0, now);
+        s.hold(0, now);
     }
 }
 
@@ -64,7 +63,7 @@ fn leave_in_flight(s: &dyn Selector, now: Instant) {
 fn picks(s: &dyn Selector, now: Instant) -> [usize; 3] {
     let mut count = [0; 3];
     for _ in 0..20 {
-        count[s.pick(now, None).unwrap()] += 1;
+        count[s.sent_pick(now, &every).unwrap()] += 1;
     }
     count
 }
@@ -157,7 +156,7 @@ fn another_policy_type_inherits_nothing() {
             let new = rebuild(&policy(name), &new_set, &*old, &map, now).unwrap();
             assert_eq!(new.estimates(), [None, None, None], "{from} -> {name}");
             // Still a working cold start.
-            assert!(new.pick(now, None).is_some());
+            assert!(new.tick_pick(now, &every).is_some());
         }
     }
     // SMA with another window is still SMA: the newest samples are kept.
@@ -191,7 +190,7 @@ fn an_empty_or_bad_map_carries_nothing_it_should_not() {
         }
         // No backends at all, on either side.
         let none = rebuild(&policy(name), &[], &*old, &[], now).unwrap();
-        assert!(none.estimates().is_empty() && none.pick(now, None).is_none());
+        assert!(none.estimates().is_empty() && none.tick_pick(now, &every).is_none());
         let empty = build(&policy(name), &[], now).unwrap();
         let from_empty = rebuild(&policy(name), &new_set, &*empty, &[None; 3], now).unwrap();
         assert_eq!(from_empty.estimates(), [None, None, None], "{name}");
@@ -204,15 +203,15 @@ fn an_unmeasured_kept_backend_is_probed_again() {
         let t0 = Instant::now();
         let old = build(&policy(name), &backends(2), t0).unwrap();
         // 0's probe is in flight (its answer will go to `old`); 1 answers.
-        assert_eq!(old.pick(t0, None), Some(0));
-        assert_eq!(old.pick(t0, None), Some(1));
-        old.observe(1, ok(20), at(t0, 20));
+        assert_eq!(old.sent_pick(t0, &every), Some(0));
+        assert_eq!(old.sent_pick(t0, &every), Some(1));
+        old.answer(1, ok(20), at(t0, 20));
         let now = at(t0, 30);
         let new = rebuild(&policy(name), &backends(2), &*old, &[Some(0), Some(1)], now).unwrap();
         assert_eq!(new.estimates(), [None, Some(20.0)], "{name}");
-        assert_eq!(new.pick(now, None), Some(0), "{name}: probe again");
-        assert_eq!(new.pick(now, None), Some(1), "{name}");
+        assert_eq!(new.sent_pick(now, &every), Some(0), "{name}: probe again");
+        assert_eq!(new.sent_pick(now, &every), Some(1), "{name}");
         let later = now + Duration::from_millis(1);
-        assert_eq!(new.pick(later, None), Some(1), "{name}");
+        assert_eq!(new.sent_pick(later, &every), Some(1), "{name}");
     }
 }

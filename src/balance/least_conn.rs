@@ -1,10 +1,10 @@
 //! `least-conn`: the backend with the fewest requests in flight, counted
-//! globally (one selector serves every worker) through `on_send` /
-//! `on_done`; ties are broken round-robin by scanning from a rotating start
+//! globally (one selector serves every worker) by the `Attempt` tickets of
+//! `on_send`; ties are broken round-robin by scanning from a rotating start
 //! index. Outcomes are ignored.
 //!
-//! Also home of [`InFlight`], the per-backend in-flight counters that P2C
-//! and peak-EWMA share.
+//! The counts are `attempt::Loads`, shared in shape with P2C, peak-EWMA,
+//! tail-budget and predictive: an `Attempt` holds its count until dropped.
 //!
 //! Benign race: between a `pick` and its `on_send` another worker may read
 //! the old count and pick the same backend; the counts themselves are never
@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use log::{Level, debug, log_enabled};
 
-use super::{Backend, Outcome, Selector, labels};
+use super::{Attempt, Backend, Loads, Outcome, Selector, labels};
 
 /// CSV `routing_mode` name.
 pub(super) const NAME: &str = "least-conn";
@@ -26,66 +26,13 @@ const TAG: &str = "LC";
 /// Relaxed: each counter is a value on its own and guards no other memory.
 const ORDER: Ordering = Ordering::Relaxed;
 
-/// Requests in flight per backend, shared by all workers.
-#[derive(Debug)]
-pub(super) struct InFlight {
-    counts: Box<[AtomicUsize]>,
-}
-
-impl InFlight {
-    pub(super) fn new(n: usize) -> Self {
-        InFlight {
-            counts: (0..n).map(|_| AtomicUsize::new(0)).collect(),
-        }
-    }
-
-    pub(super) fn len(&self) -> usize {
-        self.counts.len()
-    }
-
-    /// Requests in flight at backend `i` (0 for an index out of range).
-    pub(super) fn get(&self, i: usize) -> usize {
-        self.counts.get(i).map_or(0, |c| c.load(ORDER))
-    }
-
-    /// One more request in flight at `i`.
-    pub(super) fn send(&self, i: usize) {
-        debug_assert!(i < self.counts.len(), "on_send({i}): no such backend");
-        if let Some(c) = self.counts.get(i) {
-            c.fetch_add(1, ORDER);
-        }
-    }
-
-    /// One request fewer at `i`. Saturates at 0: an unpaired `on_done` (a
-    /// protocol bug) must not wrap to `usize::MAX` and shun the backend
-    /// forever.
-    pub(super) fn done(&self, i: usize) {
-        debug_assert!(i < self.counts.len(), "on_done({i}): no such backend");
-        if let Some(c) = self.counts.get(i) {
-            let dec = c.fetch_update(ORDER, ORDER, |v| v.checked_sub(1));
-            debug_assert!(dec.is_ok(), "on_done({i}) without on_send");
-        }
-    }
-
-    /// `[LC] 8081=3 8082=0 ...` for debug logs (allocates).
-    pub(super) fn line(&self, tag: &str, labels: &[String]) -> String {
-        use std::fmt::Write;
-        let mut line = format!("[{tag}] in-flight");
-        for (label, i) in labels.iter().zip(0..) {
-            // Writing to a String cannot fail.
-            let _ = write!(line, " {label}={}", self.get(i));
-        }
-        line
-    }
-}
-
 /// Fewest in flight wins; ties go to the first one found scanning from a
 /// start index that advances by one on every pick.
 #[derive(Debug)]
 pub(super) struct LeastConn {
     names: Vec<String>,
     labels: Vec<String>,
-    in_flight: InFlight,
+    in_flight: Loads,
     /// Picks so far; `turn % n` is where the scan starts. Wrapping at
     /// `usize::MAX` only skews one rotation when `n` is not a power of two.
     turn: AtomicUsize,
@@ -96,7 +43,7 @@ impl LeastConn {
         LeastConn {
             names: backends.iter().map(|b| b.name.clone()).collect(),
             labels: labels(backends),
-            in_flight: InFlight::new(backends.len()),
+            in_flight: Loads::new(backends.len()),
             turn: AtomicUsize::new(0),
         }
     }
@@ -107,7 +54,7 @@ impl Selector for LeastConn {
         NAME
     }
 
-    fn pick(&self, _now: Instant, exclude: Option<usize>) -> Option<usize> {
+    fn pick(&self, _now: Instant, eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
         let n = self.in_flight.len();
         if n == 0 {
             return None;
@@ -115,7 +62,7 @@ impl Selector for LeastConn {
         let start = self.turn.fetch_add(1, ORDER) % n;
         let mut best: Option<(usize, usize)> = None;
         for i in (start..n).chain(0..start) {
-            if Some(i) == exclude {
+            if !eligible(i) {
                 continue;
             }
             let load = self.in_flight.get(i);
@@ -131,18 +78,14 @@ impl Selector for LeastConn {
         Some(chosen)
     }
 
-    fn observe(&self, _backend: usize, _outcome: Outcome, _now: Instant) {}
+    fn observe(&self, _attempt: Attempt, _outcome: Outcome, _now: Instant) {}
 
     fn estimates(&self) -> Vec<Option<f64>> {
         vec![None; self.names.len()]
     }
 
-    fn on_send(&self, backend: usize, _now: Instant) {
-        self.in_flight.send(backend);
-    }
-
-    fn on_done(&self, backend: usize, _now: Instant) {
-        self.in_flight.done(backend);
+    fn on_send(&self, backend: usize, now: Instant) -> Attempt {
+        Attempt::counted(backend, now, self.in_flight.take(backend))
     }
 }
 
@@ -157,16 +100,16 @@ mod tests {
         let s = LeastConn::new(&backends(3));
         for (b, k) in [(0, 3), (1, 1), (2, 2)] {
             for _ in 0..k {
-                s.on_send(b, t0);
+                s.hold(b, t0);
             }
         }
         for _ in 0..6 {
-            assert_eq!(s.pick(t0, None), Some(1));
+            assert_eq!(s.tick_pick(t0, &every), Some(1));
         }
-        s.on_done(0, t0);
-        s.on_done(0, t0);
-        s.on_done(0, t0); // 0 is now idle
-        assert_eq!(s.pick(t0, None), Some(0));
+        s.release(0, t0);
+        s.release(0, t0);
+        s.release(0, t0); // 0 is now idle
+        assert_eq!(s.tick_pick(t0, &every), Some(0));
         assert_eq!(s.estimates(), [None, None, None]);
     }
 
@@ -174,12 +117,12 @@ mod tests {
     fn ties_rotate() {
         let t0 = Instant::now();
         let s = LeastConn::new(&backends(3));
-        let picks: Vec<_> = (0..6).map(|_| s.pick(t0, None).unwrap()).collect();
+        let picks: Vec<_> = (0..6).map(|_| s.tick_pick(t0, &every).unwrap()).collect();
         assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
         // 1 busy: the scan start still rotates, so the tie between 0 and 2
         // goes to 0 (scan from 0), then 2 (scan from 1), then 2 (from 2).
-        s.on_send(1, t0);
-        let picks: Vec<_> = (0..3).map(|_| s.pick(t0, None).unwrap()).collect();
+        s.hold(1, t0);
+        let picks: Vec<_> = (0..3).map(|_| s.tick_pick(t0, &every).unwrap()).collect();
         assert_eq!(picks, [0, 2, 2]);
     }
 
@@ -188,8 +131,8 @@ mod tests {
         let t0 = Instant::now();
         let s = LeastConn::new(&backends(4));
         for _ in 0..40 {
-            let b = s.pick(t0, None).unwrap();
-            s.on_send(b, t0);
+            let b = s.tick_pick(t0, &every).unwrap();
+            s.hold(b, t0);
         }
         assert!((0..4).all(|i| s.in_flight.get(i) == 10));
     }
@@ -198,23 +141,32 @@ mod tests {
     fn exclude_and_edge_cases() {
         let t0 = Instant::now();
         let s = LeastConn::new(&backends(2));
-        s.on_send(1, t0);
-        assert_eq!(s.pick(t0, Some(0)), Some(1));
+        s.hold(1, t0);
+        assert_eq!(s.tick_pick(t0, &but(0)), Some(1));
         let one = LeastConn::new(&backends(1));
-        assert_eq!(one.pick(t0, Some(0)), None);
-        assert_eq!(one.pick(t0, None), Some(0));
-        assert_eq!(LeastConn::new(&[]).pick(t0, None), None);
+        assert_eq!(one.tick_pick(t0, &but(0)), None);
+        assert_eq!(one.tick_pick(t0, &every), Some(0));
+        assert_eq!(LeastConn::new(&[]).tick_pick(t0, &every), None);
     }
 
-    /// A protocol bug: caught by the debug assertion in tests, saturating
-    /// (not wrapping to `usize::MAX`) in release builds.
+    /// The count follows the ticket: observed or dropped, it is released
+    /// exactly once, and to the selector that issued it (a reload's
+    /// successor never sees it).
     #[test]
-    #[cfg_attr(debug_assertions, should_panic(expected = "without on_send"))]
-    fn unpaired_done_saturates_at_zero() {
+    fn a_ticket_releases_its_count_once_however_it_ends() {
         let t0 = Instant::now();
-        let s = LeastConn::new(&backends(1));
-        s.on_done(0, t0);
+        let s = LeastConn::new(&backends(2));
+        let (a, b) = (s.on_send(0, t0), s.on_send(0, t0));
+        assert_eq!(s.in_flight.get(0), 2);
+        s.observe(a, ok(5), t0);
+        assert_eq!(s.in_flight.get(0), 1);
+        drop(b);
         assert_eq!(s.in_flight.get(0), 0);
+        let next = LeastConn::new(&backends(2));
+        let old = s.on_send(1, t0);
+        assert_eq!((s.in_flight.get(1), next.in_flight.get(1)), (1, 0));
+        drop(old);
+        assert_eq!(s.in_flight.get(1), 0);
     }
 
     #[test]
@@ -229,11 +181,11 @@ mod tests {
                     scope.spawn(|| {
                         let mut open = std::collections::VecDeque::new();
                         for _ in 0..1000 {
-                            let b = s.pick(t0, None).unwrap();
-                            s.on_send(b, t0);
+                            let b = s.tick_pick(t0, &every).unwrap();
+                            s.hold(b, t0);
                             open.push_back(b);
                             if open.len() > 10 {
-                                s.on_done(open.pop_front().unwrap(), t0);
+                                s.release(open.pop_front().unwrap(), t0);
                             }
                         }
                         open
@@ -251,12 +203,12 @@ mod tests {
             assert_eq!(s.in_flight.get(i), expected, "backend {i}");
         }
         for b in open {
-            s.on_done(b, t0);
+            s.release(b, t0);
         }
         assert!((0..3).all(|i| s.in_flight.get(i) == 0));
         for _ in 0..12 {
-            let b = s.pick(t0, None).unwrap();
-            s.on_send(b, t0);
+            let b = s.tick_pick(t0, &every).unwrap();
+            s.hold(b, t0);
         }
         assert!((0..3).all(|i| s.in_flight.get(i) == 4));
     }

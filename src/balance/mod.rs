@@ -2,14 +2,21 @@
 //!
 //! One selector is built per run ([`build`]) and shared by every worker as an
 //! `Arc<dyn Selector>`, so all workers' latencies feed the same estimates and
-//! `--workers 2` routes like `--workers 1`. `pick` and `observe` run once per
-//! request: they are lock-free (atomics only) and never allocate. Time is
-//! passed in (`now`), never read here, so tests are deterministic.
+//! `--workers 2` routes like `--workers 1`. `pick`, `on_send` and `observe`
+//! run once per request: they are lock-free (atomics only) and never
+//! allocate. Time is passed in (`now`), never read here, so tests are
+//! deterministic.
 //!
 //! # Protocol
-//! `pick(now, None)` → send the request → `observe(backend, outcome, now)`,
-//! exactly once per pick that led to a request, failures included. A retry
-//! after a failure calls `pick(now, Some(failed))`.
+//! `pick(now, eligible)` → `on_send(backend, now)`, which returns an
+//! [`Attempt`] ticket → `observe(attempt, outcome, now)`, which consumes
+//! it, at most once per attempt, failures included. `eligible` is the
+//! caller's rule (health, drain, a retry's failed backend, limits), so one
+//! `pick` suffices. A ticket dropped without `observe` (abandoned,
+//! replaced by a retry, dropped in a reload) releases its in-flight count
+//! at the drop, to the selector that issued it (see `attempt`). Periodic
+//! work (tail-budget's LP) runs in `tick(now)`, between requests, never in
+//! `pick`.
 //!
 //! # Failures
 //! A failure is a connect error, reset, timeout, bad response *or a 5xx
@@ -39,23 +46,27 @@
 //! from window summaries (`limit::Gradient`, see `docs/adaptive.md`), for
 //! the proxy to enforce.
 //!
-//! SMA and EWMA share `adaptive::Lowest` (cold-start probes, lowest estimate
+//! SMA and EWMA share `lowest::Lowest` (cold-start probes, lowest estimate
 //! wins, ties rotate, logging) and differ only in their per-backend
-//! `adaptive::Estimator`. Least-conn, P2C and peak-EWMA count requests in
-//! flight globally with `least_conn::InFlight`, fed by `on_send`/`on_done`;
+//! `lowest::Estimator`. Every policy but round-robin counts requests in
+//! flight globally with `attempt::Loads` (one cache-padded count per
+//! backend, held by the tickets); a cold-start probe goes to an unmeasured
+//! backend only while nothing is in flight there, so one probe at a time,
+//! freed by its ticket (observed or dropped): no probe stamps, no timeout.
 //! P2C and peak-EWMA share `p2c::draw` (two distinct random candidates).
 //!
 //! # Adding a policy
 //! Add a file with a type implementing [`Selector`] (or, for another
-//! "lowest estimate wins" rule, just an `adaptive::Estimator`), a [`Policy`]
+//! "lowest estimate wins" rule, just an `lowest::Estimator`), a [`Policy`]
 //! variant, its names in [`Policy::name`], `FromStr` and [`POLICY_NAMES`],
 //! and an arm in [`build`]. If it learns, also `inherit`, `as_any` and
 //! `epoch` (see `reload`) and a case in `inherit_tests`.
 
-mod adaptive;
+mod attempt;
 mod ewma;
 mod least_conn;
 pub mod limit;
+mod lowest;
 mod p2c;
 mod peak_ewma;
 mod predictive;
@@ -82,6 +93,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
+pub use attempt::Attempt;
+pub(crate) use attempt::Loads;
 pub use predictive::Predictive;
 pub use reload::{carry_map, rebuild};
 pub use tail_budget::TailBudget;
@@ -128,12 +141,6 @@ pub const POLICY_NAMES: &[&str] = &[
     "predictive",
     "tail-budget",
 ];
-
-/// How long a cold-start probe may stay unanswered before another request
-/// may probe the same backend. Well above any healthy response (the seed's
-/// slowest is 400 ms), so it only matters when a probe was lost: a pick
-/// that never led to a request, hence no `observe` to release it.
-pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One backend the proxy can send requests to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -228,28 +235,35 @@ pub trait Selector: Send + Sync + fmt::Debug {
     /// The CSV `routing_mode` name (`round-robin`, `adaptive_sma`, ...).
     fn name(&self) -> &'static str;
 
-    /// Chooses a backend index for a new request. `exclude` is a backend
-    /// that just failed this request (retry elsewhere). Returns `None` only
-    /// if there is no (other) backend.
-    fn pick(&self, now: Instant, exclude: Option<usize>) -> Option<usize>;
+    /// Chooses a backend index for a new request among those `eligible`
+    /// accepts (the caller's health, drain, retry and limit rules; it must
+    /// be pure: a policy may call it for any backend, any number of times).
+    /// Returns `None` only if no backend is eligible. Claims nothing: the
+    /// count starts at [`Selector::on_send`].
+    fn pick(&self, now: Instant, eligible: &dyn Fn(usize) -> bool) -> Option<usize>;
 
-    /// Reports how a request sent to `backend` went. Called once per pick
-    /// that led to a request, failures included.
-    fn observe(&self, backend: usize, outcome: Outcome, now: Instant);
+    /// A request is being sent to `backend` (after `pick`): the ticket
+    /// that counts it in flight until [`Selector::observe`] consumes it or
+    /// it is dropped (answered, failed or abandoned alike). One selector
+    /// serves all workers, so the count is global.
+    fn on_send(&self, backend: usize, now: Instant) -> Attempt {
+        Attempt::new(backend, now)
+    }
+
+    /// Reports how the request of `attempt` (a ticket from this
+    /// selector's `on_send`) went, and ends it. At most once per attempt,
+    /// failures included; an attempt that never gets one is dropped.
+    fn observe(&self, attempt: Attempt, outcome: Outcome, now: Instant);
 
     /// The current per-backend estimate in ms (`None` = unmeasured), for
     /// logs and metrics. May allocate; not for the per-request path.
     fn estimates(&self) -> Vec<Option<f64>>;
 
-    /// A request attempt was sent towards `backend` (after `pick`). Policies
-    /// that count in-flight requests (least-conn, P2C, peak-EWMA) count here;
-    /// one selector serves all workers, so the count is global.
-    fn on_send(&self, _backend: usize, _now: Instant) {}
-
-    /// The attempt at `backend` is over, whatever happened: answered,
-    /// failed, or abandoned by its client. Called exactly once per
-    /// `on_send`, possibly without any `observe`.
-    fn on_done(&self, _backend: usize, _now: Instant) {}
+    /// Periodic work kept off the request path (tail-budget's share
+    /// recompute): every worker calls it between batches of events, often
+    /// (a few times per millisecond under load); the policy rate-limits
+    /// itself and lets one caller win each period. No `pick` waits for it.
+    fn tick(&self, _now: Instant) {}
 
     /// Per-backend numbers a policy wants shown besides its estimates
     /// (tail-budget's traffic weights, predictive's R²), as (name, values).
@@ -260,9 +274,9 @@ pub trait Selector: Send + Sync + fmt::Debug {
 
     /// Chooses among the backup backends, for when no primary is usable
     /// (the caller decides that). `pick` never returns a backup. `None`:
-    /// no (other) backup. Only the selector [`build`] wraps around primary
+    /// no eligible backup. Only the selector [`build`] wraps around primary
     /// and backup backends implements it.
-    fn pick_backup(&self, _now: Instant, _exclude: Option<usize>) -> Option<usize> {
+    fn pick_backup(&self, _now: Instant, _eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
         None
     }
 
@@ -270,7 +284,7 @@ pub trait Selector: Send + Sync + fmt::Debug {
     /// `map[i] = Some(j)` when backend `i` here is `old`'s `j` (same
     /// address, [`carry_map`]), `None` for a new one (cold start). Copies
     /// estimates, windows, fits; NOT requests in flight: they finish
-    /// against `old` (their `observe`/`on_done` go to the selector that
+    /// against `old` (their tickets go back to the selector that
     /// picked them) and this one starts at 0. Another policy type (a
     /// policy change) or a missing/out-of-range entry carries nothing.
     /// Called once before taking traffic; see `reload` and [`rebuild`].
@@ -519,26 +533,7 @@ fn millis(d: Duration) -> f64 {
 }
 
 #[cfg(test)]
-pub(crate) mod test_util {
-    use super::*;
-
-    /// Backends `127.0.0.1:8081`, `:8082`, ... as the seed names them.
-    pub(crate) fn backends(n: usize) -> Vec<Backend> {
-        (0..n)
-            .map(|i| Backend::new(SocketAddr::from(([127, 0, 0, 1], 8081 + i as u16))))
-            .collect()
-    }
-
-    pub(crate) fn ok(ms: u64) -> Outcome {
-        Outcome::Success {
-            latency: Duration::from_millis(ms),
-        }
-    }
-
-    pub(crate) fn at(t0: Instant, ms: u64) -> Instant {
-        t0 + Duration::from_millis(ms)
-    }
-}
+pub(crate) mod test_util;
 
 #[cfg(test)]
 mod tests;

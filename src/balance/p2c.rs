@@ -1,6 +1,6 @@
 //! `p2c`: power of two choices. Each pick draws two DISTINCT backends at
 //! random and sends to the one with fewer requests in flight (counted
-//! globally through `on_send` / `on_done`, see `least_conn::InFlight`).
+//! globally by the `Attempt` tickets of `on_send`, see `attempt::Loads`).
 //! Outcomes are ignored. Peak-EWMA reuses the draw with another cost.
 //!
 //! - Randomness: [`Rng`], SplitMix64 over one `AtomicU64`. `next` advances
@@ -25,8 +25,7 @@ use std::time::Instant;
 
 use log::{Level, debug, log_enabled};
 
-use super::least_conn::InFlight;
-use super::{Backend, Outcome, Selector, labels};
+use super::{Attempt, Backend, Loads, Outcome, Selector, labels};
 
 /// CSV `routing_mode` name.
 pub(super) const NAME: &str = "p2c";
@@ -76,7 +75,7 @@ fn mix(mut z: u64) -> u64 {
 /// The candidates of one decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) enum Draw {
-    /// No backend left once `exclude` is removed.
+    /// No eligible backend.
     None,
     /// Only one eligible backend.
     One(usize),
@@ -84,16 +83,18 @@ pub(super) enum Draw {
     Two(usize, usize),
 }
 
-/// Two distinct backends among `0..n` minus `exclude` (an out-of-range
-/// `exclude` removes nothing), from the random word `r`: its low half picks
-/// the first, its high half the offset of the second.
-pub(super) fn draw(n: usize, exclude: Option<usize>, r: u64) -> Draw {
-    let skip = exclude.filter(|&x| x < n);
-    let m = n - usize::from(skip.is_some());
-    // The k-th eligible backend: indices at or past `skip` shift by one.
-    let real = |k: usize| match skip {
-        Some(x) if k >= x => k + 1,
-        _ => k,
+/// Two distinct backends among those of `0..n` that `eligible` accepts,
+/// from the random word `r`: its low half picks the first, its high half
+/// the offset of the second.
+pub(super) fn draw(n: usize, eligible: &dyn Fn(usize) -> bool, r: u64) -> Draw {
+    let m = (0..n).filter(|&i| eligible(i)).count();
+    // The k-th eligible backend (k itself when all are).
+    let real = |k: usize| {
+        if m == n {
+            k
+        } else {
+            (0..n).filter(|&i| eligible(i)).nth(k).unwrap_or(k)
+        }
     };
     // Truncations intended: the low and high halves of `r`.
     let (lo, hi) = (r as u32, (r >> 32) as u32);
@@ -112,8 +113,8 @@ pub(super) fn draw(n: usize, exclude: Option<usize>, r: u64) -> Draw {
 /// least 1 is assumed; a 0 weight is never drawn): the low half of `r`
 /// picks the first by cumulative weight, the high half the second among
 /// the rest. O(n), for the few backends a proxy has.
-pub(super) fn draw_weighted(weights: &[u32], exclude: Option<usize>, r: u64) -> Draw {
-    let ok = |i: usize| Some(i) != exclude && weights[i] > 0;
+pub(super) fn draw_weighted(weights: &[u32], eligible: &dyn Fn(usize) -> bool, r: u64) -> Draw {
+    let ok = |i: usize| eligible(i) && weights[i] > 0;
     let total: u64 = (0..weights.len())
         .filter(|&i| ok(i))
         .map(|i| u64::from(weights[i]))
@@ -170,7 +171,7 @@ pub(super) fn cheaper<C: PartialOrd>(a: usize, b: usize, cost: impl Fn(usize) ->
 pub(super) struct P2c {
     names: Vec<String>,
     labels: Vec<String>,
-    in_flight: InFlight,
+    in_flight: Loads,
     rng: Rng,
     /// Only when the weights differ: the sampling weights.
     weights: Option<Vec<u32>>,
@@ -182,7 +183,7 @@ impl P2c {
             weights: super::weights(backends),
             names: backends.iter().map(|b| b.name.clone()).collect(),
             labels: labels(backends),
-            in_flight: InFlight::new(backends.len()),
+            in_flight: Loads::new(backends.len()),
             rng: Rng::new(SEED),
         }
     }
@@ -193,12 +194,12 @@ impl Selector for P2c {
         NAME
     }
 
-    fn pick(&self, _now: Instant, exclude: Option<usize>) -> Option<usize> {
+    fn pick(&self, _now: Instant, eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
         let n = self.in_flight.len();
         let r = self.rng.next();
         let candidates = match &self.weights {
-            Some(w) => draw_weighted(w, exclude, r),
-            None => draw(n, exclude, r),
+            Some(w) => draw_weighted(w, eligible, r),
+            None => draw(n, eligible, r),
         };
         let chosen = match candidates {
             Draw::None => return None,
@@ -212,18 +213,14 @@ impl Selector for P2c {
         Some(chosen)
     }
 
-    fn observe(&self, _backend: usize, _outcome: Outcome, _now: Instant) {}
+    fn observe(&self, _attempt: Attempt, _outcome: Outcome, _now: Instant) {}
 
     fn estimates(&self) -> Vec<Option<f64>> {
         vec![None; self.names.len()]
     }
 
-    fn on_send(&self, backend: usize, _now: Instant) {
-        self.in_flight.send(backend);
-    }
-
-    fn on_done(&self, backend: usize, _now: Instant) {
-        self.in_flight.done(backend);
+    fn on_send(&self, backend: usize, now: Instant) -> Attempt {
+        Attempt::counted(backend, now, self.in_flight.take(backend))
     }
 }
 
@@ -258,15 +255,15 @@ mod tests {
                 let m = eligible.len();
                 if m < 2 {
                     let want = eligible.first().map_or(Draw::None, |&i| Draw::One(i));
-                    assert_eq!(draw(n, exclude, 0), want);
-                    assert_eq!(draw(n, exclude, u64::MAX), want);
+                    assert_eq!(draw(n, &|i| Some(i) != exclude, 0), want);
+                    assert_eq!(draw(n, &|i| Some(i) != exclude, u64::MAX), want);
                     continue;
                 }
                 let mut seen = HashMap::new();
                 for ka in 0..m {
                     for kb in 0..m - 1 {
                         let r = rep(ka, m) | (rep(kb, m - 1) << 32);
-                        let Draw::Two(a, b) = draw(n, exclude, r) else {
+                        let Draw::Two(a, b) = draw(n, &|i| Some(i) != exclude, r) else {
                             panic!("n {n} exclude {exclude:?}: not two");
                         };
                         assert_ne!(a, b);
@@ -289,7 +286,7 @@ mod tests {
             exclude in proptest::option::of(0usize..42),
             r in any::<u64>(),
         ) {
-            match draw(n, exclude, r) {
+            match draw(n, &|i| Some(i) != exclude, r) {
                 Draw::None => prop_assert!(n == 0 || (n == 1 && exclude == Some(0))),
                 Draw::One(i) => {
                     prop_assert!(i < n && Some(i) != exclude);
@@ -309,7 +306,7 @@ mod tests {
         let rng = Rng::new(SEED);
         let mut counts = HashMap::new();
         for _ in 0..6000 {
-            *counts.entry(draw(3, None, rng.next())).or_insert(0) += 1;
+            *counts.entry(draw(3, &|_| true, rng.next())).or_insert(0) += 1;
         }
         assert_eq!(counts.len(), 6);
         assert!(
@@ -329,7 +326,7 @@ mod tests {
         ) {
             let n = weights.len();
             let m = (0..n).filter(|&i| Some(i) != exclude).count();
-            match draw_weighted(&weights, exclude, r) {
+            match draw_weighted(&weights, &|i| Some(i) != exclude, r) {
                 Draw::None => prop_assert_eq!(m, 0),
                 Draw::One(i) => prop_assert!(m == 1 && i < n && Some(i) != exclude),
                 Draw::Two(a, b) => {
@@ -347,7 +344,7 @@ mod tests {
         let rng = Rng::new(SEED);
         let (mut first, mut any) = (0, 0);
         for _ in 0..12_000 {
-            let Draw::Two(a, b) = draw_weighted(&[3, 1, 1, 1], None, rng.next()) else {
+            let Draw::Two(a, b) = draw_weighted(&[3, 1, 1, 1], &|_| true, rng.next()) else {
                 panic!("two expected");
             };
             first += usize::from(a == 0);
@@ -361,10 +358,12 @@ mod tests {
         let mut b = backends(4);
         b[0].weight = 3;
         let s = P2c::new(&b);
-        let zeros = (0..1200).filter(|_| s.pick(t0, None) == Some(0)).count();
+        let zeros = (0..1200)
+            .filter(|_| s.tick_pick(t0, &every) == Some(0))
+            .count();
         assert!((540..=660).contains(&zeros), "{zeros}/1200");
         // Excluding the heavy one leaves a fair draw among the others.
-        assert!((0..50).all(|_| s.pick(t0, Some(0)) != Some(0)));
+        assert!((0..50).all(|_| s.tick_pick(t0, &but(0)) != Some(0)));
     }
 
     #[test]
@@ -385,15 +384,15 @@ mod tests {
         let s = P2c::new(&backends(2));
         // Two backends: both are always drawn, so the idle one always wins.
         for _ in 0..3 {
-            s.on_send(0, t0);
+            s.hold(0, t0);
         }
         for _ in 0..20 {
-            assert_eq!(s.pick(t0, None), Some(1));
+            assert_eq!(s.tick_pick(t0, &every), Some(1));
         }
         // Three: the busiest is drawn in 2 of 3 pairs but never wins.
         let s = P2c::new(&backends(3));
-        s.on_send(1, t0);
-        let picks: Vec<_> = (0..300).map(|_| s.pick(t0, None).unwrap()).collect();
+        s.hold(1, t0);
+        let picks: Vec<_> = (0..300).map(|_| s.tick_pick(t0, &every).unwrap()).collect();
         assert!(!picks.contains(&1));
         let zeros = picks.iter().filter(|&&b| b == 0).count();
         assert!((120..=180).contains(&zeros), "tie coin flips: {zeros}/300");
@@ -404,20 +403,20 @@ mod tests {
     fn one_backend_exclude_and_in_flight_release() {
         let t0 = Instant::now();
         let one = P2c::new(&backends(1));
-        one.on_send(0, t0);
-        assert_eq!(one.pick(t0, None), Some(0));
-        assert_eq!(one.pick(t0, Some(0)), None);
-        assert_eq!(P2c::new(&[]).pick(t0, None), None);
+        one.hold(0, t0);
+        assert_eq!(one.tick_pick(t0, &every), Some(0));
+        assert_eq!(one.tick_pick(t0, &but(0)), None);
+        assert_eq!(P2c::new(&[]).tick_pick(t0, &every), None);
         let s = P2c::new(&backends(3));
-        s.on_send(2, t0);
-        s.on_send(2, t0);
+        s.hold(2, t0);
+        s.hold(2, t0);
         for _ in 0..20 {
             // Excluding 0 leaves 1 and 2: the idle 1 always wins.
-            assert_eq!(s.pick(t0, Some(0)), Some(1));
+            assert_eq!(s.tick_pick(t0, &but(0)), Some(1));
         }
-        s.on_done(2, t0);
-        s.on_done(2, t0);
-        s.on_send(1, t0);
-        assert_eq!(s.pick(t0, Some(0)), Some(2));
+        s.release(2, t0);
+        s.release(2, t0);
+        s.hold(1, t0);
+        assert_eq!(s.tick_pick(t0, &but(0)), Some(2));
     }
 }

@@ -15,9 +15,9 @@
 //!   Finagle's `get()` (an `observe(0)`) would store, computed without a
 //!   write; `observe` blends from the last written value, as Finagle does
 //!   when no `get` came between.
-//! - Cold start: a never-probed backend costs 0 (as in Finagle) and is
-//!   claimed for exactly ONE probe (`compare_exchange` on its flag). Until
-//!   its first sample it then costs `default_rtt` (linkerd2: 30 ms).
+//! - Cold start: an unmeasured backend with nothing in flight costs 0 (as
+//!   in Finagle), so it takes one probe at a time; while its probe is in
+//!   flight it costs `default_rtt` (linkerd2: 30 ms) x (in flight + 1).
 //!
 //! Benign races (all workers share the selector): the stamp is advanced
 //! (`fetch_max`) before the estimate, so concurrent observations each
@@ -26,14 +26,13 @@
 //! sample stamped earlier than the latest update gets `w = 1`: only a peak
 //! counts from it.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use log::{Level, debug, log_enabled};
 
-use super::least_conn::InFlight;
 use super::p2c::{Draw, Rng, SEED, cheaper, draw};
-use super::{Backend, Outcome, Selector, estimates_line, labels, millis};
+use super::{Attempt, Backend, Loads, Outcome, Selector, estimates_line, labels, millis};
 
 /// CSV `routing_mode` name.
 pub(super) const NAME: &str = "peak-ewma";
@@ -63,8 +62,6 @@ struct Node {
     est: AtomicU64,
     /// When `est` was last updated, in ns since `PeakEwma::base`.
     stamp: AtomicU64,
-    /// The one cold-start probe has been claimed.
-    probed: AtomicBool,
 }
 
 /// The peak-EWMA P2C selector.
@@ -73,7 +70,7 @@ pub(super) struct PeakEwma {
     names: Vec<String>,
     labels: Vec<String>,
     nodes: Box<[Node]>,
-    in_flight: InFlight,
+    in_flight: Loads,
     rng: Rng,
     /// Stamps count from here.
     base: Instant,
@@ -99,10 +96,9 @@ impl PeakEwma {
                 .map(|_| Node {
                     est: AtomicU64::new(EMPTY),
                     stamp: AtomicU64::new(0),
-                    probed: AtomicBool::new(false),
                 })
                 .collect(),
-            in_flight: InFlight::new(backends.len()),
+            in_flight: Loads::new(backends.len()),
             rng: Rng::new(SEED),
             base,
             // A zero decay would divide by zero: validate() refuses it, and
@@ -140,18 +136,13 @@ impl PeakEwma {
         est * (self.in_flight.get(i) as f64 + 1.0)
     }
 
-    /// Claims backend `i`'s cold-start probe: true exactly once, and only
-    /// while `i` is unmeasured.
-    fn claim_probe(&self, i: usize) -> bool {
-        let Some(node) = self.nodes.get(i) else {
-            return false;
-        };
-        node.est.load(ORDER) == EMPTY
-            && !node.probed.load(ORDER)
-            && node
-                .probed
-                .compare_exchange(false, true, ORDER, ORDER)
-                .is_ok()
+    /// Whether `i` is due its cold-start probe: unmeasured, nothing in
+    /// flight there (see [`super::lowest`]).
+    fn unprobed(&self, i: usize) -> bool {
+        self.nodes
+            .get(i)
+            .is_some_and(|n| n.est.load(ORDER) == EMPTY)
+            && self.in_flight.get(i) == 0
     }
 
     /// Estimates in ms decayed to `t` (ns).
@@ -176,19 +167,14 @@ impl Selector for PeakEwma {
         NAME
     }
 
-    fn pick(&self, now: Instant, exclude: Option<usize>) -> Option<usize> {
+    fn pick(&self, now: Instant, eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
         let t = self.stamp_of(now);
-        let chosen = match draw(self.nodes.len(), exclude, self.rng.next()) {
+        let chosen = match draw(self.nodes.len(), eligible, self.rng.next()) {
             Draw::None => return None,
-            Draw::One(i) => {
-                // Sole candidate: it goes there anyway; the claim only
-                // records that its probe is spent.
-                self.claim_probe(i);
-                i
-            }
+            Draw::One(i) => i,
             Draw::Two(a, b) => {
-                // Cost 0 for a never-probed candidate: it wins its probe.
-                if let Some(p) = [a, b].into_iter().find(|&i| self.claim_probe(i)) {
+                // Cost 0 for an unmeasured idle candidate: it wins its probe.
+                if let Some(p) = [a, b].into_iter().find(|&i| self.unprobed(i)) {
                     self.log_choice("probing unmeasured", p, t);
                     return Some(p);
                 }
@@ -199,7 +185,12 @@ impl Selector for PeakEwma {
         Some(chosen)
     }
 
-    fn observe(&self, backend: usize, outcome: Outcome, now: Instant) {
+    fn on_send(&self, backend: usize, now: Instant) -> Attempt {
+        Attempt::counted(backend, now, self.in_flight.take(backend))
+    }
+
+    fn observe(&self, attempt: Attempt, outcome: Outcome, now: Instant) {
+        let backend = attempt.backend();
         debug_assert!(
             backend < self.nodes.len(),
             "observe({backend}): no such backend"
@@ -257,7 +248,6 @@ impl Selector for PeakEwma {
             };
             node.stamp.store(stamp, ORDER);
             node.est.store(est.to_bits(), ORDER);
-            node.probed.store(true, ORDER);
         }
     }
 
@@ -267,14 +257,6 @@ impl Selector for PeakEwma {
 
     fn epoch(&self) -> Option<Instant> {
         Some(self.base)
-    }
-
-    fn on_send(&self, backend: usize, _now: Instant) {
-        self.in_flight.send(backend);
-    }
-
-    fn on_done(&self, backend: usize, _now: Instant) {
-        self.in_flight.done(backend);
     }
 }
 
@@ -306,15 +288,15 @@ mod tests {
     fn a_peak_is_adopted_at_once() {
         let t0 = Instant::now();
         let s = peak(1, t0);
-        s.observe(0, ok(20), t0);
+        s.answer(0, ok(20), t0);
         assert_eq!(est(&s, 0, t0, 0), 20.0);
-        s.observe(0, ok(400), at(t0, 1));
+        s.answer(0, ok(400), at(t0, 1));
         assert_eq!(est(&s, 0, t0, 1), 400.0);
         // A failure is a sample of at least FAILURE_PENALTY: a peak.
         let failed = Outcome::Failure {
             elapsed: Duration::from_millis(2),
         };
-        s.observe(0, failed, at(t0, 2));
+        s.answer(0, failed, at(t0, 2));
         assert_eq!(est(&s, 0, t0, 2), 1000.0);
     }
 
@@ -322,14 +304,14 @@ mod tests {
     fn a_lower_sample_blends_with_exp_of_elapsed_time() {
         let t0 = Instant::now();
         let s = peak(1, t0);
-        s.observe(0, ok(100), t0);
+        s.answer(0, ok(100), t0);
         // After tau: w = e^-1, est = 100/e + 50(1 - 1/e) = 68.39397.
-        s.observe(0, ok(50), at(t0, TAU_MS));
+        s.answer(0, ok(50), at(t0, TAU_MS));
         let want = 100.0 * (-1.0f64).exp() + 50.0 * (1.0 - (-1.0f64).exp());
         assert!(close(want, 68.393_972), "{want}");
         assert!(close(est(&s, 0, t0, TAU_MS), want));
         // 1 s later: w = e^-0.1 = 0.904837, est = 68.39397w + 10(1-w).
-        s.observe(0, ok(10), at(t0, TAU_MS + 1000));
+        s.answer(0, ok(10), at(t0, TAU_MS + 1000));
         let w = (-0.1f64).exp();
         assert!(close(
             est(&s, 0, t0, TAU_MS + 1000),
@@ -337,7 +319,7 @@ mod tests {
         ));
         assert!(close(est(&s, 0, t0, TAU_MS + 1000), 62.837_071));
         // Same instant: w = 1, a lower sample changes nothing.
-        s.observe(0, ok(1), at(t0, TAU_MS + 1000));
+        s.answer(0, ok(1), at(t0, TAU_MS + 1000));
         assert!(close(est(&s, 0, t0, TAU_MS + 1000), 62.837_071));
     }
 
@@ -345,13 +327,13 @@ mod tests {
     fn the_estimate_decays_while_idle() {
         let t0 = Instant::now();
         let s = peak(2, t0);
-        s.observe(0, ok(400), at(t0, 500));
+        s.answer(0, ok(400), at(t0, 500));
         assert!(close(est(&s, 0, t0, 500 + TAU_MS), 400.0 / 1f64.exp()));
         assert!(close(est(&s, 0, t0, 500 + 2 * TAU_MS), 400.0 / 2f64.exp()));
         // Reading wrote nothing: the stamp is still the observation's.
         assert!(close(est(&s, 0, t0, 500 + TAU_MS), 147.151_776));
         // estimates() decays to the latest observation of any backend.
-        s.observe(1, ok(5), at(t0, 500 + TAU_MS));
+        s.answer(1, ok(5), at(t0, 500 + TAU_MS));
         let e = s.estimates();
         assert!(close(e[0].unwrap(), 147.151_776) && e[1] == Some(5.0));
     }
@@ -360,56 +342,45 @@ mod tests {
     fn one_probe_per_unmeasured_backend_then_the_default_rtt() {
         let t0 = Instant::now();
         let s = peak(2, t0);
-        // Both unprobed: each of the first two picks is a probe.
-        let mut first = [s.pick(t0, None).unwrap(), s.pick(t0, None).unwrap()];
+        // Both unprobed: each of the first two picks (sent) is a probe.
+        let a = s.tick_pick(t0, &every).unwrap();
+        s.hold(a, t0);
+        let b = s.tick_pick(t0, &every).unwrap();
+        s.hold(b, t0);
+        let mut first = [a, b];
         first.sort_unstable();
         assert_eq!(first, [0, 1]);
         assert_eq!(s.estimates(), [None, None]);
         // 0 measured at 40 ms; 1's probe is in flight (unmeasured): it
         // counts at the default 30 ms, times 2 for its probe in flight.
-        s.on_send(1, t0);
-        s.observe(0, ok(40), t0);
+        s.answer(0, ok(40), t0);
         assert!(close(s.cost(1, 0), 60.0));
-        assert_eq!(s.pick(t0, None), Some(0)); // 40 < 60
-        s.on_done(1, t0);
-        assert_eq!(s.pick(t0, None), Some(1)); // 30 < 40
-        assert!(!s.claim_probe(1));
-        // A backend measured before its probe was claimed never probes.
+        assert_eq!(s.tick_pick(t0, &every), Some(0)); // 40 < 60
+        s.release(1, t0);
+        assert_eq!(s.tick_pick(t0, &every), Some(1)); // idle, unmeasured: 0
+        // A measured backend never probes.
         let s = peak(1, t0);
-        s.observe(0, ok(5), t0);
-        assert!(!s.claim_probe(0));
-    }
-
-    #[test]
-    fn probes_are_claimed_once_across_threads() {
-        let t0 = Instant::now();
-        let s = peak(8, t0);
-        let claims: usize = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..4)
-                .map(|_| scope.spawn(|| (0..8).filter(|&i| s.claim_probe(i)).count()))
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).sum()
-        });
-        assert_eq!(claims, 8);
+        s.answer(0, ok(5), t0);
+        assert!(!s.unprobed(0));
     }
 
     #[test]
     fn cost_multiplies_by_in_flight_plus_one() {
         let t0 = Instant::now();
         let s = peak(2, t0);
-        s.observe(0, ok(10), t0); // fast
-        s.observe(1, ok(25), t0); // slower
-        assert_eq!(s.pick(t0, None), Some(0));
+        s.answer(0, ok(10), t0); // fast
+        s.answer(1, ok(25), t0); // slower
+        assert_eq!(s.tick_pick(t0, &every), Some(0));
         for _ in 0..2 {
-            s.on_send(0, t0);
+            s.hold(0, t0);
         }
         // 10 * 3 = 30 > 25 * 1: the idle slower backend wins.
         assert!(close(s.cost(0, 0), 30.0) && close(s.cost(1, 0), 25.0));
         for _ in 0..10 {
-            assert_eq!(s.pick(t0, None), Some(1));
+            assert_eq!(s.tick_pick(t0, &every), Some(1));
         }
-        s.on_done(0, t0);
-        assert_eq!(s.pick(t0, None), Some(0)); // 20 < 25
+        s.release(0, t0);
+        assert_eq!(s.tick_pick(t0, &every), Some(0)); // 20 < 25
     }
 
     #[test]
@@ -417,16 +388,15 @@ mod tests {
         let t0 = Instant::now();
         let s = peak(3, t0);
         for i in 0..3 {
-            s.observe(i, ok(10 * (i as u64 + 1)), t0);
+            s.answer(i, ok(10 * (i as u64 + 1)), t0);
         }
         for _ in 0..10 {
-            assert_eq!(s.pick(t0, Some(0)), Some(1));
+            assert_eq!(s.tick_pick(t0, &but(0)), Some(1));
         }
         let one = peak(1, t0);
-        assert_eq!(one.pick(t0, Some(0)), None);
-        assert_eq!(one.pick(t0, None), Some(0));
-        assert!(!one.claim_probe(0), "the sole pick spent the probe");
-        assert_eq!(peak(0, t0).pick(t0, None), None);
+        assert_eq!(one.tick_pick(t0, &but(0)), None);
+        assert_eq!(one.tick_pick(t0, &every), Some(0));
+        assert_eq!(peak(0, t0).tick_pick(t0, &every), None);
         assert!(peak(0, t0).estimates().is_empty());
     }
 }

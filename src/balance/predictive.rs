@@ -6,8 +6,8 @@
 //! Per backend, recursive least squares with forgetting factor [`LAMBDA`]
 //! (`rls`) over the features, at dispatch time:
 //! 1. 1 (intercept);
-//! 2. requests already in flight at that backend (global: `on_send` /
-//!    `on_done`);
+//! 2. requests already in flight at that backend (global: the tickets of
+//!    `on_send`);
 //! 3. EWMA of its latency, ms (α = [`ALPHA`]);
 //! 4. EWMA of the squared deviation from that EWMA, in [`VAR_UNIT_MS2`];
 //! 5. seconds since its last answer (at most [`MAX_IDLE_S`]);
@@ -16,15 +16,13 @@
 //!    does (an unexcited feature is harmless, see `rls`).
 //!
 //! # Matching features to answers
-//! `on_send` logs the features of every send (`tail_budget::dispatch`); an
-//! `observe` takes the send nearest `now - latency` and updates the model
-//! with that send's features and the answer's latency (failures as their
-//! penalty sample). Approximation: sends a few ms apart may swap features,
-//! and a send whose entry was overwritten (over 128 sends to that backend
-//! while it was in flight) is not learned from.
+//! `on_send` notes the features of the send in its `Attempt` ticket; the
+//! `observe` consuming that ticket updates the model with those features
+//! and the answer's latency (failures as their penalty sample). Exact: no
+//! matching by time.
 //!
 //! # Routing
-//! Unmeasured backends are probed once, as in `adaptive`; otherwise the
+//! Unmeasured backends are probed one request at a time, as in `lowest`; otherwise the
 //! lowest prediction for a request sent now wins (the EWMA until a model
 //! has [`MIN_UPDATES`] updates; features clamped to the range the model
 //! was fitted on, in-flight excepted, see `rls`). Every [`EXPLORE_EVERY`]th pick (2%) goes
@@ -45,13 +43,13 @@ mod tests;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 use std::sync::{Mutex, MutexGuard, TryLockError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use log::{Level, debug, log_enabled};
 
 use self::rls::{DIM, Rls, Scores, Snapshot};
-use super::tail_budget::dispatch::{DispatchLog, stamp};
-use super::{Backend, Outcome, PROBE_TIMEOUT, Selector, estimates_line, labels, millis};
+use super::tail_budget::dispatch::stamp;
+use super::{Attempt, Backend, Loads, Outcome, Selector, estimates_line, labels, millis};
 
 /// CSV `routing_mode` name.
 pub(super) const NAME: &str = "predictive";
@@ -86,13 +84,6 @@ pub const EXPLORE_EVERY: usize = 50;
 /// the feature count, past the prior's influence.
 pub const MIN_UPDATES: u64 = 2 * DIM as u64;
 
-/// Match tolerance, as `tail_budget`'s: connect time plus a quarter of the
-/// latency.
-const MATCH_SLACK: Duration = Duration::from_millis(5);
-
-/// No probe in flight; stamps are never 0.
-const NO_PROBE: u64 = 0;
-
 /// Relaxed unless stated: each atomic is a value on its own.
 const ORDER: Ordering = Ordering::Relaxed;
 
@@ -103,25 +94,25 @@ pub struct Predictive {
     labels: Vec<String>,
     epoch: Instant,
     slots: Box<[Slot]>,
-    picks: AtomicUsize,
+    /// Picks so far, per thread shard (exploring every [`EXPLORE_EVERY`]th
+    /// of each worker's picks needs no shared count).
+    picks: Box<[crate::runtime::shard::Padded<AtomicUsize>]>,
     explore_turn: AtomicUsize,
     fallback_turn: AtomicUsize,
     /// Latest stamp seen, for `estimates` (which has no `now`).
     clock: AtomicU64,
+    /// Requests in flight per backend (a feature; probes one at a time).
+    loads: Loads,
 }
 
 #[derive(Debug)]
 struct Slot {
-    probe: AtomicU64,
-    inflight: AtomicUsize,
     /// EWMA latency ms and EWMA squared deviation ms², f64 bits; NaN
     /// before the first answer.
     ewma: AtomicU64,
     var: AtomicU64,
     /// Stamp of the last answer; 0 for none yet.
     answered: AtomicU64,
-    /// Features 2-6 of each send.
-    sends: DispatchLog<{ DIM - 1 }>,
     coef: Coef,
     fit: Mutex<Fit>,
 }
@@ -200,12 +191,9 @@ impl Predictive {
             slots: backends
                 .iter()
                 .map(|_| Slot {
-                    probe: AtomicU64::new(NO_PROBE),
-                    inflight: AtomicUsize::new(0),
                     ewma: AtomicU64::new(f64::NAN.to_bits()),
                     var: AtomicU64::new(0f64.to_bits()),
                     answered: AtomicU64::new(0),
-                    sends: DispatchLog::default(),
                     coef: Coef::new(),
                     fit: Mutex::new(Fit {
                         rls: Rls::new(LAMBDA),
@@ -213,10 +201,11 @@ impl Predictive {
                     }),
                 })
                 .collect(),
-            picks: AtomicUsize::new(0),
+            picks: crate::runtime::shard::shards(|| AtomicUsize::new(0)),
             explore_turn: AtomicUsize::new(0),
             fallback_turn: AtomicUsize::new(0),
             clock: AtomicU64::new(1),
+            loads: Loads::new(backends.len()),
         }
     }
 
@@ -249,34 +238,24 @@ impl Predictive {
     /// if `i` is unmeasured.
     fn predict(&self, i: usize, now: u64) -> f64 {
         let s = &self.slots[i];
-        let x = self.features(i, now, s.inflight.load(ORDER));
+        let x = self.features(i, now, self.loads.get(i));
         routing_prediction(s.coef.read().as_ref(), &x)
-    }
-
-    fn claim_probe(&self, i: usize, now: u64) -> bool {
-        let probe = &self.slots[i].probe;
-        let current = probe.load(ORDER);
-        let timeout = u64::try_from(PROBE_TIMEOUT.as_nanos()).unwrap_or(u64::MAX);
-        if current != NO_PROBE && now.saturating_sub(current) < timeout {
-            return false;
-        }
-        probe.compare_exchange(current, now, ORDER, ORDER).is_ok()
     }
 
     fn measured(&self, i: usize) -> bool {
         f64::from_bits(self.slots[i].ewma.load(ORDER)).is_finite()
     }
 
-    /// Round-robin over the non-excluded backends, measured ones only if
+    /// Round-robin over the eligible backends, measured ones only if
     /// `measured_only`.
     fn rotate(
         &self,
         turn: &AtomicUsize,
-        exclude: Option<usize>,
+        eligible: &dyn Fn(usize) -> bool,
         measured_only: bool,
     ) -> Option<usize> {
         super::rotate(turn, self.slots.len(), |i| {
-            Some(i) != exclude && (!measured_only || self.measured(i))
+            eligible(i) && (!measured_only || self.measured(i))
         })
     }
 
@@ -309,21 +288,23 @@ impl Selector for Predictive {
         vec![("r_squared", self.r_squared())]
     }
 
-    fn pick(&self, now: Instant, exclude: Option<usize>) -> Option<usize> {
+    fn pick(&self, now: Instant, eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
         let now = stamp(self.epoch, now);
         for i in 0..self.slots.len() {
-            if Some(i) != exclude && !self.measured(i) && self.claim_probe(i, now) {
+            if eligible(i) && !self.measured(i) && self.loads.get(i) == 0 {
                 self.log_choice("probing unmeasured", i);
                 return Some(i);
             }
         }
-        let explore = self.picks.fetch_add(1, ORDER) % EXPLORE_EVERY == EXPLORE_EVERY - 1;
-        if explore && let Some(i) = self.rotate(&self.explore_turn, exclude, true) {
+        let mine = self.picks.get(crate::runtime::shard::current());
+        let explore =
+            mine.is_some_and(|p| p.0.fetch_add(1, ORDER) % EXPLORE_EVERY == EXPLORE_EVERY - 1);
+        if explore && let Some(i) = self.rotate(&self.explore_turn, eligible, true) {
             self.log_choice("exploring", i);
             return Some(i);
         }
         let mut best: Option<(f64, usize)> = None;
-        for i in (0..self.slots.len()).filter(|&i| Some(i) != exclude) {
+        for i in (0..self.slots.len()).filter(|&i| eligible(i)) {
             let p = self.predict(i, now);
             if p.is_finite() && best.is_none_or(|(b, _)| p < b) {
                 best = Some((p, i));
@@ -331,13 +312,14 @@ impl Selector for Predictive {
         }
         let chosen = match best {
             Some((_, i)) => i,
-            None => self.rotate(&self.fallback_turn, exclude, false)?,
+            None => self.rotate(&self.fallback_turn, eligible, false)?,
         };
         self.log_choice("chosen", chosen);
         Some(chosen)
     }
 
-    fn observe(&self, backend: usize, outcome: Outcome, now: Instant) {
+    fn observe(&self, attempt: Attempt, outcome: Outcome, now: Instant) {
+        let backend = attempt.backend();
         debug_assert!(backend < self.slots.len(), "observe({backend})");
         let Some(s) = self.slots.get(backend) else {
             return;
@@ -355,13 +337,9 @@ impl Selector for Predictive {
             })
             .flatten();
         let y = millis(outcome.penalised(worst));
-        let raw = match outcome {
-            Outcome::Success { latency } => latency,
-            Outcome::Failure { elapsed } => elapsed,
-        };
-        let raw = u64::try_from(raw.as_nanos()).unwrap_or(u64::MAX);
-        let tolerance = u64::try_from(MATCH_SLACK.as_nanos()).unwrap_or(0) + raw / 4;
-        let sent = s.sends.take(now.saturating_sub(raw), tolerance);
+        let sent = attempt.at_send;
+        // The sample is taken: the ticket's count (the probe) is released.
+        drop(attempt);
         // EWMA and EW variance (West): d = y - mean; mean += αd;
         // var = (1-α)(var + αd²). Two atomics: a concurrent answer may
         // pair with the other's mean, a benign race.
@@ -384,17 +362,18 @@ impl Selector for Predictive {
         }
         s.answered.fetch_max(now, ORDER);
         self.clock.fetch_max(now, ORDER);
-        s.probe.store(NO_PROBE, ORDER);
         // Learn only from sends that had an EWMA (not the probe).
-        let Some(f) = sent.filter(|f| f[1].is_finite()) else {
+        let f = sent;
+        if !f[1].is_finite() {
             return;
-        };
+        }
         let mut fit = match s.fit.try_lock() {
             Ok(g) => g,
             Err(TryLockError::Poisoned(p)) => p.into_inner(),
             Err(TryLockError::WouldBlock) => return,
         };
-        let x = [1.0, f[0], f[1], f[2], f[3], f[4]];
+        // Feature 6 (request size) is not known to the Selector API: 0.
+        let x = [1.0, f[0], f[1], f[2], f[3], 0.0];
         let before = routing_prediction(s.coef.read().as_ref(), &x);
         fit.scores.record(before, y);
         fit.rls.update(&x, y);
@@ -450,22 +429,15 @@ impl Selector for Predictive {
         Some(self.epoch)
     }
 
-    fn on_send(&self, backend: usize, now: Instant) {
+    /// The ticket carries the send's features 2-5 for `observe`.
+    fn on_send(&self, backend: usize, now: Instant) -> Attempt {
         if backend >= self.slots.len() {
-            return;
+            return Attempt::new(backend, now);
         }
-        let s = &self.slots[backend];
-        let before = s.inflight.fetch_add(1, ORDER);
+        let before = self.loads.get(backend);
         let x = self.features(backend, stamp(self.epoch, now), before);
-        s.sends
-            .record(stamp(self.epoch, now), [x[1], x[2], x[3], x[4], x[5]]);
-    }
-
-    fn on_done(&self, backend: usize, _now: Instant) {
-        if let Some(s) = self.slots.get(backend) {
-            let _ = s
-                .inflight
-                .fetch_update(ORDER, ORDER, |n| Some(n.saturating_sub(1)));
-        }
+        let mut attempt = Attempt::counted(backend, now, self.loads.take(backend));
+        attempt.at_send = [x[1], x[2], x[3], x[4]];
+        attempt
     }
 }

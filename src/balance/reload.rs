@@ -17,9 +17,9 @@
 //!   requests in flight).
 //!
 //! Not carried: requests in flight (they finish against the old selector,
-//! which gets their `observe` and `on_done`, so the new one never sees
-//! those answers and starts at 0 in flight), the
-//! dispatch logs matching them, and cold-start probes. A backend that
+//! which their tickets go back to, so the new one never sees those
+//! answers and starts at 0 in flight), the dispatch logs of their sends,
+//! and cold-start probes. A backend that
 //! stays but was still unmeasured is probed again, as is every new one.
 //! A policy change on reload starts fresh: `inherit` only takes state from
 //! a selector of its own type.

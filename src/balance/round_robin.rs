@@ -8,7 +8,7 @@ use std::time::Instant;
 use log::{Level, debug, log_enabled};
 
 use super::swrr::Swrr;
-use super::{Backend, Outcome, Selector};
+use super::{Attempt, Backend, Outcome, Selector};
 
 /// CSV `routing_mode` name.
 pub(super) const NAME: &str = "round-robin";
@@ -54,27 +54,27 @@ impl Selector for RoundRobin {
         NAME
     }
 
-    fn pick(&self, _now: Instant, exclude: Option<usize>) -> Option<usize> {
+    fn pick(&self, _now: Instant, eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
         let n = self.names.len();
-        if n == 0 || (n == 1 && exclude == Some(0)) {
-            return None;
-        }
         if let Some(w) = &self.weighted {
-            // A retry skips the failed backend; the others keep their ratio.
-            let i = w.pick(|i| Some(i) != exclude)?;
+            // Ineligible backends are skipped; the others keep their ratio.
+            let i = w.pick(eligible)?;
             if log_enabled!(Level::Debug) {
                 debug!("[{TAG}] chosen: {}", self.names[i]);
             }
             return Some(i);
         }
+        if n == 0 {
+            return None;
+        }
         let mut i = self.turn();
-        if Some(i) == exclude {
-            // A retry takes the next turn, so the rotation stays fair; if
-            // another worker took that one meanwhile, the neighbour will do.
+        if !eligible(i) {
+            // An ineligible turn (a retry's failed backend, an ejected one)
+            // takes the next turn, so the rotation stays fair; if that one
+            // is out too, the next eligible neighbour will do (bounded by
+            // the backend count).
             i = self.turn();
-            if Some(i) == exclude {
-                i = (i + 1) % n;
-            }
+            i = (i..n).chain(0..i).find(|&b| eligible(b))?;
         }
         if log_enabled!(Level::Debug) {
             debug!("[{TAG}] chosen: {}", self.names[i]);
@@ -82,7 +82,7 @@ impl Selector for RoundRobin {
         Some(i)
     }
 
-    fn observe(&self, _backend: usize, _outcome: Outcome, _now: Instant) {}
+    fn observe(&self, _attempt: Attempt, _outcome: Outcome, _now: Instant) {}
 
     fn estimates(&self) -> Vec<Option<f64>> {
         vec![None; self.names.len()]
@@ -98,11 +98,11 @@ mod tests {
     fn cycles_over_all_backends() {
         let t0 = Instant::now();
         let rr = RoundRobin::new(&backends(3));
-        let picks: Vec<_> = (0..7).map(|_| rr.pick(t0, None).unwrap()).collect();
+        let picks: Vec<_> = (0..7).map(|_| rr.tick_pick(t0, &every).unwrap()).collect();
         assert_eq!(picks, [0, 1, 2, 0, 1, 2, 0]);
         // Outcomes change nothing.
-        rr.observe(1, ok(1), t0);
-        assert_eq!(rr.pick(t0, None), Some(1));
+        rr.answer(1, ok(1), t0);
+        assert_eq!(rr.tick_pick(t0, &every), Some(1));
         assert_eq!(rr.estimates(), [None, None, None]);
     }
 
@@ -110,16 +110,16 @@ mod tests {
     fn exclude_skips_the_failed_backend() {
         let t0 = Instant::now();
         let rr = RoundRobin::new(&backends(3));
-        assert_eq!(rr.pick(t0, Some(0)), Some(1));
-        assert_eq!(rr.pick(t0, None), Some(2));
+        assert_eq!(rr.tick_pick(t0, &but(0)), Some(1));
+        assert_eq!(rr.tick_pick(t0, &every), Some(2));
         for _ in 0..10 {
-            assert_ne!(rr.pick(t0, Some(1)), Some(1));
+            assert_ne!(rr.tick_pick(t0, &but(1)), Some(1));
         }
         let one = RoundRobin::new(&backends(1));
-        assert_eq!(one.pick(t0, Some(0)), None);
-        assert_eq!(one.pick(t0, None), Some(0));
+        assert_eq!(one.tick_pick(t0, &but(0)), None);
+        assert_eq!(one.tick_pick(t0, &every), Some(0));
         // An index that is not a backend excludes nothing.
-        assert_eq!(one.pick(t0, Some(5)), Some(0));
+        assert_eq!(one.tick_pick(t0, &but(5)), Some(0));
     }
 
     #[test]
@@ -128,15 +128,15 @@ mod tests {
         let mut b = backends(3);
         b[0].weight = 3;
         let rr = RoundRobin::new(&b);
-        let picks: Vec<_> = (0..10).map(|_| rr.pick(t0, None).unwrap()).collect();
+        let picks: Vec<_> = (0..10).map(|_| rr.tick_pick(t0, &every).unwrap()).collect();
         // nginx's smooth sequence for {3,1,1}: never three in a row.
         assert_eq!(picks, [0, 1, 0, 2, 0, 0, 1, 0, 2, 0]);
         // A retry avoids the failed backend; 1 and 2 alternate.
         for _ in 0..10 {
-            assert_ne!(rr.pick(t0, Some(0)), Some(0));
+            assert_ne!(rr.tick_pick(t0, &but(0)), Some(0));
         }
         let mut one = backends(1);
         one[0].weight = 4;
-        assert_eq!(RoundRobin::new(&one).pick(t0, Some(0)), None);
+        assert_eq!(RoundRobin::new(&one).tick_pick(t0, &but(0)), None);
     }
 }

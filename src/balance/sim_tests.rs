@@ -12,8 +12,8 @@
 //! real run a few ms of overhead on B can flip it back to A. The policies
 //! stay exactly as the seed describes them; exploring is for a new policy.
 //!
-//! Every simulated attempt is bracketed by `on_send` / `on_done` as the
-//! proxy does, so the in-flight policies (least-conn, P2C, peak-EWMA) see
+//! Every simulated attempt holds its `on_send` ticket until its answer, as
+//! the proxy does, so the in-flight policies (least-conn, P2C, peak-EWMA) see
 //! the load. A second scenario (research: routing-simulation.md, scenario
 //! 2) has load-dependent backends: capacities 4/8/16, 20 ms of service,
 //! FIFO queues, 40 clients.
@@ -45,8 +45,8 @@ fn simulate_n(policy: &str, clients: usize, total: usize) -> [usize; 3] {
     // Completions as (done at ms, send order, backend, latency ms).
     let mut in_flight = BinaryHeap::new();
     let send = |now: u64, sent: &mut [usize; 3], in_flight: &mut BinaryHeap<_>| {
-        let b = s.pick(at(t0, now), None).unwrap();
-        s.on_send(b, at(t0, now));
+        let b = s.tick_pick(at(t0, now), &every).unwrap();
+        s.hold(b, at(t0, now));
         let ms = match b {
             0 => A_CYCLE[sent[0] % A_CYCLE.len()],
             1 => 200,
@@ -60,8 +60,7 @@ fn simulate_n(policy: &str, clients: usize, total: usize) -> [usize; 3] {
         send(0, &mut sent, &mut in_flight);
     }
     while let Some(Reverse((now, _, b, ms))) = in_flight.pop() {
-        s.on_done(b, at(t0, now));
-        s.observe(b, ok(ms), at(t0, now));
+        s.answer(b, ok(ms), at(t0, now));
         if sent.iter().sum::<usize>() < total {
             send(now, &mut sent, &mut in_flight);
         }
@@ -194,8 +193,8 @@ fn simulate_capacity(policy: &str) -> (f64, [usize; 3]) {
     let s = build(&policy.parse().unwrap(), &backends(3), t0).unwrap();
     let mut q = Queues::default();
     let send = |q: &mut Queues, now: u64| {
-        let b = s.pick(at(t0, now), None).unwrap();
-        s.on_send(b, at(t0, now));
+        let b = s.tick_pick(at(t0, now), &every).unwrap();
+        s.hold(b, at(t0, now));
         q.arrive(b, now);
     };
     for _ in 0..CAPACITY_CLIENTS {
@@ -206,8 +205,7 @@ fn simulate_capacity(policy: &str) -> (f64, [usize; 3]) {
         if now > CAPACITY_RUN_MS {
             break;
         }
-        s.on_done(b, at(t0, now));
-        s.observe(b, ok(now - arrived), at(t0, now));
+        s.answer(b, ok(now - arrived), at(t0, now));
         completed += 1;
         q.free(b, now);
         send(&mut q, now);

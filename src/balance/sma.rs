@@ -1,5 +1,5 @@
 //! `adaptive_sma`: each backend's estimate is the mean of its last N
-//! latencies (the seed: N = 3); the lowest wins (see `adaptive`).
+//! latencies (the seed: N = 3); the lowest wins (see `lowest`).
 //!
 //! Lock-free ring: a write index claimed with `fetch_add` and N atomic
 //! slots holding nanoseconds, [`EMPTY`] until first written. The mean is
@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::Backend;
-use super::adaptive::{Estimator, Lowest};
+use super::lowest::{Estimator, Lowest};
 
 /// CSV `routing_mode` name.
 pub(super) const NAME: &str = "adaptive_sma";
@@ -120,7 +120,7 @@ mod tests {
         let s = new(&backends(2), 3, t0);
         assert_eq!(s.name(), "adaptive_sma");
         for v in [10, 20, 30, 40] {
-            s.observe(0, ok(v), t0);
+            s.answer(0, ok(v), t0);
         }
         assert_eq!(s.estimates(), [Some(30.0), None]);
     }

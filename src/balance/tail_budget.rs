@@ -6,24 +6,29 @@
 //!
 //! # Per request (lock-free, no allocation)
 //! - `pick`: a cold-start probe if a backend is unmeasured (one request at
-//!   a time, as `adaptive`), else SWRR over the measured backends
+//!   a time, as `lowest`), else SWRR over the measured backends
 //!   (`swrr`), then the guard: if the pick's fitted `(base +
 //!   slope·inflight) / base` exceeds [`GUARD_SLOWDOWN`], the least-slowed
 //!   measured backend takes the request instead. Nothing measured and every
 //!   probe in flight: round-robin.
-//! - `on_send` / `on_done`: the global in-flight count per backend; the
-//!   send's in-flight count is logged (`dispatch`) for `observe` to match.
+//! - `on_send`: the global in-flight count per backend, held by the
+//!   `Attempt` ticket (which also carries the in-flight count before the
+//!   send, for the load fit); the send is logged (`dispatch`) so the
+//!   recompute sees requests still unanswered, and `observe` consumes the
+//!   ticket's exact entry.
 //! - `observe`: the sample and its send time (`now - latency`) go into the
-//!   backend's ring of recent answers (`window`); a success with a matched
-//!   send feeds the load fit (`fit`). A failure (5xx included) goes in
-//!   flagged, with its penalty (`Outcome::penalised`) as its latency: it
+//!   backend's ring of recent answers (`window`); a success feeds the load
+//!   fit (`fit`) with its ticket's in-flight count. A failure (5xx
+//!   included) goes in flagged, with its penalty (`Outcome::penalised`) as its latency: it
 //!   counts as tail whatever `T` is, and its penalty enters the mean, so a
 //!   backend failing fast drops to its [`FLOOR`].
 //!
-//! # Every [`PERIOD`] (one thread, off the common path)
-//! The first `pick` to notice the period elapsed wins a compare-exchange
-//! of the recompute stamp, then `try_lock`s the scratch `Mutex` (it cannot
-//! be contended but for a recompute longer than a period) and:
+//! # Every [`PERIOD`] (one thread, off the request path)
+//! `Selector::tick`, which every worker calls between batches of events
+//! (`Session::between_batches`, never inside a request's handling), notices
+//! the period elapsed; the first caller to win a compare-exchange of the
+//! recompute stamp `try_lock`s the scratch `Mutex` (it cannot be contended
+//! but for a recompute longer than a period) and:
 //! 1. takes each backend's sample set (`window`): the [`WINDOW`] requests
 //!    most recently sent among those sent at least `H` ago (`H` = its
 //!    longest answer seen), unanswered ones counted as tail. Ordered by
@@ -64,13 +69,14 @@ use std::time::{Duration, Instant};
 
 use log::{Level, debug, log_enabled};
 
-use self::dispatch::{DispatchLog, stamp};
+use self::dispatch::{SendLog, stamp};
 use self::fit::LoadFit;
 use self::lp::Arm;
 use self::ties::Stats;
 use self::window::{Censored, Samples};
 use super::swrr::{SCALE, Swrr};
-use super::{Backend, Outcome, PROBE_TIMEOUT, Selector, estimates_line, labels, millis};
+use super::{Attempt, Loads};
+use super::{Backend, Outcome, Selector, estimates_line, labels, millis};
 
 /// CSV `routing_mode` name.
 pub(super) const NAME: &str = "tail-budget";
@@ -115,17 +121,8 @@ pub const GUARD_SLOWDOWN: f64 = 1.5;
 /// (and most latency SLOs) are stated in.
 const TAIL_QUANTILE: f64 = 0.95;
 
-/// An `observe` matches the send whose stamp is nearest `now - latency`,
-/// if within this plus a quarter of the latency: room for the connect time
-/// between `on_send` and the first byte written, not much more, so a busy
-/// backend's neighbouring sends are rarely taken instead.
-const MATCH_SLACK: Duration = Duration::from_millis(5);
-
-/// Probe stamp meaning "no probe in flight"; stamps are never 0.
-const NO_PROBE: u64 = 0;
-
 /// Relaxed everywhere: each atomic is a value on its own (the dispatch log
-/// orders its own slots); the races are those of `adaptive`, benign.
+/// orders its own slots); the races are those of `lowest`, benign.
 const ORDER: Ordering = Ordering::Relaxed;
 
 /// The tail-budget selector; see the module doc.
@@ -149,16 +146,16 @@ pub struct TailBudget {
     scratch: Mutex<Scratch>,
     /// Round-robin while nothing is measured.
     fallback_turn: AtomicUsize,
+    /// Requests in flight per backend (the guard's load; one probe at a
+    /// time).
+    loads: Loads,
 }
 
 #[derive(Debug)]
 struct Slot {
     answers: Samples,
-    /// [`NO_PROBE`], or the stamp of the cold-start probe in flight.
-    probe: AtomicU64,
-    inflight: AtomicUsize,
-    /// In-flight count at each send, for the load fit.
-    sends: DispatchLog<1>,
+    /// Each send's stamp, until its `observe`: the unanswered requests.
+    sends: SendLog,
     load: LoadFit,
 }
 
@@ -199,9 +196,7 @@ impl TailBudget {
             slots: (0..n)
                 .map(|_| Slot {
                     answers: Samples::new(),
-                    probe: AtomicU64::new(NO_PROBE),
-                    inflight: AtomicUsize::new(0),
-                    sends: DispatchLog::default(),
+                    sends: SendLog::default(),
                     load: LoadFit::default(),
                 })
                 .collect(),
@@ -222,6 +217,7 @@ impl TailBudget {
                 target: Vec::with_capacity(n),
             }),
             fallback_turn: AtomicUsize::new(0),
+            loads: Loads::new(n),
             weights,
         }
     }
@@ -277,17 +273,16 @@ impl TailBudget {
         } = s;
         // 1. The sample sets.
         let mut best_p95 = f64::INFINITY;
-        for ((slot, v), c) in self
-            .slots
-            .iter()
+        for (i, ((slot, v), c)) in (self.slots.iter())
             .zip(samples.iter_mut())
             .zip(censored.iter_mut())
+            .enumerate()
         {
             answers.clear();
             slot.answers.collect(answers);
             ages.clear();
             slot.sends.pending_ages(now, |age| ages.push(age));
-            *c = window::select(answers, ages, slot.inflight.load(ORDER), now, v);
+            *c = window::select(answers, ages, self.loads.get(i), now, v);
             // Censored samples rank above every answer.
             let rank = (TAIL_QUANTILE * (v.len() + c.count) as f64).ceil() as usize;
             if let Some(&p95) = v.get(rank.max(1) - 1) {
@@ -361,20 +356,10 @@ impl TailBudget {
         }
     }
 
-    /// Claims backend `i`'s probe unless one is in flight and not stale.
-    fn claim_probe(&self, i: usize, now: u64) -> bool {
-        let probe = &self.slots[i].probe;
-        let current = probe.load(ORDER);
-        if current != NO_PROBE && now.saturating_sub(current) < nanos(PROBE_TIMEOUT) {
-            return false;
-        }
-        probe.compare_exchange(current, now, ORDER, ORDER).is_ok()
-    }
-
     /// `(slowdown, predicted ms)` of sending to `i` now.
     fn load_cost(&self, i: usize) -> (f64, f64) {
         let slot = &self.slots[i];
-        let x = slot.inflight.load(ORDER) as f64;
+        let x = self.loads.get(i) as f64;
         match slot.load.line() {
             Some(line) => (line.slowdown(x), line.predict(x)),
             None => (1.0, slot.answers.mean_ms().unwrap_or(f64::INFINITY)),
@@ -383,14 +368,14 @@ impl TailBudget {
 
     /// The overload guard: `chosen`, or the least-slowed measured backend
     /// if load would slow `chosen` by more than [`GUARD_SLOWDOWN`].
-    fn guard(&self, chosen: usize, exclude: Option<usize>) -> usize {
+    fn guard(&self, chosen: usize, eligible: &dyn Fn(usize) -> bool) -> usize {
         let own = self.load_cost(chosen);
         if own.0 <= GUARD_SLOWDOWN {
             return chosen;
         }
         let mut best = (own, chosen);
         for (i, slot) in self.slots.iter().enumerate() {
-            if i == chosen || Some(i) == exclude || !slot.answers.measured() {
+            if i == chosen || !eligible(i) || !slot.answers.measured() {
                 continue;
             }
             let cost = self.load_cost(i);
@@ -402,10 +387,8 @@ impl TailBudget {
         best.1
     }
 
-    fn fallback(&self, exclude: Option<usize>) -> Option<usize> {
-        super::rotate(&self.fallback_turn, self.slots.len(), |i| {
-            Some(i) != exclude
-        })
+    fn fallback(&self, eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
+        super::rotate(&self.fallback_turn, self.slots.len(), eligible)
     }
 
     fn log_choice(&self, what: &str, i: usize) {
@@ -424,25 +407,28 @@ impl Selector for TailBudget {
         vec![("weight", self.weights().into_iter().map(Some).collect())]
     }
 
-    fn pick(&self, now: Instant, exclude: Option<usize>) -> Option<usize> {
-        let now = stamp(self.epoch, now);
-        self.maybe_recompute(now);
+    fn tick(&self, now: Instant) {
+        self.maybe_recompute(stamp(self.epoch, now));
+    }
+
+    fn pick(&self, _now: Instant, eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
         for (i, slot) in self.slots.iter().enumerate() {
-            if Some(i) != exclude && !slot.answers.measured() && self.claim_probe(i, now) {
+            if eligible(i) && !slot.answers.measured() && self.loads.get(i) == 0 {
                 self.log_choice("probing unmeasured", i);
                 return Some(i);
             }
         }
-        let eligible = |i: usize| Some(i) != exclude && self.slots[i].answers.measured();
-        let chosen = match self.swrr.pick(eligible) {
-            Some(i) => self.guard(i, exclude),
-            None => self.fallback(exclude)?,
+        let measured = |i: usize| eligible(i) && self.slots[i].answers.measured();
+        let chosen = match self.swrr.pick(measured) {
+            Some(i) => self.guard(i, eligible),
+            None => self.fallback(eligible)?,
         };
         self.log_choice("chosen", chosen);
         Some(chosen)
     }
 
-    fn observe(&self, backend: usize, outcome: Outcome, now: Instant) {
+    fn observe(&self, attempt: Attempt, outcome: Outcome, now: Instant) {
+        let backend = attempt.backend();
         debug_assert!(backend < self.slots.len(), "observe({backend})");
         let Some(slot) = self.slots.get(backend) else {
             return;
@@ -461,13 +447,12 @@ impl Selector for TailBudget {
             .flatten();
         slot.answers
             .record(sent.max(1), outcome.penalised(worst), !ok);
-        slot.probe.store(NO_PROBE, ORDER);
-        let tolerance = nanos(MATCH_SLACK).saturating_add(nanos(raw) / 4);
-        // Taken even for a failure, so it is not counted as pending.
-        if let Some([x]) = slot.sends.take(sent, tolerance)
-            && ok
-        {
-            slot.load.add(x, millis(raw));
+        // Taken even for a failure, so it is not counted as pending; an
+        // entry already overwritten holds nothing to take.
+        let (at, sent_stamp) = attempt.logged;
+        let _ = slot.sends.take(at, sent_stamp);
+        if ok {
+            slot.load.add(attempt.at_send[0], millis(raw));
         }
     }
 
@@ -487,20 +472,15 @@ impl Selector for TailBudget {
         Some(self.epoch)
     }
 
-    fn on_send(&self, backend: usize, now: Instant) {
+    fn on_send(&self, backend: usize, now: Instant) -> Attempt {
+        let before = self.loads.get(backend);
+        let mut attempt = Attempt::counted(backend, now, self.loads.take(backend));
         if let Some(slot) = self.slots.get(backend) {
-            let before = slot.inflight.fetch_add(1, ORDER);
-            slot.sends.record(stamp(self.epoch, now), [before as f64]);
+            let sent = stamp(self.epoch, now);
+            attempt.logged = (slot.sends.record(sent), sent);
         }
-    }
-
-    fn on_done(&self, backend: usize, _now: Instant) {
-        if let Some(slot) = self.slots.get(backend) {
-            // Never below 0, even if a caller breaks the pairing.
-            let _ = slot
-                .inflight
-                .fetch_update(ORDER, ORDER, |n| Some(n.saturating_sub(1)));
-        }
+        attempt.at_send[0] = before as f64;
+        attempt
     }
 }
 

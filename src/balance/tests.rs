@@ -75,7 +75,7 @@ fn no_backends_means_no_pick() {
     let t0 = Instant::now();
     for name in POLICY_NAMES {
         let s = build(&name.parse().unwrap(), &[], t0).unwrap();
-        assert_eq!(s.pick(t0, None), None);
+        assert_eq!(s.tick_pick(t0, &every), None);
         assert!(s.estimates().is_empty());
     }
 }

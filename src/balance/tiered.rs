@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Backend, Outcome, Policy, PolicyError, Selector, build_flat};
+use super::{Attempt, Backend, Outcome, Policy, PolicyError, Selector, build_flat};
 
 #[derive(Debug)]
 pub(super) struct Tiered {
@@ -59,12 +59,6 @@ impl Tiered {
         })
     }
 
-    /// `exclude` as an index in the given tier, if it is in it.
-    fn local(&self, exclude: Option<usize>, backup: bool) -> Option<usize> {
-        let (b, local) = *self.place.get(exclude?)?;
-        (b == backup).then_some(local)
-    }
-
     /// Per-backend values of both tiers in global order.
     fn merge<T: Clone>(&self, primary: &[T], backup: &[T], missing: T) -> Vec<T> {
         self.place
@@ -82,36 +76,44 @@ impl Selector for Tiered {
         self.primary.name()
     }
 
-    fn pick(&self, now: Instant, exclude: Option<usize>) -> Option<usize> {
-        let local = self.primary.pick(now, self.local(exclude, false))?;
-        self.primaries.get(local).copied()
+    fn pick(&self, now: Instant, eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
+        let global = &self.primaries;
+        let local = self
+            .primary
+            .pick(now, &|l| global.get(l).is_some_and(|&g| eligible(g)))?;
+        global.get(local).copied()
     }
 
-    fn pick_backup(&self, now: Instant, exclude: Option<usize>) -> Option<usize> {
-        let local = self.backup.pick(now, self.local(exclude, true))?;
-        self.backups.get(local).copied()
+    fn pick_backup(&self, now: Instant, eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
+        let global = &self.backups;
+        let local = self
+            .backup
+            .pick(now, &|l| global.get(l).is_some_and(|&g| eligible(g)))?;
+        global.get(local).copied()
     }
 
-    fn observe(&self, backend: usize, outcome: Outcome, now: Instant) {
-        if let Some((s, local)) = self.route(backend) {
-            s.observe(local, outcome, now);
+    /// The tier's ticket, relabelled with the global index.
+    fn on_send(&self, backend: usize, now: Instant) -> Attempt {
+        match self.route(backend) {
+            Some((s, local)) => s.on_send(local, now).relabel(backend),
+            None => Attempt::new(backend, now),
         }
+    }
+
+    fn observe(&self, attempt: Attempt, outcome: Outcome, now: Instant) {
+        let backend = attempt.backend();
+        if let Some((s, local)) = self.route(backend) {
+            s.observe(attempt.relabel(local), outcome, now);
+        }
+    }
+
+    fn tick(&self, now: Instant) {
+        self.primary.tick(now);
+        self.backup.tick(now);
     }
 
     fn estimates(&self) -> Vec<Option<f64>> {
         self.merge(&self.primary.estimates(), &self.backup.estimates(), None)
-    }
-
-    fn on_send(&self, backend: usize, now: Instant) {
-        if let Some((s, local)) = self.route(backend) {
-            s.on_send(local, now);
-        }
-    }
-
-    fn on_done(&self, backend: usize, now: Instant) {
-        if let Some((s, local)) = self.route(backend) {
-            s.on_done(local, now);
-        }
     }
 
     fn gauges(&self) -> Vec<(&'static str, Vec<Option<f64>>)> {
@@ -144,13 +146,13 @@ mod tests {
         let t0 = Instant::now();
         let s = super::super::build(&Policy::RoundRobin, &tiers(&[false, true, false, true]), t0)
             .unwrap();
-        let picks: Vec<_> = (0..6).map(|_| s.pick(t0, None).unwrap()).collect();
+        let picks: Vec<_> = (0..6).map(|_| s.tick_pick(t0, &every).unwrap()).collect();
         assert_eq!(picks, [0, 2, 0, 2, 0, 2]);
-        let backups: Vec<_> = (0..4).map(|_| s.pick_backup(t0, None).unwrap()).collect();
+        let backups: Vec<_> = (0..4).map(|_| s.pick_backup(t0, &every).unwrap()).collect();
         assert_eq!(backups, [1, 3, 1, 3]);
         // Excluding works in global indices, in either tier.
-        assert!((0..5).all(|_| s.pick(t0, Some(2)) == Some(0)));
-        assert!((0..5).all(|_| s.pick_backup(t0, Some(1)) == Some(3)));
+        assert!((0..5).all(|_| s.tick_pick(t0, &but(2)) == Some(0)));
+        assert!((0..5).all(|_| s.pick_backup(t0, &but(1)) == Some(3)));
         assert_eq!(s.estimates().len(), 4);
     }
 
@@ -163,11 +165,11 @@ mod tests {
             t0,
         )
         .unwrap();
-        s.observe(1, ok(7), t0);
-        s.observe(2, ok(40), t0);
+        s.answer(1, ok(7), t0);
+        s.answer(2, ok(40), t0);
         assert_eq!(s.estimates(), [None, Some(7.0), Some(40.0)]);
         // A flat build when nothing (or everything) is a backup.
         let flat = super::super::build(&Policy::RoundRobin, &tiers(&[false, false]), t0).unwrap();
-        assert_eq!(flat.pick_backup(t0, None), None);
+        assert_eq!(flat.pick_backup(t0, &every), None);
     }
 }

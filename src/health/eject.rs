@@ -192,6 +192,17 @@ impl Ejector {
         }
     }
 
+    /// Whether [`Ejector::admit`] would let a request through now, without
+    /// claiming anything: for eligibility tests, which may run for every
+    /// backend; `admit` then claims for the one chosen.
+    pub fn admissible(&self, backend: usize, now: Instant) -> bool {
+        let Some(b) = self.backends.get(backend) else {
+            return false;
+        };
+        let until = b.ejected_until.load(Relaxed);
+        until == 0 || (nanos(self.base, now) >= until && !b.probing.load(Relaxed))
+    }
+
     /// Whether `backend` is currently ejected (for metrics).
     pub fn is_ejected(&self, backend: usize) -> bool {
         self.backends

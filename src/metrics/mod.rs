@@ -2,12 +2,13 @@
 //! status class, in-flight gauges, fixed-bucket latency histograms, and a
 //! ring of the latest requests for the dashboard.
 //!
-//! Counters are relaxed atomics: a request costs a handful of uncontended
-//! `fetch_add`s. Exact latency percentiles come from [`window`]: one
+//! Counters are relaxed atomics on per-thread shards (`runtime::shard`):
+//! a request costs a handful of `fetch_add`s on cache lines only its
+//! worker writes. Exact latency percentiles come from [`window`]: one
 //! HdrHistogram per worker and backend behind a lock only that worker and
-//! the reader take. Readers (the admin endpoint, once a second) take a
-//! [`BackendSnapshot`] that may be a few requests out of step across
-//! counters, which is fine for monitoring.
+//! the reader take. Readers (the admin endpoint, once a second) sum the
+//! shards into a [`BackendSnapshot`] that may be a few requests out of
+//! step across counters, which is fine for monitoring.
 
 pub mod text;
 pub mod window;
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
 
+use crate::runtime::shard::{self, Padded};
 use window::LatencyWindow;
 
 /// Upper bounds (seconds) of the latency histogram buckets: 1 ms to 10 s in
@@ -46,12 +48,24 @@ pub enum End {
     Abandoned,
 }
 
-/// Counters of one backend.
+/// Counters of one backend: one shard per thread (see `runtime::shard`),
+/// summed by [`Metrics::snapshot`].
 #[derive(Debug)]
 pub struct BackendMetrics {
     pub name: String,
+    shards: Box<[Padded<Counts>]>,
+    /// Answered latencies over the last minute, for exact percentiles
+    /// (one cell per worker inside, see `window`).
+    window: LatencyWindow,
+}
+
+/// One thread's share of a backend's counters.
+#[derive(Debug, Default)]
+struct Counts {
     /// Answered requests by status class 1xx..5xx (index 0..5).
     by_class: [AtomicU64; 5],
+    /// Started minus finished here (an attempt may finish on another
+    /// shard only if its worker changed, which it does not).
     in_flight: AtomicI64,
     /// Per-bucket counts (not cumulative); the last slot is +Inf.
     buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
@@ -59,22 +73,25 @@ pub struct BackendMetrics {
     failures: AtomicU64,
     /// Answered within `--slo-ms`.
     within_slo: AtomicU64,
-    /// Answered latencies over the last minute, for exact percentiles.
-    window: LatencyWindow,
 }
 
 impl BackendMetrics {
     fn new(name: String) -> Self {
         BackendMetrics {
             name,
-            by_class: Default::default(),
-            in_flight: AtomicI64::new(0),
-            buckets: Default::default(),
-            sum_micros: AtomicU64::new(0),
-            failures: AtomicU64::new(0),
-            within_slo: AtomicU64::new(0),
+            shards: shard::shards(Counts::default),
             window: LatencyWindow::default(),
         }
+    }
+
+    /// This thread's shard.
+    fn mine(&self) -> Option<&Counts> {
+        self.shards.get(shard::current()).map(|p| &p.0)
+    }
+
+    /// `f` summed over the shards.
+    fn sum<T: std::iter::Sum<T>>(&self, f: impl Fn(&Counts) -> T) -> T {
+        self.shards.iter().map(|p| f(&p.0)).sum()
     }
 }
 
@@ -95,8 +112,26 @@ pub struct Metrics {
     backends: Vec<Arc<BackendMetrics>>,
     /// `--slo-ms` in µs, if set.
     slo_micros: Option<u64>,
-    recent: Vec<Slot>,
+    /// One ring of the latest answers per thread shard; [`Metrics::recent`]
+    /// merges them and keeps the latest [`RECENT`] overall.
+    recent: Box<[Padded<Ring>]>,
+}
+
+/// One shard's latest answers.
+#[derive(Debug)]
+struct Ring {
+    slots: Box<[Slot]>,
+    /// Answers so far; `next % RECENT` is the next slot to write.
     next: AtomicUsize,
+}
+
+impl Ring {
+    fn new() -> Self {
+        Ring {
+            slots: (0..RECENT).map(|_| Slot::default()).collect(),
+            next: AtomicUsize::new(0),
+        }
+    }
 }
 
 /// A request as seen by the dashboard.
@@ -147,8 +182,7 @@ impl Metrics {
                 .map(|n| Arc::new(BackendMetrics::new(n)))
                 .collect(),
             slo_micros: slo.map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
-            recent: (0..RECENT).map(|_| Slot::default()).collect(),
-            next: AtomicUsize::new(0),
+            recent: shard::shards(Ring::new),
         }
     }
 
@@ -180,13 +214,13 @@ impl Metrics {
     pub fn in_flight(&self, backend: usize) -> i64 {
         self.backends
             .get(backend)
-            .map_or(0, |b| b.in_flight.load(Relaxed).max(0))
+            .map_or(0, |b| b.sum(|c| c.in_flight.load(Relaxed)).max(0))
     }
 
     /// A request was sent towards `backend`.
     pub fn started(&self, backend: usize) {
-        if let Some(b) = self.backends.get(backend) {
-            b.in_flight.fetch_add(1, Relaxed);
+        if let Some(c) = self.backends.get(backend).and_then(|b| b.mine()) {
+            c.in_flight.fetch_add(1, Relaxed);
         }
     }
 
@@ -204,7 +238,10 @@ impl Metrics {
         end: End,
         at: SystemTime,
     ) {
-        let Some(b) = self.backends.get(backend) else {
+        let Some(backend_metrics) = self.backends.get(backend) else {
+            return;
+        };
+        let Some(b) = backend_metrics.mine() else {
             return;
         };
         b.in_flight.fetch_sub(1, Relaxed);
@@ -229,7 +266,7 @@ impl Metrics {
         }
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         b.sum_micros.fetch_add(micros, Relaxed);
-        b.window.record(worker, micros);
+        backend_metrics.window.record(worker, micros);
         if self.slo_micros.is_some_and(|slo| micros <= slo) {
             b.within_slo.fetch_add(1, Relaxed);
         }
@@ -237,8 +274,11 @@ impl Metrics {
     }
 
     fn remember(&self, backend: usize, status: u16, micros: u64, at: SystemTime) {
-        let i = self.next.fetch_add(1, Relaxed) % RECENT;
-        let Some(slot) = self.recent.get(i) else {
+        let Some(ring) = self.recent.get(shard::current()).map(|p| &p.0) else {
+            return;
+        };
+        let i = ring.next.fetch_add(1, Relaxed) % RECENT;
+        let Some(slot) = ring.slots.get(i) else {
             return;
         };
         let at = u64::try_from(
@@ -256,9 +296,8 @@ impl Metrics {
 
     /// The latest requests, oldest first (at most [`RECENT`]).
     pub fn recent(&self) -> Vec<Recent> {
-        let mut out: Vec<Recent> = self
-            .recent
-            .iter()
+        let mut out: Vec<Recent> = (self.recent.iter())
+            .flat_map(|ring| ring.0.slots.iter())
             .filter_map(|s| {
                 let at = s.at.load(Relaxed);
                 let p = s.packed.load(Relaxed);
@@ -271,6 +310,8 @@ impl Metrics {
             })
             .collect();
         out.sort_by_key(|r| r.at_micros);
+        let older = out.len().saturating_sub(RECENT);
+        out.drain(..older);
         out
     }
 
@@ -287,23 +328,22 @@ impl Metrics {
             .iter()
             .map(|b| {
                 let mut acc = 0;
-                let cumulative = b
-                    .buckets
-                    .iter()
-                    .map(|c| {
-                        acc += c.load(Relaxed);
+                let cumulative = (0..=LATENCY_BUCKETS.len())
+                    .map(|i| {
+                        acc += b.sum(|c| c.buckets[i].load(Relaxed));
                         acc
                     })
                     .collect();
+                let load = |f: fn(&Counts) -> &AtomicU64| b.sum(|c| f(c).load(Relaxed));
                 BackendSnapshot {
                     name: b.name.clone(),
-                    by_class: std::array::from_fn(|i| b.by_class[i].load(Relaxed)),
-                    in_flight: b.in_flight.load(Relaxed),
+                    by_class: std::array::from_fn(|i| b.sum(|c| c.by_class[i].load(Relaxed))),
+                    in_flight: b.sum(|c| c.in_flight.load(Relaxed)),
                     cumulative,
                     count: acc,
-                    sum_seconds: b.sum_micros.load(Relaxed) as f64 / 1e6,
-                    failures: b.failures.load(Relaxed),
-                    within_slo: b.within_slo.load(Relaxed),
+                    sum_seconds: load(|c| &c.sum_micros) as f64 / 1e6,
+                    failures: load(|c| &c.failures),
+                    within_slo: load(|c| &c.within_slo),
                     window: b.window.merged(),
                 }
             })

@@ -2,7 +2,6 @@
 //! selector, the ejector, the counters and the request log each hear about
 //! it once, and only a backend's own fault is held against it.
 
-use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime};
 
 use super::accesslog::Detail;
@@ -14,10 +13,12 @@ use super::{ProxyCtx, ProxyStats};
 use crate::balance::Outcome;
 use crate::metrics::End;
 use crate::runtime::session::Env;
+use crate::runtime::shard::Counter;
 
-/// Ends the current attempt in the metrics, the selector's in-flight count
-/// and the ejector of the generation it started in; later calls do
-/// nothing, so every exit path may call it.
+/// Ends the current attempt in the metrics and the ejector of the
+/// generation it started in; later calls do nothing, so every exit path
+/// may call it. The selector's ticket (`ex.ticket`) is not touched: its
+/// `observe` consumes it, or dropping it releases the in-flight count.
 pub fn end_attempt<N: Net>(
     ex: &mut Exchange,
     env: &mut Env<'_, ProxyCtx<N>>,
@@ -38,7 +39,6 @@ pub fn end_attempt<N: Net>(
         end,
         SystemTime::now(),
     );
-    shared.selector.on_done(b, env.now);
     match end {
         End::Answered => shared.ejector.record_answer(b, status, env.now),
         End::Failed => shared.ejector.record(b, false, env.now),
@@ -48,17 +48,21 @@ pub fn end_attempt<N: Net>(
     env.ctx.gens.ended(ex.generation, current);
 }
 
-/// A routing sample for the attempt's backend, in its generation.
-pub fn observe<N: Net>(ex: &Exchange, outcome: Outcome, env: &Env<'_, ProxyCtx<N>>) {
+/// A routing sample for the attempt, to the selector of its generation
+/// (the one that issued its ticket); consumes the ticket.
+pub fn observe<N: Net>(ex: &mut Exchange, outcome: Outcome, env: &Env<'_, ProxyCtx<N>>) {
+    let Some(ticket) = ex.ticket.take() else {
+        return;
+    };
     env.ctx
         .generation(ex.generation)
         .selector
-        .observe(ex.backend, outcome, env.now);
+        .observe(ticket, outcome, env.now);
 }
 
 /// A backend's failed attempt as a sample for the selector, and a warning
 /// (rate-limited per worker).
-pub fn blame<N: Net>(ex: &Exchange, fault: BackendFault, env: &mut Env<'_, ProxyCtx<N>>) {
+pub fn blame<N: Net>(ex: &mut Exchange, fault: BackendFault, env: &mut Env<'_, ProxyCtx<N>>) {
     let elapsed = env.now.saturating_duration_since(ex.conn_started);
     observe(ex, Outcome::Failure { elapsed }, env);
     if let Some(held) = env.ctx.warn.allow(env.now) {
@@ -80,7 +84,7 @@ pub fn count(fault: Fault, stats: &ProxyStats) {
     ProxyStats::bump(counter(fault, stats));
 }
 
-fn counter(fault: Fault, s: &ProxyStats) -> &AtomicU64 {
+fn counter(fault: Fault, s: &ProxyStats) -> &Counter {
     match fault {
         Fault::Backend(BackendFault::ConnectFailed | BackendFault::ConnectTimeout) => {
             &s.connect_failures

@@ -1,5 +1,6 @@
-//! `Shared::choose` with backup backends: backups only when every primary
-//! is down (active checks) or ejected; time is injected.
+//! `Shared::choose`: one eligibility predicate per pick, the ejector's probe
+//! claimed only for the backend chosen, backup backends only when every
+//! primary is down (active checks) or ejected; time is injected.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,6 +15,11 @@ use crate::metrics::Metrics;
 /// Backends 0..n on ports 8081.. (`backup[i]`), round-robin, ejection
 /// after 1 failure, optional active checks.
 fn shared(backup: &[bool], now: Instant, active: bool) -> Shared {
+    shared_with(&Policy::RoundRobin, backup, now, active)
+}
+
+/// [`shared`] under `policy`.
+fn shared_with(policy: &Policy, backup: &[bool], now: Instant, active: bool) -> Shared {
     let backends: Vec<BackendAddr> = (0..backup.len())
         .map(|i| BackendAddr {
             backup: backup[i],
@@ -26,7 +32,7 @@ fn shared(backup: &[bool], now: Instant, active: bool) -> Shared {
             ..Backend::new(b.addr)
         })
         .collect();
-    let selector = balance::build(&Policy::RoundRobin, &for_policy, now);
+    let selector = balance::build(policy, &for_policy, now);
     Shared {
         generation: 0,
         backend_conn: BackendConn::Persistent,
@@ -109,4 +115,77 @@ fn a_backup_takes_traffic_while_active_checks_say_the_primaries_are_down() {
         }
     }
     assert_eq!(s.choose(t0, None), Some(1));
+}
+
+#[test]
+fn an_ejected_unmeasured_backend_keeps_its_cold_start_probe() {
+    // SMA probes unmeasured backends first. While 0 is ejected it is not
+    // eligible, so no pick spends its probe on it, and once the ejection
+    // expires the first request probes it (ejector and policy alike).
+    let t0 = Instant::now();
+    let sma = Policy::Sma { window: 3 };
+    let s = shared_with(&sma, &[false, false], t0, false);
+    s.ejector.record(0, false, t0);
+    assert!(s.ejector.is_ejected(0));
+    assert_eq!(picks(&s, t0, 3), [Some(1); 3]);
+    let later = t0 + BASE + Duration::from_millis(1);
+    assert_eq!(s.choose(later, None), Some(0), "both probes still free");
+    // The ejector's probe is now claimed: nobody else is sent there.
+    assert!(!s.ejector.admissible(0, later));
+    assert_eq!(s.choose(later, None), Some(1));
+}
+
+#[test]
+fn only_the_chosen_backend_claims_its_ejection_probe() {
+    // Five backends, so two may be ejected at once.
+    let t0 = Instant::now();
+    let s = shared(&[false; 5], t0, false);
+    for b in [0, 1] {
+        s.ejector.record(b, false, t0);
+    }
+    assert!(s.ejector.is_ejected(0) && s.ejector.is_ejected(1));
+    let later = t0 + BASE + Duration::from_millis(1);
+    assert!(s.ejector.admissible(0, later) && s.ejector.admissible(1, later));
+    assert_eq!(s.choose(later, None), Some(0), "round-robin's first turn");
+    // 0's probe is claimed; 1's is untouched though 1 was eligible too.
+    assert!(!s.ejector.admissible(0, later));
+    assert!(s.ejector.admissible(1, later));
+    assert_eq!(s.choose(later, Some(2)), Some(1), "a retry away from 2");
+    assert!(!s.ejector.admissible(1, later));
+    // Both probing: the next requests go to the healthy three only.
+    for _ in 0..6 {
+        assert!(matches!(s.choose(later, None), Some(2..=4)));
+    }
+}
+
+#[test]
+fn a_probe_claimed_elsewhere_meanwhile_is_skipped() {
+    // Another worker claims 0's ejection probe between the eligibility
+    // test and the claim: this choose moves to a backend not ejected.
+    let t0 = Instant::now();
+    let s = shared(&[false, false], t0, false);
+    s.ejector.record(0, false, t0);
+    let later = t0 + BASE + Duration::from_millis(1);
+    assert_eq!(
+        s.claim(later, &|_| true, |ok| {
+            // The race: the claim lands right after the pick's test.
+            let b = (0..2).find(|&b| ok(b));
+            if b == Some(0) {
+                let _ = s.ejector.admit(0, later);
+            }
+            b
+        }),
+        Some(1)
+    );
+}
+
+#[test]
+fn a_drained_backend_is_never_chosen_even_to_fail_open() {
+    let t0 = Instant::now();
+    let s = shared(&[false, false], t0, false);
+    s.drained.set(0, true);
+    assert_eq!(picks(&s, t0, 3), [Some(1); 3]);
+    assert_eq!(s.choose(t0, Some(1)), None, "retry: the other is drained");
+    s.ejector.record(1, false, t0);
+    assert_eq!(s.choose(t0, None), Some(1), "fails open onto 1, not 0");
 }

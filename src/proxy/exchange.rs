@@ -60,6 +60,9 @@ pub struct Exchange {
     /// The backend whose in-flight gauge this attempt holds, until
     /// [`Exchange::end_attempt`] releases it.
     pub attempt: Option<usize>,
+    /// The selector's ticket for the current attempt: consumed by its
+    /// `observe`, else released when replaced (a retry) or dropped.
+    pub ticket: Option<crate::balance::Attempt>,
     /// Our connection to it (a key of the worker's `Upstreams`).
     pub upstream: Option<usize>,
     pub req_body: BodyFramer,
@@ -110,6 +113,7 @@ impl Exchange {
             backend: 0,
             generation: 0,
             attempt: None,
+            ticket: None,
             upstream: None,
             body_sent: 0,
             resp: Resp::AwaitHead,
@@ -172,7 +176,7 @@ impl Exchange {
         bufs.bout.push(&bufs.head);
         bufs.bin.clear();
         env.ctx.shared.metrics.started(backend);
-        env.ctx.shared.selector.on_send(backend, env.now);
+        self.ticket = Some(env.ctx.shared.selector.on_send(backend, env.now));
         self.generation = env.ctx.shared.generation;
         env.ctx.gens.began();
         self.attempt = Some(backend);

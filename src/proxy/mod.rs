@@ -53,7 +53,7 @@ mod choose_tests;
 #[cfg(test)]
 mod tests;
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -63,6 +63,7 @@ use crate::balance::Selector;
 use crate::config::{BackendAddr, BackendConn, Timeouts};
 use crate::http::{ForwardOpts, IdGen};
 use crate::runtime::ratelimit::RateLimit;
+use crate::runtime::shard::Counter;
 
 pub use session::ProxySession;
 
@@ -151,74 +152,73 @@ impl BackendState {
 }
 
 impl Shared {
-    /// Picks a backend the way the policy wants, skipping ejected ones (and
-    /// those active checks found down). Backup backends are tried only when
-    /// every primary is down or ejected. A drained backend is never chosen,
-    /// not even to fail open: `None` when every backend is drained (or,
-    /// for a retry, every other one). If the policy keeps offering unusable
-    /// backends (or all are), fails open with its first choice rather than
-    /// refusing the request.
+    /// Picks a backend the way the policy wants among the usable ones: not
+    /// drained, up (active checks), admitted by the ejector, and not
+    /// `exclude` (the backend that just failed this request). Backup
+    /// backends are tried only when every primary is down or ejected. A
+    /// drained backend is never chosen, not even to fail open: `None` when
+    /// every backend is drained (or, for a retry, every other one). If no
+    /// backend is usable, fails open with the policy's choice among those
+    /// merely open (not drained, not excluded) rather than refusing the
+    /// request. One `pick` call (two with backups, three to fail open);
+    /// only the chosen backend's ejection probe is claimed.
     pub fn choose(&self, now: std::time::Instant, exclude: Option<usize>) -> Option<usize> {
         let selector = &*self.selector;
-        let first = selector.pick(now, exclude);
-        if let Some(b) =
-            first.and_then(|f| self.usable_from(f, now, exclude, |x| selector.pick(now, x)))
+        // Open: may take a request at all.
+        let open = |b: usize| Some(b) != exclude && !self.drained.is_drained(b);
+        // Healthy: open, up and not ejected. Pure: claims no probe (see
+        // `claim`).
+        let healthy = |b: usize| {
+            open(b)
+                && self.active.as_ref().is_none_or(|a| a.is_up(b))
+                && self.ejector.admissible(b, now)
+        };
+        // Usable: healthy and under its concurrency limit.
+        let usable = |b: usize| healthy(b) && self.slots.has_room(b);
+        if let Some(b) = self.claim(now, &usable, |ok| selector.pick(now, ok)) {
+            return Some(b);
+        }
+        // Every healthy primary is at its limit: choose one anyway; taking
+        // its place fails and the request waits in the queue for the first
+        // place freed (rather than failing over to a backup or an
+        // unhealthy backend).
+        if self.slots.any_limited()
+            && let Some(b) = selector.pick(now, &healthy)
         {
             return Some(b);
         }
-        // Cold path: no usable primary was offered. Backups only if every
-        // primary is really out (not merely excluded by this retry).
-        let backup = selector.pick_backup(now, exclude);
-        if let Some(b) = backup {
-            let primaries_out = (0..self.backends.len())
-                .filter(|&i| !self.backends[i].backup)
-                .all(|i| self.is_out(i));
-            if primaries_out
-                && let Some(u) = self.usable_from(b, now, exclude, |x| selector.pick_backup(now, x))
-            {
-                return Some(u);
-            }
+        // Cold path: no usable primary. Backups only if every primary is
+        // really out (not merely excluded by this retry).
+        let primaries_out = (0..self.backends.len())
+            .filter(|&i| !self.backends[i].backup)
+            .all(|i| self.is_out(i));
+        if primaries_out
+            && let Some(b) = self.claim(now, &usable, |ok| selector.pick_backup(now, ok))
+        {
+            return Some(b);
         }
-        // Fail open, but never onto a drained backend (bounded by the
-        // backend count; rare, as draining is manual).
-        let drained = |b: usize| self.drained.is_drained(b);
-        first
-            .filter(|&b| !drained(b))
-            .or(backup.filter(|&b| !drained(b)))
-            .or_else(|| (0..self.backends.len()).find(|&b| Some(b) != exclude && !drained(b)))
+        // Fail open, but never onto a drained backend.
+        selector
+            .pick(now, &open)
+            .or_else(|| selector.pick_backup(now, &open))
     }
 
-    /// `first`, or the next the policy offers (`pick(last)`), that is
-    /// usable; `None` after one try per backend.
-    fn usable_from(
+    /// `pick(usable)`, then the ejector's admission of the backend chosen:
+    /// an expired ejection's single probe is claimed here, for that backend
+    /// only. If another worker claimed it since `usable` said yes, picks
+    /// once more among the backends not ejected at all (bounded: two picks).
+    fn claim(
         &self,
-        first: usize,
         now: std::time::Instant,
-        exclude: Option<usize>,
-        pick: impl Fn(Option<usize>) -> Option<usize>,
+        usable: &dyn Fn(usize) -> bool,
+        pick: impl Fn(&dyn Fn(usize) -> bool) -> Option<usize>,
     ) -> Option<usize> {
         use crate::health::Admit;
-        let drained = |b: usize| self.drained.is_drained(b);
-        // Health checks first: admitting claims an ejected backend's probe.
-        let usable = |b: usize| {
-            !drained(b)
-                && self.slots.has_room(b)
-                && self.active.as_ref().is_none_or(|a| a.is_up(b))
-                && self.ejector.admit(b, now) != Admit::No
-        };
-        if usable(first) {
-            return Some(first);
+        let b = pick(usable)?;
+        if self.ejector.admit(b, now) != Admit::No {
+            return Some(b);
         }
-        let mut last = first;
-        // Bounded: one try per backend.
-        for _ in 0..self.backends.len() {
-            match pick(Some(last)) {
-                Some(b) if Some(b) != exclude && usable(b) => return Some(b),
-                Some(b) => last = b,
-                None => break,
-            }
-        }
-        None
+        pick(&|x| usable(x) && !self.ejector.is_ejected(x))
     }
 
     /// Whether backend `i` is down (active checks) or ejected, without
@@ -249,40 +249,40 @@ impl Shared {
     }
 }
 
-/// Request counters across all workers (relaxed atomics, one or two
-/// increments per request).
+/// Request counters across all workers: one or two increments per
+/// request, each on the worker's own shard ([`Counter`]), summed when read.
 #[derive(Debug, Default)]
 pub struct ProxyStats {
-    pub requests: AtomicU64,
+    pub requests: Counter,
     /// Final responses by status class: 1xx (a 101 that opens a tunnel),
     /// 2xx (`ok`), 3xx, 4xx, 5xx. One counter per class, so
     /// `tidegate_client_responses_total{class}` uses the same class labels
     /// as the per-backend `tidegate_requests_total{class}`.
-    pub status_1xx: AtomicU64,
-    pub ok: AtomicU64,
-    pub status_3xx: AtomicU64,
-    pub status_4xx: AtomicU64,
-    pub status_5xx: AtomicU64,
-    pub retries: AtomicU64,
-    pub connect_failures: AtomicU64,
-    pub backend_resets: AtomicU64,
-    pub bad_responses: AtomicU64,
+    pub status_1xx: Counter,
+    pub ok: Counter,
+    pub status_3xx: Counter,
+    pub status_4xx: Counter,
+    pub status_5xx: Counter,
+    pub retries: Counter,
+    pub connect_failures: Counter,
+    pub backend_resets: Counter,
+    pub bad_responses: Counter,
     /// No progress from a backend within --backend-timeout.
-    pub backend_timeouts: AtomicU64,
+    pub backend_timeouts: Counter,
     /// 503 + Retry-After answers diverted to another backend or answered.
-    pub unavailable: AtomicU64,
+    pub unavailable: Counter,
     /// No progress from a client within --client-timeout (or a head
     /// within --header-timeout).
-    pub client_timeouts: AtomicU64,
-    pub client_aborts: AtomicU64,
+    pub client_timeouts: Counter,
+    pub client_aborts: Counter,
     /// Request bodies that broke their own framing.
-    pub bad_bodies: AtomicU64,
+    pub bad_bodies: Counter,
     /// Protocol switches (101) turned into tunnels.
-    pub tunnels: AtomicU64,
+    pub tunnels: Counter,
     /// Tunnels open now.
-    pub tunnels_open: AtomicU64,
+    pub tunnels_open: Counter,
     /// Answered requests within `--slo-ms`.
-    pub within_slo: AtomicU64,
+    pub within_slo: Counter,
     /// When traffic flowed, merged from each worker when it stops (one
     /// lock per worker, at exit; never on the data path).
     pub traffic: Mutex<summary::TrafficSpan>,
@@ -291,13 +291,13 @@ pub struct ProxyStats {
 }
 
 impl ProxyStats {
-    pub fn bump(counter: &AtomicU64) {
+    pub fn bump(counter: &Counter) {
         counter.fetch_add(1, Relaxed);
     }
 
-    /// Decrements a gauge, never below zero.
-    pub fn drop_gauge(gauge: &AtomicU64) {
-        let _ = gauge.fetch_update(Relaxed, Relaxed, |v| v.checked_sub(1));
+    /// Decrements a gauge (read as never below zero).
+    pub fn drop_gauge(gauge: &Counter) {
+        gauge.fetch_sub(1, Relaxed);
     }
 }
 

@@ -85,7 +85,7 @@ pub fn render_csv(c: &LogCounters) -> String {
 
 /// Renders the summary lines (each starting with `tidegate proxy: `).
 pub fn render(shared: &Shared, elapsed: Duration) -> String {
-    let g = |c: &std::sync::atomic::AtomicU64| c.load(Relaxed);
+    let g = |c: &crate::runtime::shard::Counter| c.load(Relaxed);
     let st = &shared.stats;
     let requests = g(&st.requests);
     let span = st.traffic.lock().ok().and_then(|t| t.duration());

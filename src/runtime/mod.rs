@@ -13,6 +13,8 @@
 //! - `limits`: raising RLIMIT_NOFILE at start.
 //! - `close`: [`close::CloseReason`], why a connection ended.
 //! - `stats`: connection counters shared between threads; the run summary.
+//! - `shard`: per-thread shards for counters written on every request,
+//!   summed when read.
 //! - `connlog`: `--log-connections`, written by its own thread.
 //! - `ratelimit`: keeps repeated warnings from flooding the log.
 //! - `upgrade`: `--upgrade-socket` / `--takeover`: handing the listeners to
@@ -31,6 +33,7 @@ pub mod limits;
 pub mod ratelimit;
 pub mod reload;
 pub mod session;
+pub mod shard;
 pub mod stats;
 pub mod timers;
 pub mod upgrade;

@@ -152,6 +152,12 @@ pub trait Session: Sized + Send + 'static {
     /// of this worker's queue here (by scheduling it through `timers`).
     fn kick(_ctx: &mut Self::Ctx, _timers: &mut Timers, _now: Instant) {}
 
+    /// Runs once per event-loop iteration, after the iteration's events
+    /// and timers (`now`: the iteration's clock): periodic work that must
+    /// not run inside any session's event (proxy mode: the selector's
+    /// `tick`). Must be cheap when there is nothing to do.
+    fn between_batches(_ctx: &mut Self::Ctx, _now: Instant) {}
+
     /// Maps readiness on `token(key, side)` to the session that handles it.
     /// By default a token belongs to the session in the same slab entry;
     /// proxy mode keeps backend sockets in a per-worker table instead, so

@@ -181,6 +181,7 @@ impl<S: Session> Worker<S> {
                 self.dispatch(key, Ready::resume(side), now);
             }
             self.fire_timers(now);
+            S::between_batches(&mut self.ctx, now);
             if now >= self.next_housekeeping {
                 S::housekeep(&mut self.ctx, now);
                 S::kick(&mut self.ctx, &mut self.timers, now);

@@ -5,7 +5,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use tidegate::proxy::accesslog::{AccessLog, LogFormat, LogTarget};
 
@@ -138,7 +138,7 @@ impl TestProxy {
     }
 
     /// One request counter, e.g. `p.stat(|s| &s.retries)`.
-    pub fn stat(&self, counter: impl Fn(&ProxyStats) -> &AtomicU64) -> u64 {
+    pub fn stat(&self, counter: impl Fn(&ProxyStats) -> &tidegate::runtime::shard::Counter) -> u64 {
         counter(&self.handles.shared.stats).load(Relaxed)
     }
 

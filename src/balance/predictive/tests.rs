@@ -132,11 +132,10 @@ fn feed(
 ) {
     for k in 0..n {
         let sent = at(t0, *t);
-        s.on_send(b, sent);
+        let ticket = s.on_send(b, sent);
         let ms = latency(k);
         *t += ms;
-        s.on_done(b, at(t0, *t));
-        s.observe(b, ok(ms), at(t0, *t));
+        s.observe(ticket, ok(ms), at(t0, *t));
         *t += 1;
     }
 }
@@ -164,13 +163,15 @@ fn selector_reports_r_squared_and_prefers_the_lower_prediction() {
     let (e0, e1) = (est[0].unwrap(), est[1].unwrap());
     assert!(e0 > 30.0 && e0 < 50.0 && (e1 - 30.0).abs() < 1.0, "{est:?}");
     let now = at(t0, t);
-    let picks: Vec<_> = (0..100).map(|_| s.pick(now, None).unwrap()).collect();
+    let picks: Vec<_> = (0..100)
+        .map(|_| s.tick_pick(now, &every).unwrap())
+        .collect();
     // 2 explorations (every 50th pick), round-robin over both backends:
     // one of them lands on backend 0.
     let to_0 = picks.iter().filter(|&&b| b == 0).count();
     assert_eq!(to_0, 1, "only exploration: {picks:?}");
-    assert_eq!(s.pick(now, Some(1)), Some(0));
-    assert_eq!(Predictive::new(&[], t0).pick(t0, None), None);
+    assert_eq!(s.tick_pick(now, &but(1)), Some(0));
+    assert_eq!(Predictive::new(&[], t0).tick_pick(t0, &every), None);
 }
 
 #[test]
@@ -182,38 +183,40 @@ fn load_sensitive_backend_is_avoided_under_load() {
     for round in 0..400 {
         let x = round % 8;
         for _ in 0..x {
-            s.on_send(0, at(t0, t));
+            s.hold(0, at(t0, t));
         }
         t += 1;
         feed(&s, 0, &mut t, t0, 1, |_| 10 + 8 * x as u64);
         for _ in 0..x {
-            s.on_done(0, at(t0, t));
+            s.release(0, at(t0, t));
         }
     }
     feed(&s, 1, &mut t, t0, 50, |_| 40);
     let r2 = s.r_squared()[0].unwrap();
     assert!(r2 > 0.95, "{r2}");
     let now = at(t0, t);
-    s.picks.store(0, Ordering::Relaxed);
-    assert_eq!(s.pick(now, None), Some(0)); // idle: 10 ms < 40 ms
-    for _ in 0..6 {
-        s.on_send(0, now);
+    for p in s.picks.iter() {
+        p.0.store(0, Ordering::Relaxed);
     }
-    assert_eq!(s.pick(now, None), Some(1)); // 6 in flight: ~58 ms > 40 ms
+    assert_eq!(s.tick_pick(now, &every), Some(0)); // idle: 10 ms < 40 ms
+    for _ in 0..6 {
+        s.hold(0, now);
+    }
+    assert_eq!(s.tick_pick(now, &every), Some(1)); // 6 in flight: ~58 ms > 40 ms
 }
 
 #[test]
 fn cold_start_probes_then_round_robins() {
     let t0 = Instant::now();
     let s = Predictive::new(&backends(3), t0);
-    let picks: Vec<_> = (0..6).map(|_| s.pick(t0, None).unwrap()).collect();
+    let picks: Vec<_> = (0..6).map(|_| s.sent_pick(t0, &every).unwrap()).collect();
     assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
-    s.observe(2, ok(5), at(t0, 5));
-    assert_eq!(s.pick(at(t0, 6), None), Some(2));
+    s.answer(2, ok(5), at(t0, 5));
+    assert_eq!(s.sent_pick(at(t0, 6), &every), Some(2));
     let failed = Outcome::Failure {
         elapsed: Duration::ZERO,
     };
-    s.observe(2, failed, at(t0, 7));
+    s.answer(2, failed, at(t0, 7));
     assert!(s.estimates()[2].unwrap() > 5.0);
 }
 
@@ -227,23 +230,18 @@ fn shared_by_threads_models_stay_finite() {
             scope.spawn(move || {
                 for k in 0..2_000u64 {
                     let now = at(t0, k);
-                    let b = s.pick(now, None).unwrap();
-                    s.on_send(b, now);
+                    let b = s.tick_pick(now, &every).unwrap();
+                    let ticket = s.on_send(b, now);
                     let ms = 10 + (k * 7 + t) % 50 * 8 + 20 * b as u64;
                     let done = at(t0, k + ms);
-                    s.on_done(b, done);
-                    s.observe(b, ok(ms), done);
+                    s.observe(ticket, ok(ms), done);
                 }
             });
         }
     });
     assert!(s.estimates().iter().all(|e| e.is_some_and(f64::is_finite)));
     assert!(s.r_squared().iter().all(|r| r.is_none_or(f64::is_finite)));
-    assert!(
-        s.slots
-            .iter()
-            .all(|x| x.inflight.load(Ordering::Relaxed) == 0)
-    );
+    assert!((0..s.slots.len()).all(|i| s.loads.get(i) == 0));
 }
 
 /// Not a target of this policy (it has no tail budget): its numbers in

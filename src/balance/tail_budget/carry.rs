@@ -85,10 +85,9 @@ mod tests {
 
     /// Sends to `b` at `t`, answered `ms` later.
     fn exchange(s: &TailBudget, b: usize, ms: u64, t: Instant) {
-        s.on_send(b, t);
+        let ticket = s.on_send(b, t);
         let done = t + Duration::from_millis(ms);
-        s.on_done(b, done);
-        s.observe(b, ok(ms), done);
+        s.observe(ticket, ok(ms), done);
     }
 
     #[test]
@@ -97,7 +96,7 @@ mod tests {
         let old = TailBudget::new(&backends(3), None, t0);
         for k in 0..80 {
             let t = at(t0, 400 * k);
-            old.pick(t, None);
+            old.tick_pick(t, &every);
             for (b, ms) in [(0, 10), (1, 100), (2, 300)] {
                 exchange(&old, b, ms, t);
             }
@@ -115,7 +114,9 @@ mod tests {
         assert_eq!(new.threshold_ms(), Some(105.0));
         let w = new.weights();
         assert!(w[1] > 0.9 && w[0] >= 0.0099, "{w:?}");
-        let picks = (0..100).filter(|_| new.pick(now, None) == Some(1)).count();
+        let picks = (0..100)
+            .filter(|_| new.tick_pick(now, &every) == Some(1))
+            .count();
         assert!(picks >= 90, "{picks}");
     }
 }

@@ -1,6 +1,7 @@
 //! A discrete-event closed-loop simulation for any [`Selector`], in
-//! virtual time (µs), with the proxy's calling order: `pick`, `on_send`;
-//! at the answer `on_done`, then `observe`; the client's next request
+//! virtual time (µs), with the proxy's calling order: `tick`, `pick`,
+//! `on_send` (its ticket kept); at the answer `observe` consuming the
+//! ticket; the client's next request
 //! after `gap`. Extends `sim_tests`' seed model with in-flight hooks, a
 //! capacity (queueing) model and latency statistics.
 //!
@@ -14,6 +15,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
+use super::super::test_util::{TickPick, every};
 use super::super::{Outcome, Selector};
 
 /// Backend A's latencies in ms, one per request it receives.
@@ -280,22 +282,26 @@ pub(in crate::balance) fn simulate(
         events.push(Reverse((0u64, order, None, 0u64)));
         order += 1;
     }
-    while let Some(Reverse((now, _, what, lat))) = events.pop() {
+    // Each request's ticket, by its answer event's order.
+    let mut tickets = std::collections::HashMap::new();
+    while let Some(Reverse((now, key, what, lat))) = events.pop() {
         match what {
             None => {
                 if now >= end {
                     continue;
                 }
-                let b = s.pick(at(now), None).expect("a backend");
-                s.on_send(b, at(now));
+                let b = s.tick_pick(at(now), &every).expect("a backend");
+                tickets.insert(order, s.on_send(b, at(now)));
                 run.per_backend[b] += 1;
                 let lat = model.latency(b, now) + overhead;
                 events.push(Reverse((now + lat, order, Some(b), lat)));
             }
             Some(b) => {
-                s.on_done(b, at(now));
                 let latency = Duration::from_micros(lat);
-                s.observe(b, Outcome::Success { latency }, at(now));
+                if let Some(ticket) = tickets.remove(&key) {
+                    debug_assert_eq!(ticket.backend(), b);
+                    s.observe(ticket, Outcome::Success { latency }, at(now));
+                }
                 if now <= end {
                     run.latencies.push(lat);
                     run.answers.push((now - lat, b, lat));

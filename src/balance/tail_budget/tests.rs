@@ -11,10 +11,9 @@ fn tb(n: usize, t0: Instant) -> TailBudget {
 
 /// Sends to `b` at `t`, answered `ms` later.
 fn exchange(s: &TailBudget, b: usize, ms: u64, t: Instant) {
-    s.on_send(b, t);
+    let ticket = s.on_send(b, t);
     let done = t + Duration::from_millis(ms);
-    s.on_done(b, done);
-    s.observe(b, ok(ms), done);
+    s.observe(ticket, ok(ms), done);
 }
 
 fn run(s: &dyn Selector, model: &mut dyn Model, n: usize, clients: usize, secs: u64) -> Run {
@@ -26,19 +25,19 @@ fn cold_start_probes_each_backend_once() {
     let t0 = Instant::now();
     let s = tb(3, t0);
     assert_eq!(s.name(), "tail-budget");
-    let picks: Vec<_> = (0..6).map(|_| s.pick(t0, None).unwrap()).collect();
+    let picks: Vec<_> = (0..6).map(|_| s.sent_pick(t0, &every).unwrap()).collect();
     assert_eq!(picks, [0, 1, 2, 0, 1, 2]); // probes, then round-robin
-    s.observe(1, ok(200), at(t0, 200));
+    s.answer(1, ok(200), at(t0, 200));
     for _ in 0..10 {
-        assert_eq!(s.pick(at(t0, 201), None), Some(1));
+        assert_eq!(s.sent_pick(at(t0, 201), &every), Some(1));
     }
     // Excluding it leaves only probes in flight: round-robin.
-    assert!(matches!(s.pick(at(t0, 201), Some(1)), Some(0 | 2)));
+    assert!(matches!(s.sent_pick(at(t0, 201), &but(1)), Some(0 | 2)));
     assert_eq!(s.estimates(), [None, Some(200.0), None]);
     for w in s.weights() {
         assert!((w - 1.0 / 3.0).abs() < 1e-12);
     }
-    assert_eq!(TailBudget::new(&[], None, t0).pick(t0, None), None);
+    assert_eq!(TailBudget::new(&[], None, t0).sent_pick(t0, &every), None);
 }
 
 #[test]
@@ -53,7 +52,7 @@ fn shares_follow_the_lp_with_floor_and_sum_to_one() {
         exchange(&s, 2, 250, t);
     }
     for p in 1..=40 {
-        s.pick(at(t0, 1_000 + 100 * p), None);
+        s.tick_pick(at(t0, 1_000 + 100 * p), &every);
     }
     assert_eq!(s.threshold_ms(), Some(210.0));
     let w = s.weights();
@@ -69,7 +68,7 @@ fn shares_follow_the_lp_with_floor_and_sum_to_one() {
     assert!(units.iter().all(|&u| u >= 100), "{units:?}");
     let mut counts = [0u64; 3];
     for _ in 0..units.iter().sum::<u64>() {
-        counts[s.pick(at(t0, 5_000), None).unwrap()] += 1;
+        counts[s.tick_pick(at(t0, 5_000), &every).unwrap()] += 1;
     }
     for (c, u) in counts.iter().zip(&units) {
         assert!(c.abs_diff(*u) <= 1, "{counts:?} vs {units:?}");
@@ -85,7 +84,7 @@ fn an_slo_fixes_the_threshold() {
         exchange(&s, 1, 200, t0);
     }
     for p in 1..=40 {
-        s.pick(at(t0, 100 * p), None);
+        s.tick_pick(at(t0, 100 * p), &every);
     }
     assert_eq!(s.threshold_ms(), Some(300.0));
     // A's 400s now count against the budget: A is cut back to ~12%.
@@ -102,11 +101,11 @@ fn overload_guard_redirects_a_loaded_pick() {
         let x = k % 12;
         let t = at(t0, 10 * k);
         for _ in 0..x {
-            s.on_send(0, t);
+            s.hold(0, t);
         }
         exchange(&s, 0, 10 + 5 * x, at(t0, 10 * k + 1));
         for _ in 0..x {
-            s.on_done(0, t);
+            s.release(0, t);
         }
         exchange(&s, 1, 100, t);
     }
@@ -115,22 +114,26 @@ fn overload_guard_redirects_a_loaded_pick() {
     // Backend 0 never exceeds T = 1.05 × 65 ms: the LP gives it all but
     // backend 1's floor.
     for p in 1..=40 {
-        s.pick(at(t0, 3_000 + 100 * p), None);
+        s.tick_pick(at(t0, 3_000 + 100 * p), &every);
     }
     assert!(s.weights()[0] > 0.9, "{:?}", s.weights());
     let t = at(t0, 8_000);
-    let idle = (0..100).filter(|_| s.pick(t, None) == Some(0)).count();
+    let idle = (0..100)
+        .filter(|_| s.tick_pick(t, &every) == Some(0))
+        .count();
     assert!(idle >= 95, "{idle}");
     // 10 in flight at 0: fitted 60 ms = 6× base, so the pick moves to 1.
     for _ in 0..10 {
-        s.on_send(0, t);
+        s.hold(0, t);
     }
-    let picks: Vec<_> = (0..20).map(|_| s.pick(t, None).unwrap()).collect();
+    let picks: Vec<_> = (0..20).map(|_| s.tick_pick(t, &every).unwrap()).collect();
     assert!(picks.iter().all(|&b| b == 1), "{picks:?}");
     for _ in 0..10 {
-        s.on_done(0, t);
+        s.release(0, t);
     }
-    let idle = (0..100).filter(|_| s.pick(t, None) == Some(0)).count();
+    let idle = (0..100)
+        .filter(|_| s.tick_pick(t, &every) == Some(0))
+        .count();
     assert!(idle >= 95, "{idle}");
 }
 
@@ -139,20 +142,20 @@ fn exclude_never_returns_the_failed_backend() {
     let t0 = Instant::now();
     let s = tb(3, t0);
     for b in 0..3 {
-        assert_eq!(s.pick(t0, None), Some(b));
-        s.observe(b, ok(10 * (b as u64 + 1)), t0);
+        assert_eq!(s.tick_pick(t0, &every), Some(b));
+        s.answer(b, ok(10 * (b as u64 + 1)), t0);
     }
     for k in 0..500 {
         let t = at(t0, 100 * k);
         let x = (k % 3) as usize;
-        assert_ne!(s.pick(t, Some(x)), Some(x));
+        assert_ne!(s.tick_pick(t, &but(x)), Some(x));
         let failed = Outcome::Failure {
             elapsed: Duration::ZERO,
         };
-        s.observe(x, failed, t);
+        s.answer(x, failed, t);
     }
     let one = tb(1, t0);
-    assert_eq!(one.pick(t0, Some(0)), None);
+    assert_eq!(one.tick_pick(t0, &but(0)), None);
 }
 
 #[test]
@@ -165,21 +168,19 @@ fn shared_by_threads_everything_stays_consistent() {
             scope.spawn(move || {
                 for k in 0..2_000u64 {
                     let now = at(t0, k);
-                    let b = s.pick(now, None).unwrap();
-                    s.on_send(b, now);
+                    let b = s.tick_pick(now, &every).unwrap();
+                    let sent = s.on_send(b, now);
                     let ms = 10 + (k * 7 + t) % 50 * 8; // 10..=402 ms
                     let done = at(t0, k + ms);
-                    s.on_done(b, done);
                     if (k + t) % 40 == 0 {
                         let elapsed = Duration::ZERO;
-                        s.observe(b, Outcome::Failure { elapsed }, done);
-                        let retry = s.pick(done, Some(b)).unwrap();
+                        s.observe(sent, Outcome::Failure { elapsed }, done);
+                        let retry = s.tick_pick(done, &but(b)).unwrap();
                         assert_ne!(retry, b);
-                        s.on_send(retry, done);
-                        s.on_done(retry, at(t0, k + ms + 18));
-                        s.observe(retry, ok(18), at(t0, k + ms + 18));
+                        let ticket = s.on_send(retry, done);
+                        s.observe(ticket, ok(18), at(t0, k + ms + 18));
                     } else {
-                        s.observe(b, ok(ms), done);
+                        s.observe(sent, ok(ms), done);
                     }
                 }
             });
@@ -191,7 +192,7 @@ fn shared_by_threads_everything_stays_consistent() {
     for e in s.estimates() {
         assert!((10.0..=1_000.0).contains(&e.unwrap()));
     }
-    assert!(s.slots.iter().all(|x| x.inflight.load(ORDER) == 0));
+    assert!((0..s.slots.len()).all(|i| s.loads.get(i) == 0));
 }
 
 /// The seed scenario, 100 closed-loop clients, 30 s of virtual time,
@@ -293,7 +294,7 @@ fn the_floor_and_starting_shares_scale_with_weight() {
         exchange(&s, 2, 300, t);
     }
     for p in 1..=60 {
-        s.pick(at(t0, 1_000 + 100 * p), None);
+        s.tick_pick(at(t0, 1_000 + 100 * p), &every);
     }
     let w = s.weights();
     assert!((w[0] - 0.03 * 3.0 / 5.0).abs() < 1e-3, "{w:?}");

@@ -13,10 +13,9 @@ const MOST: f64 = 1.4 / 3.0;
 
 /// Sends to `b` at `t`, answered `us` µs later.
 fn exchange_us(s: &TailBudget, b: usize, us: u64, t: Instant) {
-    s.on_send(b, t);
+    let ticket = s.on_send(b, t);
     let done = t + Duration::from_micros(us);
-    s.on_done(b, done);
-    s.observe(b, Outcome::Success { latency: done - t }, done);
+    s.observe(ticket, Outcome::Success { latency: done - t }, done);
 }
 
 /// Feeds one answer per backend every 5 ms (200 req/s each: the ring
@@ -39,7 +38,7 @@ fn feed(
         for b in 0..n {
             exchange_us(s, b, lat(b, &mut rng), t);
         }
-        s.pick(t, None);
+        s.tick_pick(t, &every);
         if k >= 200 {
             most = s.weights().into_iter().fold(most, f64::max);
         }

@@ -19,7 +19,7 @@ impl<N: Net> ProxySession<N> {
         } else {
             Outcome::Success { latency }
         };
-        observe(&ex, outcome, env);
+        observe(&mut ex, outcome, env);
         let shared = &env.ctx.shared;
         count_status(status, &shared.stats);
         let detail = ex.take_detail(now);
@@ -46,7 +46,7 @@ impl<N: Net> ProxySession<N> {
         };
         let (latency, status) = (ex.latency(now), ex.status);
         end_attempt(&mut ex, env, status, latency, End::Answered);
-        observe(&ex, Outcome::Success { latency }, env);
+        observe(&mut ex, Outcome::Success { latency }, env);
         let shared = &env.ctx.shared;
         count_status(status, &shared.stats);
         ProxyStats::bump(&shared.stats.tunnels);
@@ -86,7 +86,7 @@ impl<N: Net> ProxySession<N> {
         let stale = ex.reused(env.ctx) && f == BackendFault::Reset && !ex.relayed;
         release(&mut ex.upstream, env, false);
         if !stale {
-            blame(&ex, f, env);
+            blame(&mut ex, f, env);
         }
         count(Fault::Backend(f), &env.ctx.shared.stats);
         let end = if stale { End::Abandoned } else { End::Failed };

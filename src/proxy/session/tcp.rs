@@ -51,6 +51,14 @@ impl Session for ProxySession<Tcp> {
         ctx.kick_queue(timers, now);
     }
 
+    /// The selector's periodic work (tail-budget's LP), between batches of
+    /// events so that no request's handling waits for it. Every worker
+    /// calls it; the selector lets one win each period (a relaxed load
+    /// when nothing is due).
+    fn between_batches(ctx: &mut ProxyCtx<Tcp>, now: Instant) {
+        ctx.shared.selector.tick(now);
+    }
+
     fn route(key: usize, side: Side, ready: Ready, env: &mut Env<'_, ProxyCtx<Tcp>>) -> Route {
         route(key, side, ready, env)
     }

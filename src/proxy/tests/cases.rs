@@ -80,6 +80,9 @@ fn every_fault_is_blamed_on_its_side() {
         );
         assert_eq!(h.conns().len(), attempts, "{case}");
         assert_eq!(h.observed(), heard, "{case}");
+        // One ticket per attempt, each released (observed or dropped).
+        assert_eq!(h.selector.sent.load(Relaxed), attempts, "{case}");
+        assert_eq!(h.in_flight(), [0; BACKENDS], "{case}");
         // The backend's own answers keep the connection; the proxy's close it.
         let relayed = status == 200 || case == "POST 503: relayed";
         let want = if relayed { "idle" } else { "closing" };
@@ -99,10 +102,12 @@ fn a_client_stalling_mid_body_gets_408_and_the_backend_is_not_blamed() {
     // Before --client-timeout (30 s) nothing happens...
     h.wait(Duration::from_secs(29));
     assert_eq!(h.state(), "exchange");
+    assert_eq!(h.in_flight(), [1, 0], "the exchange holds its ticket");
     // ...after it, the client's fault: 408, and no sample against the backend.
     h.wait(Duration::from_secs(2));
     assert_eq!(h.status_to_client(), Some(408));
     assert_eq!(h.observed(), []);
+    assert_eq!(h.in_flight(), [0; BACKENDS], "the ticket went with the 408");
     assert_eq!(h.shared.stats.client_timeouts.load(Relaxed), 1);
     assert_eq!(h.shared.stats.backend_timeouts.load(Relaxed), 0);
     assert_eq!(h.state(), "closing");
@@ -119,6 +124,9 @@ fn a_client_leaving_mid_body_is_an_abort_not_a_backend_failure() {
     h.ready(Side::Client);
     assert_eq!(h.state(), "closed");
     assert_eq!(h.observed(), []);
+    // Abandoned: no sample, but the ticket's count is released.
+    assert_eq!(h.selector.sent.load(Relaxed), 1);
+    assert_eq!(h.in_flight(), [0; BACKENDS]);
     assert_eq!(h.shared.stats.client_aborts.load(Relaxed), 1);
     assert_eq!(h.ctx.upstreams.len(), 0, "the backend connection is closed");
 }

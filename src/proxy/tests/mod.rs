@@ -136,24 +136,33 @@ impl Net for MemNet {
     }
 }
 
-/// Round-robin that records every outcome it is told about.
-#[derive(Debug, Default)]
+/// Round-robin that records every outcome it is told about and counts its
+/// tickets in flight.
+#[derive(Debug)]
 struct Recorder {
     n: usize,
     turn: AtomicUsize,
     seen: Mutex<Vec<(usize, bool)>>,
+    loads: crate::balance::Loads,
+    /// Tickets issued so far.
+    sent: AtomicUsize,
 }
 
 impl Selector for Recorder {
     fn name(&self) -> &'static str {
         "recorder"
     }
-    fn pick(&self, _: Instant, exclude: Option<usize>) -> Option<usize> {
+    fn pick(&self, _: Instant, eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
         (0..self.n)
             .map(|_| self.turn.fetch_add(1, Relaxed) % self.n)
-            .find(|&b| Some(b) != exclude)
+            .find(|&b| eligible(b))
     }
-    fn observe(&self, backend: usize, outcome: Outcome, _: Instant) {
+    fn on_send(&self, backend: usize, now: Instant) -> crate::balance::Attempt {
+        self.sent.fetch_add(1, Relaxed);
+        crate::balance::Attempt::counted(backend, now, self.loads.take(backend))
+    }
+    fn observe(&self, attempt: crate::balance::Attempt, outcome: Outcome, _: Instant) {
+        let backend = attempt.backend();
         let ok = matches!(outcome, Outcome::Success { .. });
         if let Ok(mut s) = self.seen.lock() {
             s.push((backend, ok));
@@ -190,7 +199,10 @@ impl Harness {
         let now = Instant::now();
         let selector = Arc::new(Recorder {
             n: BACKENDS,
-            ..Recorder::default()
+            turn: AtomicUsize::new(0),
+            seen: Mutex::default(),
+            loads: crate::balance::Loads::new(BACKENDS),
+            sent: AtomicUsize::new(0),
         });
         let backends: Vec<BackendAddr> = (0..BACKENDS)
             .map(|b| BackendAddr::new(format!("b{b}"), addr(b)))
@@ -308,6 +320,11 @@ impl Harness {
             .lock()
             .map(|s| s.clone())
             .unwrap_or_default()
+    }
+
+    /// Tickets still held, per backend (all 0 once every exchange ended).
+    fn in_flight(&self) -> Vec<usize> {
+        (0..BACKENDS).map(|b| self.selector.loads.get(b)).collect()
     }
 
     fn state(&self) -> &'static str {
