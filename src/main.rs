@@ -39,7 +39,7 @@ enum Command {
     Proxy(Box<ProxyArgs>),
     /// A simulated backend with a latency profile (the seed's backend_server).
     Backend(BackendArgs),
-    /// Backends A, B, C on 8081-8083 and the proxy on 9090 (tail-budget policy), ready for wrk.
+    /// Backends A, B, C on 8081-8083 and the proxy on 9090 (adaptive policy), ready for wrk.
     Demo(DemoArgs),
     /// The seed's analysis of --log-csv files: req/s, latency percentiles, distribution.
     Report(ReportCmd),
@@ -103,7 +103,7 @@ struct DemoArgs {
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
     /// Routing policy of the demo proxy.
-    #[arg(long, default_value = "tail-budget")]
+    #[arg(long, default_value = "adaptive")]
     policy: String,
     /// Write the proxy's CSV request log here.
     #[arg(long, value_name = "FILE")]

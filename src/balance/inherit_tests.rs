@@ -152,13 +152,21 @@ fn another_policy_type_inherits_nothing() {
     let map = [Some(2), None, Some(0)];
     for from in POLICY_NAMES {
         let (old, now) = trained(from, t0);
-        for name in LEARNING.iter().filter(|&n| n != from) {
+        // `adaptive` is tail-budget's selector under another name: the same
+        // type, so it inherits (asserted below).
+        let same = |n: &str| n == *from || [n, *from] == ["tail-budget", "adaptive"];
+        for name in LEARNING.iter().filter(|&n| !same(n) && !same_rev(n, from)) {
             let new = rebuild(&policy(name), &new_set, &*old, &map, now).unwrap();
             assert_eq!(new.estimates(), [None, None, None], "{from} -> {name}");
             // Still a working cold start.
             assert!(new.tick_pick(now, &every).is_some());
         }
     }
+    // tail-budget -> adaptive: the same selector, its learning carried.
+    let (old, now) = trained("tail-budget", t0);
+    let new = rebuild(&policy("adaptive"), &new_set, &*old, &map, now).unwrap();
+    assert_eq!(new.name(), "adaptive");
+    assert_eq!(new.estimates()[0], old.estimates()[2]);
     // SMA with another window is still SMA: the newest samples are kept.
     let (old, now) = trained("sma", t0);
     let new = rebuild(&Policy::Sma { window: 1 }, &new_set, &*old, &map, now).unwrap();
@@ -214,4 +222,9 @@ fn an_unmeasured_kept_backend_is_probed_again() {
         let later = now + Duration::from_millis(1);
         assert_eq!(new.sent_pick(later, &every), Some(1), "{name}");
     }
+}
+
+/// Whether `a` is `adaptive` and `b` `tail-budget` (the same selector).
+fn same_rev(a: &str, b: &str) -> bool {
+    [a, b] == ["adaptive", "tail-budget"]
 }

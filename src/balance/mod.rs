@@ -129,6 +129,9 @@ pub const MAX_SMA_WINDOW: usize = 64;
 /// EWMA smoothing factor used by `"ewma"`: the seed report's a = 0.2.
 pub const DEFAULT_EWMA_ALPHA: f64 = 0.2;
 
+/// The `adaptive` policy's name (the default policy).
+pub const ADAPTIVE: &str = "adaptive";
+
 /// The names `FromStr` accepts, one per line so a policy adds one line;
 /// listed in the unknown-name error (CSV aliases are left out).
 pub const POLICY_NAMES: &[&str] = &[
@@ -140,6 +143,7 @@ pub const POLICY_NAMES: &[&str] = &[
     "peak-ewma",
     "predictive",
     "tail-budget",
+    "adaptive",
 ];
 
 /// One backend the proxy can send requests to.
@@ -335,6 +339,12 @@ pub enum Policy {
     TailBudget {
         slo: Option<Duration>,
     },
+    /// The default: tail-budget's shares among the backends under their
+    /// learned concurrency limits (`limit`, enforced by the proxy), the
+    /// rest waiting in the proxy's queue. `slo` as for tail-budget.
+    Adaptive {
+        slo: Option<Duration>,
+    },
 }
 
 impl Policy {
@@ -349,7 +359,14 @@ impl Policy {
             Policy::PeakEwma { .. } => peak_ewma::NAME,
             Policy::Predictive => predictive::NAME,
             Policy::TailBudget { .. } => tail_budget::NAME,
+            Policy::Adaptive { .. } => ADAPTIVE,
         }
+    }
+
+    /// Whether the proxy learns each backend's concurrency limit for this
+    /// policy (`adaptive`).
+    pub fn learns_limits(&self) -> bool {
+        matches!(self, Policy::Adaptive { .. })
     }
 
     /// Checks the parameters.
@@ -369,7 +386,10 @@ impl Policy {
             Policy::PeakEwma { default_rtt, .. } if default_rtt.is_zero() => {
                 Err(PolicyError::BadDefaultRtt(default_rtt))
             }
-            Policy::PeakEwma { .. } | Policy::Predictive | Policy::TailBudget { .. } => Ok(()),
+            Policy::PeakEwma { .. }
+            | Policy::Predictive
+            | Policy::TailBudget { .. }
+            | Policy::Adaptive { .. } => Ok(()),
         }
     }
 }
@@ -398,6 +418,7 @@ impl FromStr for Policy {
             }),
             "predictive" => Ok(Policy::Predictive),
             "tail-budget" => Ok(Policy::TailBudget { slo: None }),
+            ADAPTIVE => Ok(Policy::Adaptive { slo: None }),
             _ => Err(PolicyError::Unknown(s.to_string())),
         }
     }
@@ -479,6 +500,7 @@ fn build_flat(
         }
         Policy::Predictive => Arc::new(Predictive::new(backends, now)),
         Policy::TailBudget { slo } => Arc::new(TailBudget::new(backends, slo, now)),
+        Policy::Adaptive { slo } => Arc::new(TailBudget::new(backends, slo, now).named(ADAPTIVE)),
     })
 }
 

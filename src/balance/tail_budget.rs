@@ -128,6 +128,8 @@ const ORDER: Ordering = Ordering::Relaxed;
 /// The tail-budget selector; see the module doc.
 #[derive(Debug)]
 pub struct TailBudget {
+    /// `tail-budget`, or `adaptive` (see [`TailBudget::named`]).
+    name: &'static str,
     names: Vec<String>,
     /// Configured weights: each backend's [`FLOOR`] and starting share
     /// scale with its weight.
@@ -177,6 +179,13 @@ struct Scratch {
 }
 
 impl TailBudget {
+    /// The same selector reporting `name` (the `adaptive` policy is
+    /// tail-budget routing plus learned limits the proxy enforces).
+    pub fn named(mut self, name: &'static str) -> TailBudget {
+        self.name = name;
+        self
+    }
+
     /// A selector over `backends`; `slo` fixes `T` (else it follows the
     /// best backend's p95); `now` is the start of the run.
     pub fn new(backends: &[Backend], slo: Option<Duration>, now: Instant) -> TailBudget {
@@ -189,6 +198,7 @@ impl TailBudget {
             swrr.set(i, units(start(i)));
         }
         TailBudget {
+            name: NAME,
             names: backends.iter().map(|b| b.name.clone()).collect(),
             labels: labels(backends),
             slo,
@@ -400,7 +410,7 @@ impl TailBudget {
 
 impl Selector for TailBudget {
     fn name(&self) -> &'static str {
-        NAME
+        self.name
     }
 
     fn gauges(&self) -> Vec<(&'static str, Vec<Option<f64>>)> {

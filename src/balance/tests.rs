@@ -10,12 +10,13 @@ fn policy_names_parse_and_unknown_names_fail() {
     assert_eq!("adaptive_ewma".parse(), Ok(Policy::Ewma { alpha: 0.2 }));
     assert_eq!("predictive".parse(), Ok(Policy::Predictive));
     assert_eq!("tail-budget".parse(), Ok(Policy::TailBudget { slo: None }));
+    assert_eq!("adaptive".parse(), Ok(Policy::Adaptive { slo: None }));
     let err = "fastest".parse::<Policy>().unwrap_err();
     assert_eq!(err, PolicyError::Unknown("fastest".into()));
     assert_eq!(
         err.to_string(),
         "unknown routing policy 'fastest' (expected round-robin, sma, ewma, \
-         least-conn, p2c, peak-ewma, predictive or tail-budget)"
+         least-conn, p2c, peak-ewma, predictive, tail-budget or adaptive)"
     );
     assert_eq!("least-conn".parse(), Ok(Policy::LeastConn));
     assert_eq!("p2c".parse(), Ok(Policy::P2c));

@@ -38,8 +38,9 @@ pub struct ProxyArgs {
     /// How often backends given as host names are resolved again (min 100ms).
     #[arg(long, default_value = "5s", value_name = "DURATION")]
     pub resolve_interval: String,
-    /// Routing policy: round-robin, sma, ewma, least-conn, p2c, peak-ewma, predictive or tail-budget.
-    #[arg(long, default_value = "tail-budget")]
+    /// Routing policy: adaptive (tail-budget plus learned per-backend
+    /// limits), round-robin, sma, ewma, least-conn, p2c, peak-ewma, predictive or tail-budget.
+    #[arg(long, default_value = "adaptive")]
     pub policy: String,
     /// SMA: how many recent latencies to average.
     #[arg(long, default_value_t = balance::DEFAULT_SMA_WINDOW)]

@@ -344,7 +344,7 @@ impl FileConfig {
         };
         let name = self.policy.as_ref();
         let span = name.map_or(0..0, |v| v.span());
-        let name = name.map_or("tail-budget", |v| v.get_ref().as_str());
+        let name = name.map_or(crate::balance::ADAPTIVE, |v| v.get_ref().as_str());
         let key = c.name("policy");
         match build_policy(key, name, &params) {
             Ok(p) => Some(p),

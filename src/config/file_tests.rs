@@ -15,7 +15,7 @@ fn absent_keys_take_the_flag_defaults() {
     assert_eq!(cfg.server.listen.to_string(), DEFAULT_PROXY_LISTEN);
     assert_eq!(cfg.server.backlog, DEFAULT_BACKLOG);
     assert_eq!(cfg.timeouts, Timeouts::default());
-    assert_eq!(cfg.policy, Policy::TailBudget { slo: None });
+    assert_eq!(cfg.policy, Policy::Adaptive { slo: None });
     assert_eq!(cfg.forward, ForwardOpts::default());
     assert_eq!(cfg.eject_after, crate::health::EJECT_AFTER);
     assert_eq!(

@@ -52,6 +52,7 @@ pub fn build_policy(
             default_rtt: params.default_rtt,
         },
         "tail-budget" => Policy::TailBudget { slo: params.slo },
+        crate::balance::ADAPTIVE => Policy::Adaptive { slo: params.slo },
         other => other.parse::<Policy>().map_err(|e| bad(e.to_string()))?,
     };
     policy.validate().map_err(|e| bad(e.to_string()))?;

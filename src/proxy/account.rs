@@ -26,11 +26,21 @@ pub fn end_attempt<N: Net>(
     latency: Duration,
     end: End,
 ) {
+    let at_send = ex.slot.as_ref().map_or(0, |s| s.at_send());
     if let Some(slot) = ex.slot.take() {
         env.ctx.released(slot, env.timers, env.now);
     }
     let Some(b) = ex.attempt.take() else { return };
     let shared = env.ctx.generation(ex.generation);
+    // `adaptive`: an answer's latency against the load it was sent at
+    // (a 5xx says nothing about capacity; failures are the ejector's).
+    if let Some(learned) = &shared.learned
+        && matches!(end, End::Answered)
+        && status < 500
+        && at_send > 0
+    {
+        learned.record(usize::from(env.ctx.worker), b, latency, at_send);
+    }
     shared.metrics.finished(
         usize::from(env.ctx.worker),
         b,

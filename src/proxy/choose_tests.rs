@@ -52,6 +52,7 @@ fn shared_with(policy: &Policy, backup: &[bool], now: Instant, active: bool) -> 
         id_prefix: 7,
         drained: Arc::new(super::drained::Drained::new(backends.len())),
         slots: super::slots::Slots::build(&backends, None, false),
+        learned: None,
         board: Arc::new(super::board::Board::new(1)),
         queue: crate::config::QueueConfig::default(),
         backends,

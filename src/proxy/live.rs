@@ -16,6 +16,7 @@ use std::time::{Instant, SystemTime};
 
 use super::Shared;
 use super::drained::Drained;
+use super::learned::Learned;
 use super::reload::{Plan, map_backends};
 use crate::balance;
 use crate::config::ProxyConfig;
@@ -204,6 +205,11 @@ pub fn build(cfg: &ProxyConfig, prev: Option<&Shared>, now: Instant) -> Result<S
     })?;
     let names = cfg.backends.iter().map(|b| b.name.clone());
     let backups = cfg.backends.iter().filter(|b| b.backup).count();
+    let learns = cfg.policy.learns_limits();
+    let learned = learns.then(|| {
+        let old = prev.and_then(|p| p.learned.as_deref());
+        Arc::new(Learned::new(&cfg.backends, cfg.server.workers, old, now))
+    });
     let shared = match prev {
         None => Shared {
             generation: 0,
@@ -224,9 +230,10 @@ pub fn build(cfg: &ProxyConfig, prev: Option<&Shared>, now: Instant) -> Result<S
             tls: listener_tls(cfg),
             id_prefix: super::id_prefix(),
             drained: Arc::new(Drained::new(cfg.backends.len())),
-            slots: super::slots::Slots::build(&cfg.backends, None, false),
+            slots: super::slots::Slots::build(&cfg.backends, None, learns),
             board: Arc::new(super::board::Board::new(cfg.server.workers)),
             queue: cfg.queue,
+            learned,
         },
         Some(prev) => {
             let map = map_backends(&prev.backends, &cfg.backends);
@@ -253,10 +260,11 @@ pub fn build(cfg: &ProxyConfig, prev: Option<&Shared>, now: Instant) -> Result<S
                 slots: super::slots::Slots::build(
                     &cfg.backends,
                     Some((&prev.slots, &prev.backends)),
-                    false,
+                    learns,
                 ),
                 board: Arc::clone(&prev.board),
                 queue: cfg.queue,
+                learned,
             }
         }
     };

@@ -122,6 +122,9 @@ pub struct Shared {
     pub board: Arc<board::Board>,
     /// `--queue-timeout`, `--max-queue`.
     pub queue: crate::config::QueueConfig,
+    /// `adaptive`: the learned limits, folded in between event batches
+    /// and stored in `slots`.
+    pub learned: Option<Arc<learned::Learned>>,
 }
 
 /// A backend's state as the admin API and `/readyz` report it. The first

@@ -175,6 +175,10 @@ impl Slots {
                     Some(slot) => {
                         let c = b.maxconn.unwrap_or(UNLIMITED);
                         slot.limits.configured.store(c, Ordering::Relaxed);
+                        if !count_all {
+                            // No limiter any more (a policy change).
+                            slot.limits.set_learned(None);
+                        }
                         slot
                     }
                     None => Arc::new(Slot::new(b.maxconn)),

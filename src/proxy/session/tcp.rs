@@ -57,6 +57,9 @@ impl Session for ProxySession<Tcp> {
     /// when nothing is due).
     fn between_batches(ctx: &mut ProxyCtx<Tcp>, now: Instant) {
         ctx.shared.selector.tick(now);
+        if let Some(learned) = &ctx.shared.learned {
+            learned.tick(now, &ctx.shared.slots);
+        }
     }
 
     fn route(key: usize, side: Side, ready: Ready, env: &mut Env<'_, ProxyCtx<Tcp>>) -> Route {

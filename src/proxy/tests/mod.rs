@@ -225,6 +225,7 @@ impl Harness {
             id_prefix: 7,
             drained: Arc::new(super::drained::Drained::new(BACKENDS)),
             slots: super::slots::Slots::build(&backends, None, false),
+            learned: None,
             board: Arc::new(super::board::Board::new(1)),
             queue: crate::config::QueueConfig::default(),
             backends,
