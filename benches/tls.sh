@@ -152,7 +152,9 @@ write_configs() {
 global
     nbthread 1
     maxconn $HAPROXY_MAXCONN
-    ulimit-n $(ulimit -Hn)
+    # Idle connections need one fd each, not the two per connection HAProxy
+    # reserves; without this it refuses to start above the 20000 fd limit.
+    no strict-limits
     tune.ssl.default-dh-param 2048
 
 defaults
