@@ -61,4 +61,5 @@ pub mod metrics;
 pub mod proxy;
 pub mod runtime;
 pub mod server;
+pub mod tls;
 pub mod tools;
