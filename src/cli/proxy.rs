@@ -395,6 +395,10 @@ impl ProxyArgs {
                     name: None,
                     weight: None,
                     backup: None,
+                    tls: None,
+                    ca: None,
+                    server_name: None,
+                    insecure_skip_verify: None,
                 })
                 .collect();
         }

@@ -4,9 +4,11 @@
 //! (`proxy::resolver`) re-resolves it every `resolve_interval`.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::{ConfigError, MAX_TIMEOUT, parse_duration};
+use crate::tls::backend::BackendTls;
 
 /// One backend as configured: its name as given and its resolved address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +23,8 @@ pub struct BackendAddr {
     /// The `host:port` text when the address was given as a host name (not
     /// an IP literal): the resolver thread re-resolves it.
     pub host: Option<String>,
+    /// TLS to this backend (`[[backend]] tls = true`), else plain TCP.
+    pub tls: Option<Arc<BackendTls>>,
 }
 
 impl BackendAddr {
@@ -32,6 +36,7 @@ impl BackendAddr {
             weight: 1,
             backup: false,
             host: None,
+            tls: None,
         }
     }
 
@@ -132,6 +137,7 @@ pub fn expand(
             weight,
             backup,
             host: host.map(str::to_string),
+            tls: None,
         })
         .collect()
 }

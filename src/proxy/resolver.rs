@@ -167,6 +167,9 @@ pub fn replace(
         return None;
     }
     let mut fresh = Some(expand(name, Some(host), &new, first.weight, first.backup));
+    for b in fresh.iter_mut().flatten() {
+        b.tls.clone_from(&first.tls);
+    }
     let mut out = Vec::with_capacity(backends.len() + addrs.len());
     for b in backends {
         if !ours(b) {

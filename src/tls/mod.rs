@@ -6,7 +6,10 @@
 //! - `certs`: an HTTPS listener's certificates: loaded from PEM, checked
 //!   (readable, key matches, not expired), chosen by SNI.
 //! - `der`: the validity and DNS names of a certificate (pure).
+//! - `backend`: TLS to backends (`[[backend]] tls = true`): the client
+//!   settings per backend and the pool's plain-or-TLS stream.
 
+pub mod backend;
 pub mod certs;
 pub mod der;
 pub mod stream;
