@@ -331,6 +331,30 @@ fn insecure_skip_verify_accepts_a_certificate_no_ca_vouches_for() -> TestResult 
     Ok(())
 }
 
+#[test]
+fn active_health_checks_speak_tls_to_a_tls_backend() -> TestResult {
+    let pki = pki()?;
+    let backend = tls_backend(&pki)?;
+    let tls = BackendTls::build(trusting(&pki.ca_pem, Some("localhost"))?, "127.0.0.1:1")?;
+    let b = BackendAddr {
+        tls: Some(Arc::new(tls)),
+        ..BackendAddr::new("tls", backend.addr)
+    };
+    let opts = Opts {
+        health_check: Some(("/health".into(), Duration::from_millis(50))),
+        ..Opts::default()
+    };
+    let proxy = proxy::start_backends(vec![b], opts)?;
+    // More checks than it takes to mark a backend down (3), all over TLS.
+    assert!(util::wait_until(Duration::from_secs(10), || {
+        backend.seen.handshakes.load(SeqCst) >= 5
+    }));
+    assert_eq!(backend.seen.failed.load(SeqCst), 0);
+    let r = proxy.client()?.get("/")?;
+    assert_eq!(r.status, 200, "{}", r.head);
+    Ok(())
+}
+
 fn check_config(text: &str) -> io::Result<(Option<i32>, String)> {
     let path = temp_file(&format!("cfg-{}.toml", rand_tag()), text)?;
     run_bin(&["check-config", &path.to_string_lossy()])

@@ -27,6 +27,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{
     ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme,
+    StreamOwned,
 };
 
 use super::stream::TlsStream;
@@ -127,6 +128,15 @@ impl BackendTls {
     /// The name verified and sent as SNI.
     pub fn server_name(&self) -> &ServerName<'static> {
         &self.name
+    }
+
+    /// A blocking TLS client over `sock` (the active health checks); the
+    /// handshake happens on its first write.
+    pub fn blocking<S: Read + Write>(
+        &self,
+        sock: S,
+    ) -> io::Result<StreamOwned<ClientConnection, S>> {
+        Ok(StreamOwned::new(self.connection()?, sock))
     }
 
     /// A new client connection (ClientHello queued).
