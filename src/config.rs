@@ -264,10 +264,22 @@ fn check_timeout(flag: &'static str, value: &str, d: Duration) -> Result<(), Con
     })
 }
 
+/// One `[[listener]]` of the configuration file: an address beside
+/// `listen`, plaintext or HTTPS (`tls`). Needs a restart to add or move;
+/// its certificates reload.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub address: SocketAddr,
+    pub tls: Option<crate::tls::certs::ListenerTls>,
+}
+
 /// Settings for `tidegate proxy`.
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
     pub server: ServerConfig,
+    /// `[[listener]]` tables: more listeners, HTTPS ones among them
+    /// (file only; `server.listen` is always the plaintext one).
+    pub listeners: Vec<Listener>,
     pub backends: Vec<BackendAddr>,
     pub policy: crate::balance::Policy,
     pub backend_conn: BackendConn,
@@ -311,6 +323,7 @@ impl ProxyConfig {
                 backlog: 1024,
                 reuseport: false,
             },
+            listeners: Vec::new(),
             backends,
             policy: crate::balance::Policy::RoundRobin,
             backend_conn: BackendConn::Persistent,

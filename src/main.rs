@@ -273,7 +273,13 @@ fn proxy(
     if let Some(reread) = reread {
         let live = std::sync::Arc::clone(&handles.live);
         server.reloader().set(std::sync::Arc::new(move || {
-            live.reload(reread()?).map(|plan| plan.describe())
+            // A file that does not load (a bad certificate among others)
+            // is a failed reload too: counted, the running one kept.
+            let cfg = reread().inspect_err(|_| {
+                live.reload_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            })?;
+            live.reload(cfg).map(|plan| plan.describe())
         }));
     }
     let (shared, csv, live) = (handles.shared, handles.csv, handles.live);

@@ -95,6 +95,17 @@ fn inherit(
     Ok(mio::net::TcpListener::from_std(listener))
 }
 
+/// Opens a listening socket on `addr` with `cfg`'s backlog and reuseport.
+fn bind(addr: SocketAddr, cfg: &ServerConfig) -> Result<mio::net::TcpListener, StartError> {
+    acceptor::listen_with(addr, cfg.backlog, cfg.reuseport).map_err(|e| match e {
+        ListenError::InUse(addr) => StartError::AddrInUse(addr),
+        ListenError::Io { addr, source } => StartError::Io {
+            what: format!("cannot listen on {addr}"),
+            source,
+        },
+    })
+}
+
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> StartError {
     let what = what.into();
     move |source| StartError::Io { what, source }
@@ -105,6 +116,8 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> StartError {
 pub struct Server {
     acceptor: Acceptor,
     addr: SocketAddr,
+    /// The bound addresses of `[[listener]]` tables, in order.
+    listener_addrs: Vec<SocketAddr>,
     accept_stats: Arc<AcceptStats>,
     worker_stats: Vec<Arc<WorkerStats>>,
     /// Log writers, joined after the workers so no line is lost.
@@ -221,6 +234,16 @@ impl Server {
             ProxyCtx::new(id, Arc::clone(&live), csv.clone())
         })?;
         server.acceptor.set_drain(cfg.timeouts.drain);
+        for l in &cfg.listeners {
+            let socket = bind(l.address, &cfg.server)?;
+            let addr = (server.acceptor.add_listener(socket))
+                .map_err(io_err(format!("cannot listen on {}", l.address)))?;
+            match &l.tls {
+                Some(tls) => info!("listening on {addr} (https: {})", tls.summary),
+                None => info!("listening on {addr}"),
+            }
+            server.listener_addrs.push(addr);
+        }
         if let Some(log) = csv {
             server
                 .acceptor
@@ -257,17 +280,7 @@ impl Server {
         }
         let listener = match inherited {
             Some(l) => inherit(l, cfg.listen)?,
-            None => {
-                acceptor::listen_with(cfg.listen, cfg.backlog, cfg.reuseport).map_err(
-                    |e| match e {
-                        ListenError::InUse(addr) => StartError::AddrInUse(addr),
-                        ListenError::Io { addr, source } => StartError::Io {
-                            what: format!("cannot listen on {addr}"),
-                            source,
-                        },
-                    },
-                )?
-            }
+            None => bind(cfg.listen, cfg)?,
         };
         let accept_stats = Arc::new(AcceptStats::default());
         let mut workers = Vec::with_capacity(cfg.workers);
@@ -285,6 +298,7 @@ impl Server {
         Ok(Server {
             acceptor,
             addr,
+            listener_addrs: Vec::new(),
             accept_stats,
             worker_stats,
             writers: Vec::new(),
@@ -390,6 +404,7 @@ impl Server {
         let Server {
             acceptor,
             addr,
+            listener_addrs: _,
             accept_stats,
             worker_stats,
             writers,
@@ -414,9 +429,15 @@ impl Server {
         Summary::collect(&accept_stats, worker_stats.iter().map(Arc::as_ref))
     }
 
+    /// The bound addresses of the `[[listener]]` tables, in order.
+    pub fn listener_addrs(&self) -> &[SocketAddr] {
+        &self.listener_addrs
+    }
+
     /// Runs the server on a background thread (tests, embedding).
     pub fn spawn(self) -> io::Result<RunningServer> {
         let addr = self.addr;
+        let listener_addrs = self.listener_addrs.clone();
         let handle = self.shutdown_handle();
         let accept_stats = Arc::clone(&self.accept_stats);
         let worker_stats = self.worker_stats.clone();
@@ -425,6 +446,7 @@ impl Server {
             .spawn(move || self.run())?;
         Ok(RunningServer {
             addr,
+            listener_addrs,
             handle,
             accept_stats,
             worker_stats,
@@ -437,6 +459,7 @@ impl Server {
 #[derive(Debug)]
 pub struct RunningServer {
     addr: SocketAddr,
+    listener_addrs: Vec<SocketAddr>,
     handle: ShutdownHandle,
     accept_stats: Arc<AcceptStats>,
     worker_stats: Vec<Arc<WorkerStats>>,
@@ -446,6 +469,11 @@ pub struct RunningServer {
 impl RunningServer {
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The bound addresses of the `[[listener]]` tables, in order.
+    pub fn listener_addrs(&self) -> &[SocketAddr] {
+        &self.listener_addrs
     }
 
     /// Current counters, while running.

@@ -64,6 +64,16 @@ pub fn render(v: &View) -> String {
     for (i, (kind, n)) in FAILURE_KINDS.iter().zip(v.failures).enumerate() {
         let _ = write!(o, "{}\"{kind}\":{n}", sep(i));
     }
+    let pairs = |p: &[(&str, u64)]| {
+        let items = p.iter().map(|(k, n)| format!("{}:{n}", string(k)));
+        items.collect::<Vec<_>>().join(",")
+    };
+    let _ = write!(
+        o,
+        "}},\"tls\":{{\"handshakes\":{{{}}},\"handshake_errors\":{{{}}}",
+        pairs(&v.tls_handshakes),
+        pairs(&v.tls_errors)
+    );
     let ejections: u64 = v.backends.iter().map(|b| b.ejections).sum();
     let _ = write!(o, "}},\"ejections\":{ejections},");
     match v.slo {

@@ -227,6 +227,30 @@ fn requests(out: &mut String, v: &View) {
         "Tunnels open now.",
         v.tunnels.1,
     );
+    family(
+        out,
+        "tidegate_tls_handshakes_total",
+        "counter",
+        "Completed TLS handshakes on HTTPS listeners, by protocol version.",
+    );
+    for (version, n) in &v.tls_handshakes {
+        let _ = writeln!(
+            out,
+            "tidegate_tls_handshakes_total{{version=\"{version}\"}} {n}"
+        );
+    }
+    family(
+        out,
+        "tidegate_tls_handshake_errors_total",
+        "counter",
+        "Failed TLS handshakes by reason (not_tls: plaintext to an HTTPS port; unknown_sni: no certificate for the name and no default).",
+    );
+    for (reason, n) in &v.tls_errors {
+        let _ = writeln!(
+            out,
+            "tidegate_tls_handshake_errors_total{{reason=\"{reason}\"}} {n}"
+        );
+    }
     let c = &v.config;
     single(
         out,

@@ -83,6 +83,9 @@ pub struct View {
     pub failures: Failures,
     /// Tunnels opened in all, and open now.
     pub tunnels: (u64, u64),
+    /// TLS handshakes by version, and handshake failures by reason.
+    pub tls_handshakes: Vec<(&'static str, u64)>,
+    pub tls_errors: Vec<(&'static str, u64)>,
     /// The configuration generation (0 at start, +1 per applied reload),
     /// reloads applied and refused, and when the last one was applied (ms
     /// since the Unix epoch).
@@ -264,6 +267,8 @@ impl Sources {
                 g(&s.bad_bodies),
             ],
             tunnels: (g(&s.tunnels), g(&s.tunnels_open)),
+            tls_handshakes: s.tls.handshakes().collect(),
+            tls_errors: s.tls.errors().collect(),
             config: ConfigView {
                 generation: shared.generation,
                 reloads: self.config.as_ref().map_or(0, |l| g(&l.reloads)),

@@ -190,6 +190,7 @@ impl ProxyArgs {
         server.reuseport = self.reuseport;
         Ok(ProxyConfig {
             server,
+            listeners: Vec::new(),
             backends: config::resolve_backends(&self.backends)?,
             policy,
             backend_conn: self.backend_conn.parse()?,

@@ -62,6 +62,9 @@ pub struct FileConfig {
     /// `[[backend]]` tables.
     #[serde(default, rename = "backend")]
     pub backends: Vec<FileBackend>,
+    /// `[[listener]]` tables: more listeners, plaintext or HTTPS.
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<listener::FileListener>,
     /// `(key, flag)` of each value the command line set over the file.
     #[serde(skip)]
     pub from_cli: Vec<(&'static str, &'static str)>,
@@ -147,13 +150,20 @@ pub fn load(text: &str) -> Result<ProxyConfig, Vec<Problem>> {
 pub fn summary(cfg: &ProxyConfig) -> String {
     let n = cfg.backends.len();
     let backups = cfg.backends.iter().filter(|b| b.backup).count();
-    format!(
+    let mut out = format!(
         "{n} backend{} ({backups} backup{}), policy {}, listen {}",
         if n == 1 { "" } else { "s" },
         if backups == 1 { "" } else { "s" },
         cfg.policy.name(),
         cfg.server.listen
-    )
+    );
+    for l in &cfg.listeners {
+        match &l.tls {
+            Some(tls) => out.push_str(&format!(", https {} [{}]", l.address, tls.summary)),
+            None => out.push_str(&format!(", {}", l.address)),
+        }
+    }
+    out
 }
 
 /// (line, column), both 1-based, of byte `offset` in `text`.
@@ -271,6 +281,7 @@ impl FileConfig {
             Some(v) => c.get("resolve_interval", v, super::parse_resolve_interval),
             None => Some(super::DEFAULT_RESOLVE_INTERVAL),
         };
+        let listeners = self.listeners(c, listen);
         let h = &self.health;
         Some(ProxyConfig {
             server: ServerConfig {
@@ -280,6 +291,7 @@ impl FileConfig {
                 // --reuseport is a command-line flag only.
                 reuseport: false,
             },
+            listeners: listeners?,
             backends: backends?,
             policy: policy?,
             backend_conn: backend_conn?,
@@ -547,6 +559,7 @@ impl Check<'_> {
     }
 }
 
+mod listener;
 mod log;
 
 #[cfg(test)]

@@ -41,6 +41,8 @@ fn shared(backup: &[bool], now: Instant, active: bool) -> Shared {
         retry_budget: Arc::new(RetryBudget::new(now)),
         active: active.then(|| Arc::new(ActiveHealth::new(backends.len()))),
         forward: crate::http::ForwardOpts::default(),
+        forward_https: crate::http::ForwardOpts::default(),
+        tls: Vec::new(),
         id_prefix: 7,
         drained: Arc::new(super::drained::Drained::new(backends.len())),
         backends,

@@ -2,6 +2,7 @@
 //! it and not yet consumed, the bytes owed to it, and its readiness; and
 //! the buffers a session keeps for its backend side.
 
+use std::io::Write;
 use std::net::SocketAddr;
 
 use super::net::Net;
@@ -57,15 +58,27 @@ impl<N: Net> Client<N> {
         }
     }
 
-    /// Writes what is owed; returns whether any byte moved.
+    /// Writes what is owed, then what the stream itself holds (a TLS
+    /// stream's records); returns whether any byte moved.
     pub fn flush(&mut self) -> Result<bool, CloseReason> {
-        if self.out.is_empty() || self.write_blocked {
+        if self.write_blocked {
             return Ok(false);
         }
-        let sent = self.out.flush(&mut self.stream).map_err(write_closed)?;
-        self.write_blocked = sent.blocked;
-        self.bytes_out += sent.bytes as u64;
-        Ok(sent.bytes > 0)
+        let mut moved = false;
+        if !self.out.is_empty() {
+            let sent = self.out.flush(&mut self.stream).map_err(write_closed)?;
+            self.write_blocked = sent.blocked;
+            self.bytes_out += sent.bytes as u64;
+            moved = sent.bytes > 0;
+        }
+        if !self.write_blocked {
+            match self.stream.flush() {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.write_blocked = true,
+                Err(_) => return Err(CloseReason::Error),
+            }
+        }
+        Ok(moved)
     }
 
     /// Reads once into `input` (through `scratch`); returns whether
@@ -76,7 +89,7 @@ impl<N: Net> Client<N> {
         }
         match sio::read(&mut self.stream, scratch) {
             Io::Done(n) => {
-                if n < scratch.len() && !self.read_closed {
+                if n < scratch.len() && !self.read_closed && !N::read_pending(&self.stream) {
                     self.read_ready = false;
                 }
                 self.input

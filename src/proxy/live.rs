@@ -220,6 +220,8 @@ pub fn build(cfg: &ProxyConfig, prev: Option<&Shared>, now: Instant) -> Result<S
             retry_budget: Arc::new(RetryBudget::new(now)),
             active: None,
             forward: cfg.forward.clone(),
+            forward_https: https(&cfg.forward),
+            tls: listener_tls(cfg),
             id_prefix: super::id_prefix(),
             drained: Arc::new(Drained::new(cfg.backends.len())),
         },
@@ -240,6 +242,8 @@ pub fn build(cfg: &ProxyConfig, prev: Option<&Shared>, now: Instant) -> Result<S
                 retry_budget: Arc::clone(&prev.retry_budget),
                 active: None,
                 forward: cfg.forward.clone(),
+                forward_https: https(&cfg.forward),
+                tls: listener_tls(cfg),
                 id_prefix: prev.id_prefix,
                 // A backend drained by an operator stays drained.
                 drained: Arc::new(prev.drained.remapped(&map)),
@@ -296,10 +300,32 @@ impl Live {
         let mut applied = cfg;
         applied.server = old_cfg.server.clone();
         applied.access_log = old_cfg.access_log.clone();
+        if !super::reload::same_listeners(&old_cfg.listeners, &applied.listeners) {
+            applied.listeners = old_cfg.listeners.clone();
+        }
         let prev = self.current();
         let now = Instant::now();
         let next = build(&applied, Some(&prev), now).map_err(|e| e.to_string())?;
         self.publish(Arc::new(next), applied);
         Ok(plan)
     }
+}
+
+/// `forward` for HTTPS clients.
+fn https(forward: &crate::http::ForwardOpts) -> crate::http::ForwardOpts {
+    crate::http::ForwardOpts {
+        proto: crate::http::Proto::Https,
+        ..forward.clone()
+    }
+}
+
+/// Each listener's TLS configuration, by `Accepted::listener`.
+fn listener_tls(cfg: &ProxyConfig) -> Vec<Option<Arc<rustls::ServerConfig>>> {
+    std::iter::once(None)
+        .chain(
+            cfg.listeners
+                .iter()
+                .map(|l| l.tls.as_ref().map(|t| Arc::clone(&t.config))),
+        )
+        .collect()
 }

@@ -95,6 +95,12 @@ pub struct Shared {
     pub active: Option<Arc<crate::health::active::ActiveHealth>>,
     /// `--via`, `--request-id`: the proxy fields written on forwarded heads.
     pub forward: ForwardOpts,
+    /// The same, with `X-Forwarded-Proto: https`, for HTTPS clients.
+    pub forward_https: ForwardOpts,
+    /// Each listener's TLS configuration, by `Accepted::listener` (0: the
+    /// main, plaintext listener; i + 1: `[[listener]]` i). Reloaded with
+    /// the rest: new handshakes use the new certificates.
+    pub tls: Vec<Option<Arc<rustls::ServerConfig>>>,
     /// The process part of generated request ids (see [`id_prefix`]).
     pub id_prefix: u64,
     /// Backends drained through the admin API (also read by each
@@ -255,6 +261,8 @@ pub struct ProxyStats {
     pub tunnels_open: AtomicU64,
     /// Answered requests within `--slo-ms`.
     pub within_slo: AtomicU64,
+    /// TLS handshakes (by version) and handshake failures (by reason).
+    pub tls: Arc<crate::tls::stats::TlsStats>,
 }
 
 impl ProxyStats {

@@ -55,6 +55,9 @@ impl Plan {
         if old.access_log != new.access_log {
             needs_restart.push("access_log");
         }
+        if !same_listeners(&old.listeners, &new.listeners) {
+            needs_restart.push("listener");
+        }
         Plan {
             map,
             added,
@@ -108,6 +111,16 @@ fn position(old: &[BackendAddr], new: &BackendAddr, taken: &[bool]) -> Option<us
             b.addr == new.addr && b.tls == new.tls && !taken.get(*i).copied().unwrap_or(true)
         })
         .map(|(i, _)| i)
+}
+
+/// Whether two `[[listener]]` lists bind the same addresses, each plaintext
+/// or HTTPS alike (certificates may differ: they reload).
+pub fn same_listeners(old: &[crate::config::Listener], new: &[crate::config::Listener]) -> bool {
+    old.len() == new.len()
+        && old
+            .iter()
+            .zip(new)
+            .all(|(a, b)| a.address == b.address && a.tls.is_some() == b.tls.is_some())
 }
 
 #[cfg(test)]

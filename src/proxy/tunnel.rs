@@ -118,7 +118,7 @@ impl Tunnel {
             moved = true;
         }
         if self.backend_eof && client.out.is_empty() && !self.client_shut {
-            N::shutdown_write(&client.stream);
+            N::shutdown_write(&mut client.stream);
             self.client_shut = true;
             moved = true;
         }

@@ -26,6 +26,8 @@ use crate::runtime::worker::{Msg, WorkerHandle};
 pub const LISTENER: Token = Token(0);
 pub const WAKE: Token = Token(1);
 pub const SIGNAL: Token = Token(2);
+/// Token of the first extra listener (`[[listener]]`); the i-th is this + i.
+pub const EXTRA_LISTENER: Token = Token(16);
 
 /// Accepts per poll wakeup before checking for shutdown again. The rest of
 /// the backlog is taken on the next turn, which polls without blocking.
@@ -128,6 +130,8 @@ impl ShutdownHandle {
 pub struct Acceptor {
     poll: Poll,
     listener: TcpListener,
+    /// Extra listeners (`[[listener]]`): index i is `Accepted::listener` i + 1.
+    extra: Vec<TcpListener>,
     workers: Vec<WorkerHandle>,
     /// Worker that gets the next connection.
     next: usize,
@@ -163,6 +167,7 @@ impl Acceptor {
         Ok(Acceptor {
             poll,
             listener,
+            extra: Vec::new(),
             workers,
             next: 0,
             to_wake: vec![false; n],
@@ -180,6 +185,18 @@ impl Acceptor {
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Accepts on `listener` too; its connections are handed off with
+    /// `Accepted::listener` = its index + 1 (0 is the main listener).
+    pub fn add_listener(&mut self, mut listener: TcpListener) -> io::Result<SocketAddr> {
+        let addr = listener.local_addr()?;
+        let token = Token(EXTRA_LISTENER.0 + self.extra.len());
+        self.poll
+            .registry()
+            .register(&mut listener, token, Interest::READABLE)?;
+        self.extra.push(listener);
+        Ok(addr)
     }
 
     /// A second descriptor for the listening socket, to hand to a new
@@ -223,15 +240,16 @@ impl Acceptor {
     /// their handles for joining.
     pub fn run(mut self) -> Vec<WorkerHandle> {
         let mut events = Events::with_capacity(16);
-        // The listener is edge-triggered: remember that the backlog may hold
-        // more than one batch, or that accepting is paused until a deadline.
-        let mut more = false;
+        // The listeners are edge-triggered: remember which backlog may hold
+        // more than one batch (index 0: the main listener), or that
+        // accepting is paused until a deadline.
+        let mut more = vec![false; 1 + self.extra.len()];
         let mut paused_until: Option<Instant> = None;
         while !self.stop.load(Relaxed) {
             let now = Instant::now();
             let timeout = match paused_until {
                 Some(t) => Some(t.saturating_duration_since(now)),
-                None if more => Some(Duration::ZERO),
+                None if more.contains(&true) => Some(Duration::ZERO),
                 None => None,
             };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
@@ -243,8 +261,13 @@ impl Acceptor {
             }
             for ev in events.iter() {
                 match ev.token() {
-                    LISTENER => more = true,
+                    LISTENER => more[0] = true,
                     SIGNAL => self.on_signal(),
+                    Token(t) if t >= EXTRA_LISTENER.0 => {
+                        if let Some(m) = more.get_mut(t - EXTRA_LISTENER.0 + 1) {
+                            *m = true;
+                        }
+                    }
                     _ => {}
                 }
             }
@@ -255,11 +278,17 @@ impl Acceptor {
                 continue;
             }
             paused_until = None;
-            if more {
-                match self.accept_batch() {
-                    Batch::Drained => more = false,
+            for which in 0..more.len() {
+                if !more[which] {
+                    continue;
+                }
+                match self.accept_batch(which) {
+                    Batch::Drained => more[which] = false,
                     Batch::More => {}
-                    Batch::Pause(d) => paused_until = Some(timers::after(Instant::now(), d)),
+                    Batch::Pause(d) => {
+                        paused_until = Some(timers::after(Instant::now(), d));
+                        break;
+                    }
                 }
             }
         }
@@ -294,14 +323,23 @@ impl Acceptor {
         }
     }
 
-    fn accept_batch(&mut self) -> Batch {
+    /// The listener `which` (0: main, i + 1: extra i).
+    fn listener(&self, which: usize) -> &TcpListener {
+        which
+            .checked_sub(1)
+            .and_then(|i| self.extra.get(i))
+            .unwrap_or(&self.listener)
+    }
+
+    fn accept_batch(&mut self, which: usize) -> Batch {
         let mut result = Batch::More;
         for _ in 0..ACCEPT_BATCH {
-            match self.listener.accept() {
+            match self.listener(which).accept() {
                 Ok((stream, peer)) => self.hand_off(Accepted {
                     stream,
                     peer,
                     at: Instant::now(),
+                    listener: which,
                 }),
                 Err(e) => match classify_accept(&e) {
                     AcceptFault::WouldBlock => {
@@ -310,7 +348,7 @@ impl Acceptor {
                     }
                     AcceptFault::Skip => continue,
                     AcceptFault::NoFds => {
-                        if !self.shed_one(&e) {
+                        if !self.shed_one(which, &e) {
                             result = Batch::Pause(ACCEPT_BACKOFF);
                             break;
                         }
@@ -360,13 +398,13 @@ impl Acceptor {
     /// Out of fds: spend the reserve descriptor to accept one connection and
     /// close it at once, so the client sees a prompt close rather than a
     /// hang in the backlog. False when there is no reserve to spend.
-    fn shed_one(&mut self, cause: &io::Error) -> bool {
+    fn shed_one(&mut self, which: usize, cause: &io::Error) -> bool {
         self.warn_exhausted(cause);
         if self.reserve.take().is_none() {
             self.reserve = open_reserve();
             return false;
         }
-        let shed = match self.listener.accept() {
+        let shed = match self.listener(which).accept() {
             Ok((stream, _)) => {
                 drop(stream);
                 self.stats.shed.fetch_add(1, Relaxed);
@@ -395,6 +433,9 @@ impl Acceptor {
         // queue: nothing is refused).
         let _ = self.poll.registry().deregister(&mut self.listener);
         drop(self.listener);
+        for mut l in std::mem::take(&mut self.extra) {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
         for (i, w) in self.workers.iter().enumerate() {
             if !w.send(Msg::Shutdown { drain: self.drain }) {
                 debug!("worker {i} already stopped");

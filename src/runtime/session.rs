@@ -88,6 +88,9 @@ pub struct Accepted {
     pub stream: TcpStream,
     pub peer: SocketAddr,
     pub at: Instant,
+    /// Which listener accepted it: 0 the main one (`--listen`), i + 1 the
+    /// i-th `[[listener]]` (proxy mode: its TLS settings, if any).
+    pub listener: usize,
 }
 
 /// What a session may touch during a call: the worker's registry, its

@@ -346,11 +346,14 @@ impl<S: Read + Write> BackendStream<S> {
     }
 
     /// Queues `close_notify` (TLS) before our FIN is sent with `tcp_fin`.
-    pub fn shutdown_write(&mut self, tcp_fin: impl FnOnce(&S)) {
-        if let BackendStream::Tls(t) = self {
-            t.stream.close_notify();
+    pub fn shutdown_write(&mut self, tcp_fin: impl FnOnce(&mut S)) {
+        match self {
+            BackendStream::Plain(s) => tcp_fin(s),
+            BackendStream::Tls(t) => {
+                t.stream.close_notify();
+                tcp_fin(t.stream.sock_mut());
+            }
         }
-        tcp_fin(self.sock());
     }
 }
 

@@ -46,6 +46,7 @@ pub fn start(backends: &[(&str, SocketAddr)], opts: Opts) -> io::Result<AdminPro
     let cfg = ProxyConfig {
         server: ServerConfig::new("127.0.0.1:0", Some(opts.workers), 1024)
             .map_err(|e| io::Error::other(e.to_string()))?,
+        listeners: Vec::new(),
         backends: backends
             .iter()
             .map(|&(name, addr)| BackendAddr::new(name, addr))

@@ -52,8 +52,8 @@ impl Response {
 }
 
 /// A blocking client connection that keeps bytes read past a response.
-pub struct Client {
-    pub stream: TcpStream,
+pub struct Client<S = TcpStream> {
+    pub stream: S,
     buf: Vec<u8>,
 }
 
@@ -67,6 +67,32 @@ impl Client {
             stream,
             buf: Vec::new(),
         })
+    }
+
+    /// Waits up to `within` for the peer to close. True on EOF or reset
+    /// with nothing else left unread; false if the connection is still
+    /// open (read timed out) or more bytes arrived (kept for later).
+    pub fn closed_within(&mut self, within: Duration) -> io::Result<bool> {
+        self.stream.set_read_timeout(Some(within))?;
+        let result = self.fill_or_eof();
+        self.stream.set_read_timeout(Some(READ_TIMEOUT))?;
+        match result {
+            Ok(false) => Ok(self.buf.is_empty()),
+            Ok(true) => Ok(false),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Ok(false),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => Ok(self.buf.is_empty()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl<S: Read + Write> Client<S> {
+    /// A client over an already connected stream (e.g. TLS).
+    pub fn over(stream: S) -> Self {
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
     }
 
     pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
@@ -192,22 +218,6 @@ impl Client {
     /// Bytes received but not consumed by a response yet.
     pub fn pending(&self) -> &[u8] {
         &self.buf
-    }
-
-    /// Waits up to `within` for the peer to close. True on EOF or reset
-    /// with nothing else left unread; false if the connection is still
-    /// open (read timed out) or more bytes arrived (kept for later).
-    pub fn closed_within(&mut self, within: Duration) -> io::Result<bool> {
-        self.stream.set_read_timeout(Some(within))?;
-        let result = self.fill_or_eof();
-        self.stream.set_read_timeout(Some(READ_TIMEOUT))?;
-        match result {
-            Ok(false) => Ok(self.buf.is_empty()),
-            Ok(true) => Ok(false),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Ok(false),
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => Ok(self.buf.is_empty()),
-            Err(e) => Err(e),
-        }
     }
 
     /// Reads everything until EOF (bounded by the read timeout).

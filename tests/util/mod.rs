@@ -8,6 +8,7 @@ pub mod client;
 pub mod json;
 pub mod proxy;
 pub mod scripted;
+pub mod tls;
 pub mod websocket;
 
 use std::io::{self, BufRead, BufReader, Read, Write};

@@ -62,6 +62,8 @@ impl Default for Opts {
 /// A proxy running on background threads; stops when dropped.
 pub struct TestProxy {
     pub addr: SocketAddr,
+    /// The bound `[[listener]]` addresses (HTTPS ones among them), in order.
+    pub listeners: Vec<SocketAddr>,
     pub handles: ProxyHandles,
     server: RunningServer,
 }
@@ -85,6 +87,7 @@ pub fn start_config(cfg: ProxyConfig) -> io::Result<TestProxy> {
     let server = server.spawn()?;
     Ok(TestProxy {
         addr: server.local_addr(),
+        listeners: server.listener_addrs().to_vec(),
         handles,
         server,
     })
@@ -104,6 +107,7 @@ pub fn config_backends(backends: Vec<BackendAddr>, opts: Opts) -> io::Result<Pro
         .map_err(|e| io::Error::other(e.to_string()))?;
     Ok(ProxyConfig {
         server,
+        listeners: Vec::new(),
         backends,
         policy: opts.policy,
         backend_conn: opts.conn,

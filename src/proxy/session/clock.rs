@@ -10,6 +10,8 @@ impl<N: Net> ProxySession<N> {
             State::Idle(i) => match (i.head_started, i.paused_until) {
                 (Some(started), Some(resume)) => resume.min(after(started, t.header)),
                 (Some(started), None) => after(started, t.header),
+                // A TLS handshake is part of the head: the header timeout.
+                (None, _) if N::handshaking(&self.client.stream) => after(i.since, t.header),
                 (None, _) if self.draining => after(i.since, t.idle.min(DRAIN_IDLE_GRACE)),
                 (None, _) => after(i.since, t.idle),
             },
@@ -53,6 +55,10 @@ impl<N: Net> ProxySession<N> {
                 count(Fault::Client(ClientFault::Timeout), &env.ctx.shared.stats);
                 self.answer_alone(408, LogOutcome::ClientTimeout, env);
                 return Ok(());
+            }
+            State::Idle(_) if N::handshaking(&self.client.stream) => {
+                N::handshake_timed_out(&mut self.client.stream);
+                return Err(CloseReason::Done);
             }
             State::Idle(_) | State::Tunnel(_) | State::Closing(_) => {
                 return Err(CloseReason::Done);

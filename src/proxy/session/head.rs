@@ -45,10 +45,15 @@ impl<N: Net> ProxySession<N> {
                     wants_detail(env.ctx).then(|| Box::new(detail_of(&p, self.client.peer)));
                 let ctx = &mut *env.ctx;
                 let mut head = p.head;
+                let forward = if N::is_tls(&self.client.stream) {
+                    &ctx.shared.forward_https
+                } else {
+                    &ctx.shared.forward
+                };
                 head.request_id = p.write_head(
                     self.client.peer.ip(),
                     close_backend,
-                    &ctx.shared.forward,
+                    forward,
                     &mut ctx.ids,
                     &mut self.bufs.head,
                 );

@@ -365,11 +365,14 @@ impl<N: Net> ProxySession<N> {
         let State::Closing(l) = &mut self.state else {
             return Ok(false);
         };
-        if !self.client.out.is_empty() {
+        // A TLS stream may still owe records after `out` emptied.
+        if !self.client.out.is_empty()
+            || self.client.write_blocked && N::is_tls(&self.client.stream)
+        {
             return Ok(false);
         }
         if !l.fin_sent {
-            N::shutdown_write(&self.client.stream);
+            N::shutdown_write(&mut self.client.stream);
             l.fin_sent = true;
             return Ok(true);
         }

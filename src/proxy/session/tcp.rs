@@ -1,6 +1,10 @@
 //! The session on real TCP sockets: what the worker loop calls.
 
+use std::sync::Arc;
+
 use super::*;
+use crate::proxy::net::Stream;
+use crate::tls::server::ServerTls;
 
 impl Session for ProxySession<Tcp> {
     type Ctx = ProxyCtx<Tcp>;
@@ -12,6 +16,18 @@ impl Session for ProxySession<Tcp> {
             token(key, Side::Client),
             mio::Interest::READABLE | mio::Interest::WRITABLE,
         )?;
+        env.ctx.refresh();
+        // An HTTPS listener's connections start with a TLS handshake, under
+        // the certificates of the current configuration generation.
+        let stream = match env.ctx.shared.tls.get(conn.listener) {
+            Some(Some(config)) => {
+                let stats = Arc::clone(&env.ctx.shared.stats.tls);
+                let tls = ServerTls::new(stream, Arc::clone(config), stats)
+                    .map_err(std::io::Error::other)?;
+                Stream::Tls(Box::new(tls))
+            }
+            _ => Stream::Plain(stream),
+        };
         Ok(ProxySession::start(stream, conn.peer, key, env))
     }
 

@@ -127,7 +127,7 @@ impl Net for MemNet {
             Connect::Connected
         }
     }
-    fn shutdown_write(s: &Mem) {
+    fn shutdown_write(s: &mut Mem) {
         s.with(|p| p.shut = true);
     }
     fn set_reading(s: &mut Mem, _: &Registry, _: Token, on: bool) -> io::Result<()> {
@@ -208,6 +208,8 @@ impl Harness {
             retry_budget: Arc::new(RetryBudget::new(now)),
             active: None,
             forward: crate::http::ForwardOpts::default(),
+            forward_https: crate::http::ForwardOpts::default(),
+            tls: Vec::new(),
             id_prefix: 7,
             drained: Arc::new(super::drained::Drained::new(BACKENDS)),
             backends,
