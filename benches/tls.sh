@@ -51,6 +51,7 @@
 #                   tidegate (only its `backend`)
 #   PAUSE           seconds between wrk runs [1]
 #   BACKEND_PORT, TIDEGATE_PORT, HAPROXY_PORT   [18400, 18443, 18444]
+#   TIDEGATE_PLAIN_PORT  tidegate's main (plaintext) `listen`, unused [18445]
 #   TIDEGATE_BIN, OUT_DIR (bench-out), CARGO_TARGET_DIR: see lib.sh
 #
 # Needs root (cgroups), wrk, haproxy, openssl, curl, python3 (stdlib).
@@ -83,6 +84,7 @@ PAUSE="${PAUSE:-1}"
 BACKEND_PORT="${BACKEND_PORT:-18400}"
 TIDEGATE_PORT="${TIDEGATE_PORT:-18443}"
 HAPROXY_PORT="${HAPROXY_PORT:-18444}"
+TIDEGATE_PLAIN_PORT="${TIDEGATE_PLAIN_PORT:-18445}"
 
 # HAProxy's maxconn: room for the idle connections plus a margin.
 HAPROXY_MAXCONN=$((IDLE_CONNS + 100))
@@ -173,6 +175,8 @@ backend be
     server b1 127.0.0.1:$BACKEND_PORT
 CFG
     cat >"$TMP/tidegate-$k.toml" <<CFG
+# The main (plaintext) listener always exists: on a port of our own.
+listen = "127.0.0.1:$TIDEGATE_PLAIN_PORT"
 workers = 1
 policy = "round-robin"
 
