@@ -21,9 +21,13 @@
 #       1. keep-alive: `wrk -t1 -cCONNECTIONS -dDURATION https://localhost:P/`,
 #          requests/s over established TLS connections (target: tidegate
 #          >= 1.3x HAProxy);
-#       2. handshakes: the same with `-cHS_CONNECTIONS -H 'Connection: close'`:
-#          one connection, hence one full handshake, per request (wrk keeps
-#          no client session cache, so nothing is resumed; target >= 1.0x);
+#       2. full handshakes: HS_CLIENTS parallel `openssl s_time -new -time
+#          DURATION` (a new connection and a full handshake each time, no
+#          session resumed; no HTTP request), summed (target >= 1.0x);
+#       3. new connections with wrk: `-cHS_CONNECTIONS -H 'Connection: close'`,
+#          one connection per request. wrk reconnects with SSL_clear, which
+#          keeps the last session, so these handshakes are *resumed* (TLS 1.3
+#          PSK with ECDHE, no certificate signature): a separate figure;
 #   * idle memory, after the reps, uncapped (a quarter core would make
 #     10,000 RSA handshakes take minutes): a fresh proxy per run, VmRSS and
 #     RssAnon from /proc/PID/status before, then tls_idle_client.py opens
@@ -40,7 +44,8 @@
 #   DURATION        wrk -d of each run [5s]
 #   QUOTA           CPU cap of each proxy, cores [0.25]
 #   CONNECTIONS     wrk -c, keep-alive [100]
-#   HS_CONNECTIONS  wrk -c, handshakes [50]
+#   HS_CONNECTIONS  wrk -c, new connections with wrk [50]
+#   HS_CLIENTS      parallel `openssl s_time -new` processes [6]
 #   IDLE_CONNS      idle TLS connections [10000] (the hard fd limit is 20000)
 #   IDLE_REQUEST    1: one GET per idle connection before it idles [0]
 #   SOURCES         source addresses for the idle client [8]
@@ -73,6 +78,7 @@ DURATION="${DURATION:-5s}"
 QUOTA="${QUOTA:-0.25}"
 CONNECTIONS="${CONNECTIONS:-100}"
 HS_CONNECTIONS="${HS_CONNECTIONS:-50}"
+HS_CLIENTS="${HS_CLIENTS:-6}"
 IDLE_CONNS="${IDLE_CONNS:-10000}"
 IDLE_REQUEST="${IDLE_REQUEST:-0}"
 SOURCES="${SOURCES:-8}"
@@ -238,6 +244,25 @@ run_wrk() {
     run_bounded $((DURATION_S + 30)) "$out" wrk -t1 -c"$c" -d"$DURATION" --latency "$@" "https://localhost:$port/"
 }
 
+# full_handshakes OUTPREFIX: HS_CLIENTS parallel `openssl s_time -new`
+# against the current proxy port ($port) for DURATION; prints the summed
+# rate (connections / real seconds of each), or "-".
+full_handshakes() {
+    local out="$1" i pids=()
+    for ((i = 1; i <= HS_CLIENTS; i++)); do
+        timeout --signal=INT --kill-after=10 $((DURATION_S + 30)) \
+            openssl s_time -connect "127.0.0.1:$port" -new -time "$DURATION_S" >"$out.$i.txt" 2>&1 &
+        pids+=("$!")
+        BENCH_PIDS+=("$!")
+    done
+    for i in "${pids[@]}"; do
+        wait "$i" || true
+        _forget_pid "$i"
+    done
+    cat "$out".*.txt | awk '/connections in [0-9]+ real seconds/ {s += $1 / $4; n++}
+        END {if (n) printf "%.1f\n", s; else print "-"}'
+}
+
 # ---------------------------------------------------------------- idle memory
 
 per_conn() { # before_kb after_kb connections -> bytes per connection
@@ -269,7 +294,7 @@ idle_run() {
     done
     sleep "$SETTLE"
     rss1="$(rss_kb "$pid" VmRSS)" anon1="$(rss_kb "$pid" RssAnon)"
-    IDLE_HELD="$(sed -n 's/^READY held=\([0-9]*\).*/\1/p' "$log" | head -n 1)"
+    IDLE_HELD="$(sed -n 's/^READY held=\([0-9]*\).*/\1/p' "$log" | awk 'NR == 1')"
     IDLE_HELD="${IDLE_HELD:-0}"
     log "$p ($k) idle: $IDLE_HELD TLS connections, VmRSS $rss0 -> $rss1 kB, RssAnon $anon0 -> $anon1 kB"
     stop_pid "$cpid" INT 20 || true
@@ -286,7 +311,7 @@ if [[ -z "${TIDEGATE_BIN:-}" ]]; then build_tidegate; fi
 [[ -x "$TIDEGATE_BIN" ]] || die "no executable at '$TIDEGATE_BIN'"
 cg_init
 MACHINE="$(describe_machine)"
-HAPROXY_VERSION="$(haproxy -v 2>/dev/null | head -n 1 | awk '{print $3}')"
+HAPROXY_VERSION="$(haproxy -v 2>/dev/null | awk 'NR == 1 {print $3}')"
 OPENSSL_VERSION="$(openssl version)"
 
 start_server "$RAW/backend.log" "$TIDEGATE_BIN" backend --listen "127.0.0.1:$BACKEND_PORT" --profile 0 --name b1
@@ -297,7 +322,7 @@ verdicts=()
 for k in "${KEY_LIST[@]}"; do
     gen_cert "$k"
     write_configs "$k"
-    declare -A NEG=() KA=() KA_RUNS=() KA_ERR=() HS=() HS_RUNS=() HS_ERR=() MEM=() MEM_ANON=() MEM_HELD=()
+    declare -A NEG=() KA=() KA_RUNS=() KA_ERR=() HS=() HS_RUNS=() HS_ERR=() FH=() FH_RUNS=() MEM=() MEM_ANON=() MEM_HELD=()
     if has_part keepalive || has_part handshake; then
         for p in "${PROXY_LIST[@]}"; do
             start_proxy "$p" "$k"
@@ -309,7 +334,7 @@ for k in "${KEY_LIST[@]}"; do
             port="${PORT_OF[$p]}"
             run_bounded 40 "$RAW/warmup_${p}_$k.txt" wrk -t1 -c"$CONNECTIONS" -d2s "https://localhost:$port/"
         done
-        declare -A kav=() kae=() hsv=() hse=()
+        declare -A kav=() kae=() hsv=() hse=() fhv=()
         for ((r = 1; r <= REPS; r++)); do
             for p in "${PROXY_LIST[@]}"; do
                 port="${PORT_OF[$p]}"
@@ -322,6 +347,10 @@ for k in "${KEY_LIST[@]}"; do
                     sleep "$PAUSE"
                 fi
                 if has_part handshake; then
+                    rate="$(full_handshakes "$RAW/full_${p}_${k}_r$r")"
+                    fhv[$p]+="$rate "
+                    log "rep $r/$REPS $k $p full handshakes (s_time -new x $HS_CLIENTS): $rate /s"
+                    sleep "$PAUSE"
                     f="$RAW/handshake_${p}_${k}_r$r.txt"
                     run_wrk "$f" "$HS_CONNECTIONS" -H 'Connection: close'
                     read -r errs non2xx rps _ _ <<<"$(wrk_fields "$f")"
@@ -337,12 +366,14 @@ for k in "${KEY_LIST[@]}"; do
                 KA[$p]="$(median ${kav[$p]:-})" HS[$p]="$(median ${hsv[$p]:-})"
                 KA_RUNS[$p]="$(printf '%.0f/' ${kav[$p]:-0} | sed 's:/$::')"
                 HS_RUNS[$p]="$(printf '%.0f/' ${hsv[$p]:-0} | sed 's:/$::')"
+                FH[$p]="$(median ${fhv[$p]:-})"
+                FH_RUNS[$p]="$(printf '%s/' ${fhv[$p]:--} | sed 's:/$::')"
             }
             KA_ERR[$p]="${kae[$p]:-0}" HS_ERR[$p]="${hse[$p]:-0}"
             stop_proxy "$p"
         done
         cg_drop_all
-        unset kav kae hsv hse
+        unset kav kae hsv hse fhv
     fi
     if has_part idle; then
         for p in "${PROXY_LIST[@]}"; do
@@ -354,22 +385,24 @@ for k in "${KEY_LIST[@]}"; do
         done
     fi
     for p in "${PROXY_LIST[@]}"; do
-        ka_ratio="-" hs_ratio="-" mem_ratio="-"
+        ka_ratio="-" hs_ratio="-" mem_ratio="-" fh_ratio="-"
         if [[ "$p" == tidegate && -n "${PORT_OF[haproxy]:-}" && " ${PROXY_LIST[*]} " == *" haproxy "* ]]; then
             ka_ratio="$(ratio "${KA[tidegate]:--}" "${KA[haproxy]:--}")"
             hs_ratio="$(ratio "${HS[tidegate]:--}" "${HS[haproxy]:--}")"
+            fh_ratio="$(ratio "${FH[tidegate]:--}" "${FH[haproxy]:--}")"
             mem_ratio="$(ratio "${MEM[tidegate]:--}" "${MEM[haproxy]:--}")"
         fi
-        rows+=("| $(key_desc "$k") | $p | ${NEG[$p]:--} | $(fmt "${KA[$p]:--}" 0) | ${KA_RUNS[$p]:--} | ${KA_ERR[$p]:--} | $ka_ratio | $(fmt "${HS[$p]:--}" 0) | ${HS_RUNS[$p]:--} | ${HS_ERR[$p]:--} | $hs_ratio | ${MEM[$p]:--} | ${MEM_ANON[$p]:--} | ${MEM_HELD[$p]:--} |")
+        rows+=("| $(key_desc "$k") | $p | ${NEG[$p]:--} | $(fmt "${KA[$p]:--}" 0) | ${KA_RUNS[$p]:--} | ${KA_ERR[$p]:--} | $ka_ratio | $(fmt "${FH[$p]:--}" 0) | ${FH_RUNS[$p]:--} | $fh_ratio | $(fmt "${HS[$p]:--}" 0) | ${HS_RUNS[$p]:--} | ${HS_ERR[$p]:--} | $hs_ratio | ${MEM[$p]:--} | ${MEM_ANON[$p]:--} | ${MEM_HELD[$p]:--} |")
         if [[ "$p" == tidegate ]]; then
             v="$(key_desc "$k"):"
             [[ "$ka_ratio" != - ]] && v+=" keep-alive ${ka_ratio}x HAProxy (target >= 1.3: $(awk -v x="$ka_ratio" 'BEGIN {print (x >= 1.3) ? "PASS" : "FAIL"}'));"
-            [[ "$hs_ratio" != - ]] && v+=" handshakes ${hs_ratio}x (target >= 1.0: $(awk -v x="$hs_ratio" 'BEGIN {print (x >= 1.0) ? "PASS" : "FAIL"}'));"
+            [[ "$fh_ratio" != - ]] && v+=" full handshakes ${fh_ratio}x (target >= 1.0: $(awk -v x="$fh_ratio" 'BEGIN {print (x >= 1.0) ? "PASS" : "FAIL"}'));"
+            [[ "$hs_ratio" != - ]] && v+=" wrk new connections (resumed) ${hs_ratio}x;"
             [[ "${MEM[$p]:--}" != - ]] && v+=" idle ${MEM[$p]} B/conn (target <= 8192: $(awk -v x="${MEM[$p]}" 'BEGIN {print (x <= 8192) ? "PASS" : "FAIL"}'))"
             verdicts+=("$v")
         fi
     done
-    unset NEG KA KA_RUNS KA_ERR HS HS_RUNS HS_ERR MEM MEM_ANON MEM_HELD
+    unset NEG KA KA_RUNS KA_ERR HS HS_RUNS HS_ERR FH FH_RUNS MEM MEM_ANON MEM_HELD
 done
 stop_pid "$BACKEND_WRAP" INT 10 || true
 
@@ -379,15 +412,17 @@ stop_pid "$BACKEND_WRAP" INT 10 || true
     echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $MACHINE; HAProxy $HAPROXY_VERSION, $OPENSSL_VERSION (wrk, s_client and HAProxy's TLS)."
     echo "Each proxy: 1 worker / 1 thread, capped at $QUOTA core (cgroup, ${CG_PERIOD} us period) for the wrk runs, in front of"
     echo "one \`tidegate backend --profile 0\` (not capped). $REPS interleaved reps of ${DURATION}; medians; ratio = tidegate / HAProxy."
-    echo "Keep-alive: \`wrk -t1 -c$CONNECTIONS https://localhost:P/\`. Handshakes: \`wrk -t1 -c$HS_CONNECTIONS -H 'Connection: close'\`"
-    echo "(one full handshake per request; wrk resumes no sessions). Negotiated = protocol, cipher suite and key exchange"
+    echo "Keep-alive: \`wrk -t1 -c$CONNECTIONS https://localhost:P/\`. Full handshakes: $HS_CLIENTS parallel \`openssl s_time -new\` (no"
+    echo "resumption, no request), summed. wrk new conns: \`wrk -t1 -c$HS_CONNECTIONS -H 'Connection: close'\`, one connection per"
+    echo "request; wrk's SSL_clear keeps the session, so these handshakes resume (PSK + ECDHE, no signature)."
+    echo "Negotiated = protocol, cipher suite and key exchange"
     echo "group with OpenSSL's client defaults. Idle: $IDLE_CONNS TLS connections (handshake done$([[ "$IDLE_REQUEST" == 1 ]] && echo ", one GET each"), then idle) from"
     echo "$SOURCES source addresses to a fresh, uncapped proxy; (VmRSS idle - before) x 1024 / held, bytes; user space only."
     echo "Errors: wrk socket errors + non-2xx, summed over the reps. The machine's 2 cores are shared with other work: compare"
     echo "ratios within this run only."
     echo
-    echo "| Key | Proxy | Negotiated | Keep-alive req/s | runs | err | ratio | Handshakes/s | runs | err | ratio | Idle B/conn (VmRSS) | (RssAnon) | held |"
-    echo "|---|---|---|---:|---|---:|---:|---:|---|---:|---:|---:|---:|---:|"
+    echo "| Key | Proxy | Negotiated | Keep-alive req/s | runs | err | ratio | Full handshakes/s | runs | ratio | wrk new conns/s (resumed) | runs | err | ratio | Idle B/conn (VmRSS) | (RssAnon) | held |"
+    echo "|---|---|---|---:|---|---:|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---:|"
     printf '%s\n' "${rows[@]}"
     if ((${#verdicts[@]})); then
         echo
