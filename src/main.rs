@@ -265,11 +265,11 @@ fn proxy(
         )),
         _ => None,
     };
-    let (listener, handshake) = match inherited {
-        Some(i) => (Some(i.listener), Some(i.handshake)),
-        None => (None, None),
+    let (listener, extra, handshake) = match inherited {
+        Some(i) => (Some(i.listener), i.extra, Some(i.handshake)),
+        None => (None, Vec::new(), None),
     };
-    let (mut server, handles) = Server::proxy_on(cfg, listener)?;
+    let (mut server, handles) = Server::proxy_inheriting(cfg, listener, extra)?;
     if let Some(reread) = reread {
         let live = std::sync::Arc::clone(&handles.live);
         server.reloader().set(std::sync::Arc::new(move || {

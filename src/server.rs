@@ -197,6 +197,17 @@ impl Server {
         cfg: &ProxyConfig,
         inherited: Option<std::net::TcpListener>,
     ) -> Result<(Server, ProxyHandles), StartError> {
+        Self::proxy_inheriting(cfg, inherited, Vec::new())
+    }
+
+    /// [`Server::proxy_on`], also inheriting `[[listener]]` sockets: each
+    /// configured listener takes the inherited socket bound to its address,
+    /// or binds its own.
+    pub fn proxy_inheriting(
+        cfg: &ProxyConfig,
+        inherited: Option<std::net::TcpListener>,
+        mut extra: Vec<std::net::TcpListener>,
+    ) -> Result<(Server, ProxyHandles), StartError> {
         cfg.timeouts.validate()?;
         let shared = live::build(cfg, None, Instant::now()).map_err(|e| match e {
             live::BuildError::Policy { name, why } => StartError::Config(ConfigError::BadValue {
@@ -235,7 +246,18 @@ impl Server {
         })?;
         server.acceptor.set_drain(cfg.timeouts.drain);
         for l in &cfg.listeners {
-            let socket = bind(l.address, &cfg.server)?;
+            let found = extra
+                .iter()
+                .position(|s| s.local_addr().is_ok_and(|a| a == l.address));
+            let socket = match found {
+                Some(i) => {
+                    let s = extra.swap_remove(i);
+                    s.set_nonblocking(true)
+                        .map_err(io_err("setting up an inherited listener"))?;
+                    mio::net::TcpListener::from_std(s)
+                }
+                None => bind(l.address, &cfg.server)?,
+            };
             let addr = (server.acceptor.add_listener(socket))
                 .map_err(io_err(format!("cannot listen on {}", l.address)))?;
             match &l.tls {
@@ -319,6 +341,9 @@ impl Server {
             .listener_fd()
             .map_err(io_err("duplicating the listener for upgrades"))?;
         let mut fds = vec![("listen", listener, self.addr)];
+        let extra = (self.acceptor.extra_fds())
+            .map_err(io_err("duplicating the listeners for upgrades"))?;
+        fds.extend(extra.into_iter().map(|(fd, addr)| ("listener", fd, addr)));
         fds.extend(admin.map(|(fd, addr)| ("admin", fd, addr)));
         let stop = self.acceptor.shutdown_handle();
         let on_handover = upgrade::OnHandover(Box::new(move || stop.shutdown()));

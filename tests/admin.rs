@@ -25,7 +25,7 @@ use util::{IO_TIMEOUT, Proc, TestResult, connect, wait_until};
 const PER_BACKEND: u64 = 12;
 
 /// Keys every `/stats` document has.
-const STATS_KEYS: [&str; 17] = [
+const STATS_KEYS: [&str; 18] = [
     "backends",
     "buckets_ms",
     "config",
@@ -42,6 +42,7 @@ const STATS_KEYS: [&str; 17] = [
     "requests",
     "retries",
     "slo",
+    "tls",
     "uptime_s",
 ];
 

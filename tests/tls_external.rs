@@ -364,3 +364,59 @@ fn the_example_https_config_checks_with_the_readme_openssl_certificate() -> Test
     );
     Ok(())
 }
+
+#[test]
+fn an_upgrade_hands_the_https_listener_over() -> TestResult {
+    let pki = Pki::new("upgrade");
+    let (_, der) = pki.cert("site", &["localhost"]);
+    let b = util::proxy::backend("0", "a")?;
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let text = config(&pki, b.local_addr(), false).replace(
+        "[[listener]]\naddress = \"127.0.0.1:0\"",
+        &format!("[[listener]]\naddress = \"127.0.0.1:{port}\""),
+    );
+    let path = pki.dir.join("tidegate.toml");
+    std::fs::write(&path, text)?;
+    let sock = pki.dir.join("upgrade.sock");
+    let args = [
+        "proxy",
+        "--config",
+        &path.display().to_string(),
+        "--upgrade-socket",
+        &sock.display().to_string(),
+    ]
+    .map(String::from);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let old = Proc::spawn("", &args)?;
+    old.addr()?;
+    let https = SocketAddr::from(([127, 0, 0, 1], port));
+    let cfg = tls::client_config(&[&der]);
+    // A connection to the old process, kept open across the handover.
+    let mut early = tls::connect(https, &cfg, "localhost")?;
+    assert_eq!(early.get("/")?.status, 200);
+
+    let mut takeover = args.clone();
+    takeover.push("--takeover");
+    let mut new = Proc::spawn("", &takeover)?;
+    new.addr()?;
+    let took = new
+        .drain_stderr()
+        .iter()
+        .any(|l| l.contains("took the listeners over"));
+    assert!(took, "{:?}", new.stderr);
+    // The same socket, not a new bind: the old process's backlog carries
+    // over, and the new one serves HTTPS on it.
+    assert!(
+        !new.stderr.iter().any(|l| l.contains("in use")),
+        "{:?}",
+        new.stderr
+    );
+    let mut c = tls::connect(https, &cfg, "localhost")?;
+    assert_eq!(c.get("/")?.status, 200);
+    // The early connection finishes on the old process (drained: its next
+    // answer says close).
+    assert_eq!(early.get("/")?.status, 200);
+    let (code, _, err) = old.wait()?;
+    assert_eq!(code, Some(0), "{err:?}");
+    Ok(())
+}

@@ -205,6 +205,14 @@ impl Acceptor {
         self.listener.as_fd().try_clone_to_owned()
     }
 
+    /// Second descriptors for the `[[listener]]` sockets, with their
+    /// addresses, in order (for an upgrade).
+    pub fn extra_fds(&self) -> io::Result<Vec<(OwnedFd, SocketAddr)>> {
+        (self.extra.iter())
+            .map(|l| Ok((l.as_fd().try_clone_to_owned()?, l.local_addr()?)))
+            .collect()
+    }
+
     /// The reload path SIGHUP takes; clones share its hook.
     pub fn reloader(&self) -> Reloader {
         self.reloader.clone()
@@ -278,12 +286,12 @@ impl Acceptor {
                 continue;
             }
             paused_until = None;
-            for which in 0..more.len() {
-                if !more[which] {
+            for (which, pending) in more.iter_mut().enumerate() {
+                if !*pending {
                     continue;
                 }
                 match self.accept_batch(which) {
-                    Batch::Drained => more[which] = false,
+                    Batch::Drained => *pending = false,
                     Batch::More => {}
                     Batch::Pause(d) => {
                         paused_until = Some(timers::after(Instant::now(), d));

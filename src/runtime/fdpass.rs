@@ -18,10 +18,11 @@ use std::os::unix::net::UnixStream;
 
 use nix::sys::socket::{self, ControlMessage, ControlMessageOwned, MsgFlags, UnixAddr};
 
-/// Most descriptors one message carries: the proxy listener and the admin
-/// listener, with room for two more listeners later. A sender offering
-/// more is refused, and the receiver's control buffer is sized for it.
-pub const MAX_FDS: usize = 4;
+/// Most descriptors one message carries: the proxy listener, the admin
+/// listener and up to 14 `[[listener]]` ones (HTTPS among them); a few
+/// hundred bytes of control buffer. A sender offering more is refused,
+/// and the receiver's control buffer is sized for it.
+pub const MAX_FDS: usize = 16;
 
 /// Sends `data` with `fds` attached (SCM_RIGHTS) in one `sendmsg`. The
 /// socket's write timeout (if any) bounds the call.

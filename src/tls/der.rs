@@ -5,13 +5,20 @@
 //! RFC 5280's `TBSCertificate`; anything unexpected is an error, never a
 //! panic. Pure.
 
-/// DER tags used below.
+// DER tags (X.690), as RFC 5280's certificate syntax uses them.
+/// SEQUENCE (constructed).
 const SEQUENCE: u8 = 0x30;
+/// INTEGER (the serial number).
 const INTEGER: u8 = 0x02;
+/// OBJECT IDENTIFIER (an extension's id).
 const OID: u8 = 0x06;
+/// BOOLEAN (an extension's `critical` flag).
 const BOOLEAN: u8 = 0x01;
+/// OCTET STRING (an extension's value).
 const OCTET_STRING: u8 = 0x04;
+/// UTCTime (validity dates through 2049).
 const UTC_TIME: u8 = 0x17;
+/// GeneralizedTime (validity dates from 2050).
 const GENERALIZED_TIME: u8 = 0x18;
 /// `[0] EXPLICIT Version`.
 const VERSION: u8 = 0xA0;

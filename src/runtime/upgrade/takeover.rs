@@ -22,6 +22,9 @@ pub struct Inherited {
     pub listener: TcpListener,
     /// The admin listener, when the old process had one.
     pub admin: Option<TcpListener>,
+    /// Its `[[listener]]` sockets (HTTPS ones among them), each matched by
+    /// address to the configuration's.
+    pub extra: Vec<TcpListener>,
     /// The rest of the conversation: READY once accepting.
     pub handshake: Handshake,
 }
@@ -78,11 +81,12 @@ pub fn take_over(path: &Path) -> Result<Inherited, UpgradeError> {
             fds.len()
         )));
     }
-    let (mut listener, mut admin) = (None, None);
+    let (mut listener, mut admin, mut extra) = (None, None, Vec::new());
     for (name, fd) in names.into_iter().zip(fds) {
         match name {
             Some("listen") => listener = Some(tcp_listener(fd).map_err(refused)?),
             Some("admin") => admin = Some(tcp_listener(fd).map_err(refused)?),
+            Some("listener") => extra.push(tcp_listener(fd).map_err(refused)?),
             // A later version may pass more; this one closes them.
             other => debug!("upgrade: ignoring an inherited descriptor named {other:?}"),
         }
@@ -92,6 +96,7 @@ pub fn take_over(path: &Path) -> Result<Inherited, UpgradeError> {
     Ok(Inherited {
         listener,
         admin,
+        extra,
         handshake: Handshake {
             sock,
             path: path.to_path_buf(),
