@@ -193,11 +193,71 @@ bench_cleanup() {
             stop_pid "$p" INT 5 || true
         fi
     done
+    cg_drop_all
     exit "$rc"
 }
 trap bench_cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+# ---------------------------------------------------------------- cgroups
+
+# CPU caps, the method of ../shared/anchors/capacity.sh: each capped process
+# gets its own cgroup with a CFS quota of QUOTA cores per 10 ms period, so
+# the proxy and not the load generator is the bottleneck. cgroup v1 (the
+# cpu controller) or v2 (cpu.max). Needs root. The groups are named
+# tidegate_bench_NAME_<script pid>; cg_drop_all (also called by the EXIT trap)
+# moves their processes back to the root group and removes them.
+
+# Period of the CFS quota, us: capacity.sh's value, short enough that a
+# quarter core is not a 75 ms stall every 100 ms (the kernel default period).
+CG_PERIOD=10000
+CG_V="" CG_ROOT="" CG_MADE=()
+
+# cg_init: finds the cpu controller; fails the script if there is none.
+cg_init() {
+    if [[ -d /sys/fs/cgroup/cpu && -f /sys/fs/cgroup/cpu/cgroup.procs ]]; then
+        CG_V=1 CG_ROOT=/sys/fs/cgroup/cpu
+    elif [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then
+        CG_V=2 CG_ROOT=/sys/fs/cgroup
+        grep -qw cpu "$CG_ROOT/cgroup.subtree_control" || echo +cpu >"$CG_ROOT/cgroup.subtree_control" ||
+            die "cannot enable the cgroup v2 cpu controller (root needed)"
+    else
+        die "no usable cgroup cpu controller"
+    fi
+}
+
+# cg_cap NAME QUOTA PID: puts PID (all its threads) in cgroup NAME, capped at
+# QUOTA cores (e.g. 0.25).
+cg_cap() {
+    local name="$1" q="$2" pid="$3" g quota
+    [[ -n "$CG_V" ]] || cg_init
+    g="$CG_ROOT/tidegate_bench_${name}_$$"
+    quota="$(awk -v q="$q" -v p="$CG_PERIOD" 'BEGIN {x = int(q * p); if (x < 1000) x = 1000; print x}')"
+    if [[ ! -d "$g" ]]; then
+        mkdir "$g" || die "cannot create cgroup $g (root needed)"
+        CG_MADE+=("$g")
+    fi
+    if [[ "$CG_V" == 1 ]]; then
+        echo "$CG_PERIOD" >"$g/cpu.cfs_period_us"
+        echo "$quota" >"$g/cpu.cfs_quota_us"
+    else
+        echo "$quota $CG_PERIOD" >"$g/cpu.max"
+    fi
+    echo "$pid" >"$g/cgroup.procs" || die "cannot move pid $pid into $g"
+}
+
+# cg_drop_all: moves every process of our groups back to the root group and
+# removes the groups.
+cg_drop_all() {
+    local g p
+    for g in "${CG_MADE[@]+"${CG_MADE[@]}"}"; do
+        [[ -d "$g" ]] || continue
+        for p in $(cat "$g/cgroup.procs" 2>/dev/null); do echo "$p" >"$CG_ROOT/cgroup.procs" 2>/dev/null || true; done
+        rmdir "$g" 2>/dev/null || log "warning: cannot remove cgroup $g"
+    done
+    CG_MADE=()
+}
 
 # ---------------------------------------------------------------- ports
 
@@ -235,6 +295,15 @@ start_server() {
         prev="$a"
     done
     [[ -n "$addr" ]] || die "start_server: command has no --listen ADDR"
+    start_server_at "$addr" "$logfile" "$@"
+}
+
+# start_server_at ADDR LOGFILE CMD...: start_server for a command whose
+# listen address is not a --listen argument (a config file, HAProxy); it
+# waits for ADDR's port.
+start_server_at() {
+    local addr="$1" logfile="$2"
+    shift 2
     local port
     port="$(addr_port "$addr")"
     if port_listening "$port"; then

@@ -431,6 +431,10 @@ impl ProxyArgs {
                         weight: flag.weight.map(|w| Spanned::new(0..0, w)),
                         backup: None,
                         maxconn: flag.maxconn.map(|m| Spanned::new(0..0, m)),
+                        tls: None,
+                        ca: None,
+                        server_name: None,
+                        insecure_skip_verify: None,
                     }
                 })
                 .collect();

@@ -4,9 +4,11 @@
 //! (`proxy::resolver`) re-resolves it every `resolve_interval`.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::{ConfigError, MAX_TIMEOUT, parse_duration};
+use crate::tls::backend::BackendTls;
 
 /// One backend as configured: its name as given and its resolved address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +27,8 @@ pub struct BackendAddr {
     /// all workers (1..=[`MAX_MAXCONN`]); the rest wait in the proxy's
     /// queue. `None`: no configured limit.
     pub maxconn: Option<u32>,
+    /// TLS to this backend (`[[backend]] tls = true`), else plain TCP.
+    pub tls: Option<Arc<BackendTls>>,
 }
 
 impl BackendAddr {
@@ -37,6 +41,7 @@ impl BackendAddr {
             backup: false,
             host: None,
             maxconn: None,
+            tls: None,
         }
     }
 
@@ -210,6 +215,7 @@ pub fn expand(
             backup,
             host: host.map(str::to_string),
             maxconn: None,
+            tls: None,
         })
         .collect()
 }

@@ -121,6 +121,12 @@ pub struct FileBackend {
     pub backup: Val<bool>,
     /// Requests in flight to it at once, across all workers.
     pub maxconn: Val<u32>,
+    /// TLS to the backend; `ca`, `server_name`, `insecure_skip_verify`
+    /// go with it (see `tls::backend`).
+    pub tls: Val<bool>,
+    pub ca: Val<String>,
+    pub server_name: Val<String>,
+    pub insecure_skip_verify: Val<bool>,
 }
 
 /// One thing wrong with a configuration file.
@@ -460,13 +466,18 @@ impl FileConfig {
                 },
                 None => Some(None),
             };
-            match (addrs, weight, maxconn) {
-                (Some((addrs, host)), Some(weight), Some(maxconn)) => {
-                    let mut these = super::expand(name, host.as_deref(), &addrs, weight, backup);
-                    for b in &mut these {
+            let tls = match b.tls_settings() {
+                Ok(tls) => Some(tls),
+                Err((key, span, why)) => c.push(key, span, format!("invalid {key}: {why}")),
+            };
+            match (addrs, weight, maxconn, tls) {
+                (Some((addrs, host)), Some(weight), Some(maxconn), Some(tls)) => {
+                    let at = out.len();
+                    out.extend(super::expand(name, host.as_deref(), &addrs, weight, backup));
+                    for b in out.iter_mut().skip(at) {
                         b.maxconn = maxconn;
+                        b.tls.clone_from(&tls);
                     }
-                    out.extend(these);
                 }
                 _ => ok = false,
             }
@@ -476,6 +487,25 @@ impl FileConfig {
             return c.push("backend.backup", 0..0, why.to_string());
         }
         ok.then_some(out)
+    }
+}
+
+impl FileBackend {
+    /// The backend's TLS keys, validated (`tls::backend::from_file`).
+    fn tls_settings(&self) -> crate::tls::backend::FileResult {
+        fn flag(v: &Val<bool>) -> Option<(bool, Range<usize>)> {
+            v.as_ref().map(|v| (*v.get_ref(), v.span()))
+        }
+        fn text(v: &Val<String>) -> Option<(&str, Range<usize>)> {
+            v.as_ref().map(|v| (v.get_ref().as_str(), v.span()))
+        }
+        crate::tls::backend::from_file(
+            flag(&self.tls),
+            text(&self.ca),
+            text(&self.server_name),
+            flag(&self.insecure_skip_verify),
+            self.address.get_ref(),
+        )
     }
 }
 

@@ -13,6 +13,8 @@ use std::sync::{Arc, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
+use crate::tls::backend::BackendTls;
+
 /// Good checks in a row that bring a backend back (HAProxy's `rise 2`).
 pub const RISE: u32 = 2;
 /// Failed checks in a row that take a backend out (HAProxy's `fall 3`).
@@ -60,14 +62,33 @@ impl ActiveHealth {
     }
 }
 
-/// One check: `GET path` answered with a 2xx or 3xx status line in time.
-pub fn check(addr: SocketAddr, host: &str, path: &str, timeout: Duration) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, timeout) else {
+/// What the checker probes per backend: its address, its name (the Host
+/// field) and, for a TLS backend, its TLS settings.
+pub type Target = (SocketAddr, String, Option<Arc<BackendTls>>);
+
+/// One check: `GET path` (over TLS for a TLS backend) answered with a 2xx
+/// or 3xx status line in time.
+pub fn check(
+    addr: SocketAddr,
+    tls: Option<&BackendTls>,
+    host: &str,
+    path: &str,
+    timeout: Duration,
+) -> bool {
+    let Ok(s) = TcpStream::connect_timeout(&addr, timeout) else {
         return false;
     };
     if s.set_read_timeout(Some(timeout)).is_err() || s.set_write_timeout(Some(timeout)).is_err() {
         return false;
     }
+    match tls {
+        None => probe(s, host, path),
+        Some(t) => t.blocking(s).is_ok_and(|s| probe(s, host, path)),
+    }
+}
+
+/// `GET path` on a connected stream; a 2xx or 3xx status line is good.
+fn probe(mut s: impl Read + Write, host: &str, path: &str) -> bool {
     let req = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: tidegate-health\r\nConnection: close\r\n\r\n"
     );
@@ -92,7 +113,7 @@ pub fn check(addr: SocketAddr, host: &str, path: &str, timeout: Duration) -> boo
 /// itself once the proxy drops them.
 pub fn spawn(
     health: &Arc<ActiveHealth>,
-    targets: Vec<(SocketAddr, String)>,
+    targets: Vec<Target>,
     path: String,
     interval: Duration,
 ) -> std::io::Result<JoinHandle<()>> {
@@ -102,8 +123,8 @@ pub fn spawn(
         .name("tidegate-health".into())
         .spawn(move || {
             loop {
-                for (i, (addr, name)) in targets.iter().enumerate() {
-                    let ok = check(*addr, name, &path, timeout);
+                for (i, (addr, name, tls)) in targets.iter().enumerate() {
+                    let ok = check(*addr, tls.as_deref(), name, &path, timeout);
                     let Some(active) = weak.upgrade() else { return };
                     match active.report(i, ok) {
                         Some(true) => {

@@ -200,12 +200,13 @@ impl Exchange {
                 return;
             }
         }
-        let Some(addr) = ctx.shared.backends.get(backend).map(|b| b.addr) else {
+        let Some(b) = ctx.shared.backends.get(backend) else {
             return;
         };
+        let target = (b.addr, b.tls.as_deref());
         match ctx
             .upstreams
-            .connect(backend, addr, owner, env.registry, env.now)
+            .connect(backend, target, owner, env.registry, env.now)
         {
             Ok(key) => self.upstream = Some(key),
             Err(e) => log::debug!("connect to backend {backend} failed at once: {e}"),
@@ -302,7 +303,7 @@ impl Exchange {
             if !(up.write_ready || up.read_ready || up.read_closed) {
                 return Flow::Stalled;
             }
-            match N::connect_result(&up.stream) {
+            match up.stream.connect_result(N::connect_result) {
                 Connect::Pending => {
                     up.write_ready = false;
                     return Flow::Stalled;
@@ -330,12 +331,19 @@ impl Exchange {
                 }
                 Err(_) => return Flow::Failed(Fault::Backend(BackendFault::Reset)),
             }
+        } else if up.write_ready {
+            // TLS records the socket refused earlier (none for TCP).
+            match up.stream.flush_owed() {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => up.write_ready = false,
+                Err(_) => return Flow::Failed(Fault::Backend(BackendFault::Reset)),
+            }
         }
         if up.read_ready && !self.backend_eof && client.out.owed() < PENDING_LIMIT {
             let scratch = &mut ctx.scratch;
             match sio::read(&mut up.stream, scratch) {
                 Io::Done(n) => {
-                    if n < scratch.len() && !up.read_closed {
+                    if n < scratch.len() && !up.read_closed && !up.stream.read_pending() {
                         up.read_ready = false;
                     }
                     bufs.bin

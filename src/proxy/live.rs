@@ -274,7 +274,7 @@ pub fn build(cfg: &ProxyConfig, prev: Option<&Shared>, now: Instant) -> Result<S
         let targets = cfg
             .backends
             .iter()
-            .map(|b| (b.addr, b.name.clone()))
+            .map(|b| (b.addr, b.name.clone(), b.tls.clone()))
             .collect();
         active::spawn(&active, targets, path.clone(), *interval)
             .map_err(BuildError::HealthChecker)?;

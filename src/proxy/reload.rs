@@ -6,8 +6,6 @@
 //! same (its name, weight or backup flag may change): its learned routing
 //! state, its counters and its pooled connections carry over.
 
-use std::net::SocketAddr;
-
 use crate::config::{BackendAddr, ProxyConfig};
 
 /// The difference between two configurations, as a reload applies it.
@@ -94,7 +92,7 @@ pub fn map_backends(old: &[BackendAddr], new: &[BackendAddr]) -> Vec<Option<usiz
     let mut taken = vec![false; old.len()];
     new.iter()
         .map(|b| {
-            let i = position(old, b.addr, &taken)?;
+            let i = position(old, b, &taken)?;
             if let Some(t) = taken.get_mut(i) {
                 *t = true;
             }
@@ -103,12 +101,15 @@ pub fn map_backends(old: &[BackendAddr], new: &[BackendAddr]) -> Vec<Option<usiz
         .collect()
 }
 
-/// The first old backend at `addr` not yet matched (an address listed twice
-/// maps one to one).
-fn position(old: &[BackendAddr], addr: SocketAddr, taken: &[bool]) -> Option<usize> {
+/// The first old backend at `new`'s address, with the same TLS settings
+/// (a pooled plaintext connection must not serve a TLS backend), not yet
+/// matched (an address listed twice maps one to one).
+fn position(old: &[BackendAddr], new: &BackendAddr, taken: &[bool]) -> Option<usize> {
     old.iter()
         .enumerate()
-        .find(|(i, b)| b.addr == addr && !taken.get(*i).copied().unwrap_or(true))
+        .find(|(i, b)| {
+            b.addr == new.addr && b.tls == new.tls && !taken.get(*i).copied().unwrap_or(true)
+        })
         .map(|(i, _)| i)
 }
 
@@ -125,6 +126,7 @@ pub fn same_listeners(old: &[crate::config::Listener], new: &[crate::config::Lis
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
 
     fn cfg(backends: &[(&str, u16)], workers: usize) -> ProxyConfig {
         ProxyConfig::for_tests(
@@ -171,5 +173,23 @@ mod tests {
         let new = [old[0].clone()];
         assert_eq!(map_backends(&old, &new), vec![Some(0)]);
         assert_eq!(map_backends(&new, &old), vec![Some(0), None]);
+    }
+
+    #[test]
+    fn turning_tls_on_makes_a_new_backend() {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 1));
+        let spec = crate::tls::backend::BackendTlsSpec {
+            insecure_skip_verify: true,
+            ..Default::default()
+        };
+        let tls = crate::tls::backend::BackendTls::build(spec, "127.0.0.1:1");
+        let plain = [BackendAddr::new("a", addr)];
+        let secure = [BackendAddr {
+            tls: tls.ok().map(std::sync::Arc::new),
+            ..BackendAddr::new("a", addr)
+        }];
+        assert!(secure[0].tls.is_some());
+        assert_eq!(map_backends(&plain, &secure), vec![None]);
+        assert_eq!(map_backends(&secure, &secure.clone()), vec![Some(0)]);
     }
 }

@@ -164,6 +164,7 @@ pub fn replace(
     let mut fresh = Some(expand(name, Some(host), &new, first.weight, first.backup));
     for b in fresh.iter_mut().flatten() {
         b.maxconn = first.maxconn;
+        b.tls.clone_from(&first.tls);
     }
     let mut out = Vec::with_capacity(backends.len() + addrs.len());
     for b in backends {

@@ -90,12 +90,15 @@ impl Tunnel {
                 .map_err(|_| CloseReason::Error)?;
             up.write_ready = !sent.blocked;
             moved |= sent.bytes > 0;
+        } else if up.write_ready && up.stream.flush_owed().is_err() {
+            // TLS records the socket refused earlier (none for TCP).
+            up.write_ready = false;
         }
         if up.read_ready && !self.backend_eof && client.out.owed() < PENDING_LIMIT {
             let scratch = &mut ctx.scratch;
             match sio::read(&mut up.stream, scratch) {
                 Io::Done(n) => {
-                    if n < scratch.len() && !up.read_closed {
+                    if n < scratch.len() && !up.read_closed && !up.stream.read_pending() {
                         up.read_ready = false;
                     }
                     client.out.push(scratch.get(..n).unwrap_or_default());
@@ -110,7 +113,7 @@ impl Tunnel {
             }
         }
         if client.eof && client.input.is_empty() && bufs.bout.is_empty() && !self.backend_shut {
-            N::shutdown_write(&mut up.stream);
+            up.stream.shutdown_write(N::shutdown_write);
             self.backend_shut = true;
             moved = true;
         }

@@ -26,6 +26,7 @@ use super::drained::Drained;
 use super::net::Net;
 use crate::runtime::io::{self as sio, Io};
 use crate::runtime::session::{Side, token};
+use crate::tls::backend::{BackendStream, BackendTls};
 
 /// Idle connections kept per backend per worker. Like nginx's `keepalive`
 /// directive: enough for the request concurrency one worker sees against
@@ -64,7 +65,7 @@ pub struct Upstream<S> {
 #[derive(Debug)]
 pub struct Upstreams<N: Net> {
     net: N,
-    conns: Slab<Upstream<N::Stream>>,
+    conns: Slab<Upstream<BackendStream<N::Stream>>>,
     /// Per backend, keys of idle connections; the most recently used last.
     idle: Vec<Vec<usize>>,
     /// +1 per configuration reload this worker applied.
@@ -96,11 +97,11 @@ impl<N: Net> Upstreams<N> {
         self.drained = drained;
     }
 
-    pub fn get(&self, key: usize) -> Option<&Upstream<N::Stream>> {
+    pub fn get(&self, key: usize) -> Option<&Upstream<BackendStream<N::Stream>>> {
         self.conns.get(key)
     }
 
-    pub fn get_mut(&mut self, key: usize) -> Option<&mut Upstream<N::Stream>> {
+    pub fn get_mut(&mut self, key: usize) -> Option<&mut Upstream<BackendStream<N::Stream>>> {
         self.conns.get_mut(key)
     }
 
@@ -142,20 +143,22 @@ impl<N: Net> Upstreams<N> {
         None
     }
 
-    /// Starts a non-blocking connect to `addr` for `owner`.
+    /// Starts a non-blocking connect to `addr` for `owner` (with `tls`, a
+    /// TLS connection over it).
     pub fn connect(
         &mut self,
         backend: usize,
-        addr: SocketAddr,
+        (addr, tls): (SocketAddr, Option<&BackendTls>),
         owner: usize,
         registry: &Registry,
         now: Instant,
     ) -> io::Result<usize> {
         let entry = self.conns.vacant_entry();
         let key = entry.key();
-        let stream = self
+        let sock = self
             .net
             .connect(addr, registry, token(key, Side::Backend))?;
+        let stream = BackendStream::new(sock, tls)?;
         entry.insert(Upstream {
             stream,
             backend,

@@ -10,7 +10,10 @@
 //! - `stats`: `tidegate_tls_handshakes_total{version}` and
 //!   `tidegate_tls_handshake_errors_total{reason}`.
 //! - `der`: the validity and DNS names of a certificate (pure).
+//! - `backend`: TLS to backends (`[[backend]] tls = true`): the client
+//!   settings per backend and the pool's plain-or-TLS stream.
 
+pub mod backend;
 pub mod certs;
 pub mod der;
 pub mod server;
