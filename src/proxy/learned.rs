@@ -144,9 +144,12 @@ impl Learned {
                 win.clear();
             }
         }
+        // One probe at a time across the backends (see `update_with`).
+        let mut probing = gradients.iter().any(Gradient::probing);
         for (b, (g, m)) in gradients.iter_mut().zip(merged.iter_mut()).enumerate() {
             let before = g.limit();
-            g.update(m, now);
+            g.update_with(m, now, !probing);
+            probing |= g.probing();
             m.clear();
             let limit = g.limit();
             if limit != before {

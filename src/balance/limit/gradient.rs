@@ -47,6 +47,7 @@
 //! concurrency whose latency did not fall (after a cut for a slowdown, the
 //! next window shows it).
 
+use std::ops::Add;
 use std::time::{Duration, Instant};
 
 use super::Window;
@@ -145,6 +146,13 @@ pub const FIRST_PROBE: Duration = Duration::from_millis(500);
 /// under 10 % of that backend's time, and only while probes keep finding
 /// something.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Probes that may find no knee before the interval starts doubling: one
+/// probe can miss a knee (a window disturbed by the other backends' limits
+/// changing at the same time, measured here as a backend left unlimited
+/// for 6 s at 2x its capacity), so the first few come every
+/// [`PROBE_INTERVAL`]; a flat backend pays 2 more short probes, once.
+pub const QUICK_PROBES: u32 = 2;
 
 /// Longest interval between probes (each flat probe doubles it): a
 /// backend whose latency never depended on load is capped for one window
@@ -293,6 +301,9 @@ pub struct Gradient {
     probe: Probe,
     /// Current interval between probes.
     interval: Duration,
+    /// Probes in a row that found no knee (the interval doubles only after
+    /// [`QUICK_PROBES`] of them).
+    misses: u32,
     /// xorshift state for the probe jitter.
     rng: u64,
 }
@@ -324,6 +335,7 @@ impl Gradient {
                 next: now + FIRST_PROBE,
             },
             interval: PROBE_INTERVAL,
+            misses: 0,
             // Any non-zero start works for xorshift; mix the seed so that
             // seeds 0, 1, 2 differ in their first draws.
             rng: cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
@@ -367,6 +379,18 @@ impl Gradient {
     /// Folds in one tick's merged window; evaluates once the pending
     /// samples reach [`MIN_SAMPLES`]. Never allocates.
     pub fn update(&mut self, w: &Window, now: Instant) {
+        self.update_with(w, now, true);
+    }
+
+    /// Whether a probe caps this backend now.
+    pub fn probing(&self) -> bool {
+        matches!(self.probe, Probe::Running { .. })
+    }
+
+    /// [`Gradient::update`], with `may_probe` false when a probe must not
+    /// start now (another backend of the fleet is probing: two probes at
+    /// once push each one's load onto the other and distort both).
+    pub fn update_with(&mut self, w: &Window, now: Instant, may_probe: bool) {
         if now.saturating_duration_since(self.window_start) > MAX_PENDING_AGE
             && self.pending.count() < MIN_SAMPLES
         {
@@ -407,6 +431,7 @@ impl Gradient {
                 self.adjust(seen, now);
                 if let Probe::Idle { next } = self.probe
                     && now >= next
+                    && may_probe
                 {
                     self.start_probe(seen, now);
                 }
@@ -416,6 +441,19 @@ impl Gradient {
 
     /// A normal window: the gradient step.
     fn adjust(&mut self, seen: Level, now: Instant) {
+        if self.settling
+            && !self.after_probe
+            && self.no_load.is_some()
+            && self.limit < f64::from(self.cfg.max_limit)
+        {
+            // The window right after a change mixes requests sent under
+            // the old limit: its latency lags the change. Neither cut nor
+            // rebase on it, and keep `last` (the window before the
+            // change) for the next clean window to be compared with.
+            self.settling = false;
+            self.hold = self.hold.saturating_sub(1);
+            return;
+        }
         let last = self.last.replace(seen);
         let Some(mut no_load) = self.no_load else {
             return;
@@ -521,18 +559,30 @@ impl Gradient {
             if self.no_load.is_none_or(|n| seen.mean < n.mean) {
                 self.no_load = Some(fold(self.no_load, seen));
             }
-            let knee =
-                (before.rate * seen.mean / 1e6 + HEADROOM).max(f64::from(self.cfg.min_limit));
+            // Or, from the probe's own window, its cap times the gradient
+            // (no-load over seen latency): `before.rate` may come from a
+            // window disturbed by other backends (a queue that starved
+            // it), and alone it can cut a limit far below the knee.
+            let no_load = self.no_load.map_or(seen.mean, |n| n.mean.min(seen.mean));
+            let gradient = f64::from(cap) * no_load / seen.mean;
+            let knee = (before.rate * seen.mean / 1e6)
+                .max(gradient)
+                .add(HEADROOM)
+                .max(f64::from(self.cfg.min_limit));
             self.limit = self.limit.min(knee);
             self.step = STEP_MIN;
             self.interval = PROBE_INTERVAL;
+            self.misses = 0;
             // Search on: halve again at the next window.
             self.probe = Probe::Idle { next: now };
         } else {
             // Half the concurrency, the same latency: the no-load latency
             // (higher than the estimate if the backend slowed).
             self.no_load = Some(fold(self.no_load, seen));
-            self.interval = (self.interval * 2).min(PROBE_INTERVAL_MAX);
+            self.misses = self.misses.saturating_add(1);
+            if self.misses > QUICK_PROBES {
+                self.interval = (self.interval * 2).min(PROBE_INTERVAL_MAX);
+            }
             self.schedule(now);
         }
     }
