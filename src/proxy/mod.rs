@@ -23,8 +23,10 @@
 //! - `csvlog`: the request log's writer thread (`--access-log`, `--log-csv`).
 //! - `drained`: the backends an operator drained through the admin API.
 //! - `summary`: the run summary.
-//! - `slots`: per-backend concurrency limits (`maxconn`, later learned
-//!   ones) and in-flight counts, held across all workers.
+//! - `slots`: per-backend concurrency limits (`maxconn` and learned ones)
+//!   and in-flight counts, held across all workers.
+//! - `learned`: `--policy adaptive`'s learned limits: per-worker windows
+//!   folded into `balance::limit` every 100 ms, stored in `slots`.
 //! - `queue`: one worker's FIFO of requests waiting for a backend under its
 //!   limit (pure); `board`: what the workers' queues share.
 
