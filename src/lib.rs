@@ -7,10 +7,12 @@
 //!   token scheme, timers, buffers, `io` (the one place that looks at
 //!   `io::ErrorKind`), fd limits, connection stats, the connection log.
 //! - `server`: starts the acceptor and workers for a mode, runs, stops,
-//!   summarises (the one module that knows both echo and proxy).
+//!   summarises (the one module that knows both echo and proxy);
+//!   `server::error` holds [`server::StartError`].
 //! - `config`: validated settings per mode; the [`config::ConfigError`] enum;
 //!   `config::file`, the proxy's TOML file (schema and the pure text ->
-//!   `ProxyConfig` validation that `check-config` and a reload share).
+//!   `ProxyConfig` validation that `check-config` and a reload share;
+//!   `config::file::check` collects the problems with their positions).
 //! - `echo`: echo mode's session state machine.
 //! - `proxy/`: proxy mode: the session state machine, the backend side of
 //!   one exchange, the backend socket pool, the request log writer, the
@@ -19,7 +21,8 @@
 //!   framing, chunked, hop-by-hop rules, the proxy fields `Via`,
 //!   `X-Forwarded-*` and request ids, canned error responses). No sockets.
 //! - `balance/`: the `Selector` trait and one file per routing policy,
-//!   shared lock-free by all workers, and `balance::limit`, the learned
+//!   shared lock-free by all workers, `balance::policy` (the [`balance::Policy`]
+//!   enum: names, parsing, validation), and `balance::limit`, the learned
 //!   per-backend concurrency limiter fed window summaries. No clocks:
 //!   time is passed in.
 //! - `health/`: passive outlier ejection, the retry budget, and optional

@@ -1,7 +1,6 @@
 //! Starting, running and stopping a server: the acceptor on the calling
 //! thread, N workers on their own threads, and an optional log writer.
 
-use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
@@ -27,52 +26,13 @@ use crate::runtime::connlog;
 use crate::runtime::reload::Reloader;
 use crate::runtime::session::Session;
 use crate::runtime::stats::{AcceptStats, Summary, WorkerStats};
-use crate::runtime::upgrade::{self, UpgradeError, UpgradeHandle};
+use crate::runtime::upgrade::{self, UpgradeHandle};
 use crate::runtime::worker;
 
-/// Why a server could not start.
-#[derive(Debug)]
-pub enum StartError {
-    Config(ConfigError),
-    /// The listen port is taken by another socket.
-    AddrInUse(SocketAddr),
-    /// `--upgrade-socket` / `--takeover` could not be set up.
-    Upgrade(UpgradeError),
-    /// Any other failure to set up a socket, poll or thread.
-    Io {
-        what: String,
-        source: io::Error,
-    },
-}
+mod error;
 
-impl fmt::Display for StartError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StartError::Config(e) => e.fmt(f),
-            StartError::AddrInUse(addr) => write!(
-                f,
-                "cannot listen on {addr}: port {} is already in use (choose another with --listen)",
-                addr.port()
-            ),
-            StartError::Upgrade(e) => e.fmt(f),
-            StartError::Io { what, source } => write!(f, "{what}: {source}"),
-        }
-    }
-}
-
-impl std::error::Error for StartError {}
-
-impl From<ConfigError> for StartError {
-    fn from(e: ConfigError) -> Self {
-        StartError::Config(e)
-    }
-}
-
-impl From<UpgradeError> for StartError {
-    fn from(e: UpgradeError) -> Self {
-        StartError::Upgrade(e)
-    }
-}
+pub use error::StartError;
+use error::io_err;
 
 /// An inherited listener for the acceptor. Its address wins over `--listen`
 /// (changing the listen address needs a restart, not an upgrade).
@@ -104,11 +64,6 @@ fn bind(addr: SocketAddr, cfg: &ServerConfig) -> Result<mio::net::TcpListener, S
             source,
         },
     })
-}
-
-fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> StartError {
-    let what = what.into();
-    move |source| StartError::Io { what, source }
 }
 
 /// A bound, running server whose acceptor has not started yet.

@@ -14,7 +14,6 @@
 //! flags given on its command line over a parsed file (recording them in
 //! `from_cli`, so a bad one is named as the flag) before validating.
 
-use std::fmt;
 use std::ops::Range;
 use std::time::Duration;
 
@@ -28,6 +27,9 @@ use super::{
 };
 use crate::balance::Policy;
 use crate::http::{ForwardOpts, Proto};
+
+pub use check::Problem;
+use check::{Check, key_at, line_col, rename};
 
 /// A value as read, with where it was read (`0..0` when set from a flag).
 pub type Val<T> = Option<Spanned<T>>;
@@ -129,24 +131,6 @@ pub struct FileBackend {
     pub insecure_skip_verify: Val<bool>,
 }
 
-/// One thing wrong with a configuration file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// 1-based (line, column) where toml or the value's span gives one.
-    pub at: Option<(usize, usize)>,
-    /// What is wrong, naming the key (or the flag that set it).
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.at {
-            Some((line, col)) => write!(f, "line {line}, column {col}: {}", self.message),
-            None => f.write_str(&self.message),
-        }
-    }
-}
-
 /// Parses and validates a file's text: the one function a reload needs.
 pub fn load(text: &str) -> Result<ProxyConfig, Vec<Problem>> {
     FileConfig::parse(text)?.validate(text)
@@ -170,41 +154,6 @@ pub fn summary(cfg: &ProxyConfig) -> String {
         }
     }
     out
-}
-
-/// (line, column), both 1-based, of byte `offset` in `text`.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = text.get(..offset).unwrap_or(text);
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, col)
-}
-
-/// The dotted key whose value sits at `offset`, read from the text: the
-/// key before `=` on that line, under the nearest `[table]` above it.
-fn key_at(text: &str, offset: usize) -> Option<String> {
-    let start = text.get(..offset)?.rfind('\n').map_or(0, |i| i + 1);
-    let whole = text.get(start..)?.lines().next().unwrap_or("").trim();
-    if whole.starts_with('[') {
-        // A table's own error (a missing key): name the table.
-        return Some(
-            whole
-                .trim_matches(|c| c == '[' || c == ']')
-                .trim()
-                .to_string(),
-        );
-    }
-    let line = text.get(start..offset)?;
-    let key = line.split_once('=')?.0.trim();
-    let table = text.get(..start)?.lines().rev().find_map(|l| {
-        let l = l.trim();
-        l.starts_with('[')
-            .then(|| l.trim_matches(|c| c == '[' || c == ']').trim())
-    });
-    Some(match table {
-        Some(t) if !t.is_empty() => format!("{t}.{key}"),
-        _ => key.to_string(),
-    })
 }
 
 impl FileConfig {
@@ -509,75 +458,7 @@ impl FileBackend {
     }
 }
 
-/// Renames the flag an error names.
-fn rename(e: ConfigError, key: &'static str) -> ConfigError {
-    match e {
-        ConfigError::BadValue { value, why, .. } => ConfigError::BadValue {
-            flag: key,
-            value,
-            why,
-        },
-        other => other,
-    }
-}
-
-/// Validation state: the text (for positions) and the problems so far.
-struct Check<'a> {
-    text: &'a str,
-    from_cli: &'a [(&'static str, &'static str)],
-    problems: Vec<Problem>,
-}
-
-impl Check<'_> {
-    /// How to name `key`: its flag if the command line set it.
-    fn name(&self, key: &'static str) -> &'static str {
-        self.from_cli
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map_or(key, |(_, flag)| flag)
-    }
-
-    /// Records a problem; always `None`, to return.
-    fn push<T>(&mut self, key: &'static str, span: Range<usize>, message: String) -> Option<T> {
-        let from_cli = self.from_cli.iter().any(|(k, _)| *k == key);
-        let at = (!from_cli && span != (0..0)).then(|| line_col(self.text, span.start));
-        self.problems.push(Problem { at, message });
-        None
-    }
-
-    /// Records "KEY 'VALUE'...: why" style problems for simple checks.
-    fn fail<T>(&mut self, key: &'static str, span: Range<usize>, why: &str) -> Option<T> {
-        let name = self.name(key);
-        let value = self.text.get(span.clone()).unwrap_or("").trim().to_string();
-        let message = if value.is_empty() {
-            format!("invalid {name}: {why}")
-        } else {
-            format!("invalid {name} {value}: {why}")
-        };
-        self.push(key, span, message)
-    }
-
-    /// `parse(name, value)`, or the problem it reports.
-    fn get<T>(
-        &mut self,
-        key: &'static str,
-        v: &Spanned<String>,
-        parse: impl FnOnce(&'static str, &str) -> Result<T, ConfigError>,
-    ) -> Option<T> {
-        match parse(self.name(key), v.get_ref()) {
-            Ok(t) => Some(t),
-            // A key is not a flag: "invalid backend.address 'x'", not
-            // "invalid backend.address address 'x'".
-            Err(ConfigError::BadAddress { flag, value, why }) if !flag.starts_with("--") => {
-                let message =
-                    format!("invalid {flag} '{value}': {why} (expected ip:port or host:port)");
-                self.push(key, v.span(), message)
-            }
-            Err(e) => self.push(key, v.span(), e.to_string()),
-        }
-    }
-}
-
+mod check;
 mod listener;
 mod log;
 mod queue;

@@ -335,3 +335,7 @@ fn map_error(e: httparse::Error, visible: &[u8]) -> HttpError {
 #[cfg(test)]
 #[path = "request_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "request_rewrite_tests.rs"]
+mod rewrite_tests;
