@@ -185,6 +185,8 @@ pub struct Gradient {
     misses: u32,
     /// xorshift state for the probe jitter.
     rng: u64,
+    /// When the last probe started (the limiter's start before any).
+    last_probe: Instant,
 }
 
 impl Gradient {
@@ -215,6 +217,7 @@ impl Gradient {
             },
             interval: PROBE_INTERVAL,
             misses: 0,
+            last_probe: now,
             // Any non-zero start works for xorshift; mix the seed so that
             // seeds 0, 1, 2 differ in their first draws.
             rng: cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
@@ -311,6 +314,7 @@ impl Gradient {
                 if let Probe::Idle { next } = self.probe
                     && now >= next
                     && may_probe
+                    && self.worth_probing(&seen, now)
                 {
                     self.start_probe(seen, now);
                 }
@@ -393,7 +397,25 @@ impl Gradient {
         self.settling = self.limit.floor() != before.floor();
     }
 
+    /// Whether a probe of an unlimited backend could find anything: not
+    /// while its latency is within noise of the no-load latency an
+    /// earlier probe measured (it is not queueing: a probe would only
+    /// divert its traffic for nothing, which on the seed scenario moved
+    /// 3 % of requests to slower backends), except once per
+    /// [`PROBE_INTERVAL_MAX`] in case the estimate itself is off. A
+    /// limited backend probes on its schedule.
+    fn worth_probing(&self, seen: &Level, now: Instant) -> bool {
+        let unlimited = self.limit >= f64::from(self.cfg.max_limit);
+        let Some(no_load) = self.no_load else {
+            return true;
+        };
+        !unlimited
+            || seen.above(&no_load)
+            || now.saturating_duration_since(self.last_probe) >= PROBE_INTERVAL_MAX
+    }
+
     fn start_probe(&mut self, seen: Level, now: Instant) {
+        self.last_probe = now;
         let level = seen.peak.min(self.limit);
         let cap = (level * PROBE_FACTOR)
             .floor()
