@@ -153,7 +153,7 @@ fn the_backends_table_fits_at_1000_and_1400_px_with_backends_down_and_drained() 
             .ok_or("no gamma row")?;
         assert!(gamma.contains(">no sample<"), "{gamma}");
         assert!(!gamma.contains("1,000 ms"), "{gamma}");
-        // No limit or queue in /stats yet: shown as "—".
+        // No limit (none configured, none learned): shown as "—".
         assert!(gamma.contains(">—<"), "{gamma}");
     }
     assert!(traffic.stop() > 0, "no traffic");
