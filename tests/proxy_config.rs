@@ -40,7 +40,7 @@ fn the_shipped_example_is_valid() -> TestResult {
     assert_eq!(code, Some(0), "{err}");
     assert!(
         out.trim_end().ends_with(
-            "tidegate.toml: OK: 3 backends (1 backup), policy tail-budget, listen 127.0.0.1:9090"
+            "tidegate.toml: OK: 3 backends (1 backup), policy adaptive, listen 127.0.0.1:9090"
         ),
         "{out}"
     );
