@@ -194,6 +194,8 @@ bench_cleanup() {
         fi
     done
     cg_drop_all
+    # A script's scratch directory, if it set one.
+    if [[ -n "${BENCH_TMP:-}" ]]; then rm -rf "$BENCH_TMP"; fi
     exit "$rc"
 }
 trap bench_cleanup EXIT

@@ -110,20 +110,9 @@ mkdir -p "$RAW"
 rm -f "$RAW"/*.txt "$RAW"/*.log
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/tidegate-tls.XXXXXX")"
 
-tls_cleanup() {
-    local rc=$? p
-    trap - EXIT INT TERM
-    for p in "${BENCH_PIDS[@]+"${BENCH_PIDS[@]}"}"; do
-        if pid_alive "$p"; then
-            log "cleanup: stopping pid $p"
-            stop_pid "$p" INT 5 || true
-        fi
-    done
-    cg_drop_all
-    rm -rf "$TMP"
-    exit "$rc"
-}
-trap tls_cleanup EXIT
+# lib.sh's bench_cleanup (trapped on EXIT) stops our PIDs, drops the
+# cgroups and removes this scratch directory.
+BENCH_TMP="$TMP"
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
