@@ -36,6 +36,11 @@
 //!   drained flags.
 //! - `tools/`: the simulated backend (`tidegate backend`), the echo load
 //!   client, and `tidegate report`.
+//! - `tls/`: rustls under the HTTP session (`tls::stream`: plaintext over a
+//!   non-blocking socket), listener certificates chosen by SNI, TLS to
+//!   backends, handshake counters.
+//! - `civil`: calendar arithmetic (days since 1970 to and from dates) for
+//!   log timestamps, the report's parser and certificate validity. Pure.
 //!
 //! The binary (`main.rs`, with its clap definitions in `cli/`) parses the
 //! command line and calls into these modules.
@@ -59,6 +64,7 @@
 
 pub mod admin;
 pub mod balance;
+pub mod civil;
 pub mod config;
 pub mod echo;
 pub mod health;

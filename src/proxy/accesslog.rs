@@ -379,7 +379,7 @@ fn clf_time(out: &mut String, t: SystemTime) {
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
     let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let (y, m, d) = crate::civil::civil_from_days((secs / 86_400) as i64);
     let rem = secs % 86_400;
     let month = MONTHS.get((m as usize).saturating_sub(1)).unwrap_or(&"Jan");
     let _ = write!(
@@ -393,7 +393,7 @@ fn clf_time(out: &mut String, t: SystemTime) {
 
 /// `YYYY-MM-DD` and the seconds into that day.
 fn date_of(secs: u64) -> (String, u64) {
-    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let (y, m, d) = crate::civil::civil_from_days((secs / 86_400) as i64);
     (format!("{y:04}-{m:02}-{d:02}"), secs % 86_400)
 }
 
@@ -422,7 +422,7 @@ pub fn iso8601_utc(out: &mut String, t: SystemTime) {
     let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
+    let (y, m, d) = crate::civil::civil_from_days(days as i64);
     let _ = write!(
         out,
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
@@ -431,21 +431,6 @@ pub fn iso8601_utc(out: &mut String, t: SystemTime) {
         rem % 60,
         since.subsec_micros()
     );
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
-/// `civil_from_days`).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 #[cfg(test)]
